@@ -1,0 +1,46 @@
+# Quick start (Debian 12, root):  make run   |   make test
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+NFSCONF := $(VENV)/bin/nfsconf
+
+# FUSE servers the built-in profiles drive, and the tools that build their sources.
+APT_FUSE := fuse3 mount bindfs fuse-overlayfs squashfuse squashfs-tools unionfs-fuse \
+	mergerfs fuse-zip zip archivemount rclone
+APT_ALL := $(APT_FUSE)
+
+.PHONY: run test setup apt venv lint clean
+
+run: setup
+	$(NFSCONF) run --transport local
+
+test: setup
+	$(PY) -m ruff check nfsconf tests scenarios
+	$(PY) -m pytest -ra tests
+
+setup: apt venv
+
+# Installs only what is missing, so a second run costs a dpkg query.
+apt:
+	@missing=$$(for p in $(APT_ALL); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null \
+		| grep -q '^install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "apt: installing $$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+			--no-install-recommends $$missing; \
+	fi
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+lint: venv
+	$(PY) -m ruff check nfsconf tests scenarios
+
+clean:
+	rm -rf $(VENV) *.egg-info

@@ -1,0 +1,172 @@
+"""The nfsconf command line."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+import nfsconf
+from nfsconf.report.results import ResultsError, ResultsWriter, read_results
+from nfsconf.servers.builtin import BUILTIN, find_profile, installed_builtins
+from nfsconf.servers.profile import Profile, ProfileError
+
+SCENARIOS = Path(nfsconf.__file__).resolve().parent.parent / "scenarios"
+
+
+class UsageError(Exception):
+    """Bad input from the user: printed as one line, exit status 2."""
+
+
+def _profiles(specs: list[str]) -> list[Profile]:
+    try:
+        profiles = [find_profile(s) for s in specs] if specs else installed_builtins()
+    except ProfileError as e:
+        raise UsageError(str(e)) from e
+    missing = [p for p in profiles if not p.installed()]
+    if missing:
+        raise UsageError(", ".join(f"profile {p.name}: {p.binary} is not installed"
+                                   + (f" (apt-get install {p.package})" if p.package else "")
+                                   for p in missing))
+    if not profiles:
+        raise UsageError("no FUSE server of the built-in profiles is installed; "
+                         "see `nfsconf doctor`")
+    return profiles
+
+
+def _preflight() -> None:
+    if os.geteuid() != 0:
+        raise UsageError("nfsconf run needs root (mount, drop_caches, open_by_handle_at)")
+    if not os.path.exists("/dev/fuse"):
+        raise UsageError("/dev/fuse is missing; see `nfsconf doctor`")
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from nfsconf.environment import environment_record
+    from nfsconf.report.matrix import render
+
+    profiles = _profiles(args.profile)
+    _preflight()
+    scenarios = Path(args.scenarios)
+    if not scenarios.is_dir():
+        raise UsageError(f"{scenarios}: no such scenarios directory")
+    out = Path(args.out or f"reports/run-{time.strftime('%Y%m%d-%H%M%S')}-{args.transport}")
+    out.mkdir(parents=True, exist_ok=True)
+    skipped = [p.name for p in BUILTIN if not p.installed()] if not args.profile else []
+    if skipped:
+        print(f"not installed, not run: {', '.join(skipped)}")
+    print(f"nfsconf {nfsconf.__version__}: transport {args.transport}, profiles "
+          f"{', '.join(p.name for p in profiles)}; results in {out}/results.jsonl", flush=True)
+    writer = ResultsWriter(out / "results.jsonl")
+    writer.write(environment_record(args.transport,
+                                    {p.name: p.server_version() for p in profiles}))
+    writer.close()
+
+    import pytest
+
+    pytest_args = [str(scenarios), "-p", "nfsconf.plugin", "-p", "no:cacheprovider",
+                   "-q", "--no-header", "--tb=no", "-rN", "--rootdir", str(scenarios),
+                   "-c", os.devnull, "--nfsconf-transport", args.transport,
+                   "--nfsconf-out", str(out)]
+    for spec in args.profile or [p.name for p in profiles]:
+        pytest_args += ["--nfsconf-profile", spec]
+    if args.k:
+        pytest_args += ["-k", args.k]
+    started = time.monotonic()
+    code = pytest.main(pytest_args)
+    elapsed = time.monotonic() - started
+    _, results = read_results(out / "results.jsonl")
+    text = render(results)
+    (out / "matrix.txt").write_text(text + "\n")
+    print("\n" + text)
+    print(f"\n{len(results)} results in {elapsed:.1f} s; {out}/results.jsonl, {out}/matrix.txt")
+    if code in (pytest.ExitCode.INTERRUPTED,):
+        print("run interrupted: the results above are what finished", file=sys.stderr)
+        return 130
+    if code in (pytest.ExitCode.INTERNAL_ERROR, pytest.ExitCode.USAGE_ERROR):
+        return 2
+    if code == pytest.ExitCode.NO_TESTS_COLLECTED:
+        raise UsageError(f"no scenario matched (-k {args.k!r})" if args.k else "no scenarios")
+    must = [r for r in results if r.level == "MUST" and r.verdict in ("FAIL", "ERROR")]
+    return 1 if (args.strict and must) else 0
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from nfsconf.doctor import checks, local_ready, render
+
+    results = checks()
+    print(render(results))
+    ready = local_ready(results)
+    print("\nlocal transport: " + ("ready" if ready else "NOT ready (see fixes above)"))
+    return 0 if ready else 1
+
+
+def cmd_profiles(args: argparse.Namespace) -> int:
+    from tabulate import tabulate
+
+    rows = [[p.name, "yes" if p.installed() else "no", p.source, p.description,
+             ", ".join(k for k, v in vars(p.claims).items() if v)] for p in BUILTIN]
+    print(tabulate(rows, ["profile", "installed", "source", "description", "claims"]))
+    return 0
+
+
+def cmd_matrix(args: argparse.Namespace) -> int:
+    from nfsconf.report.matrix import render
+
+    path = Path(args.dir) / "results.jsonl" if Path(args.dir).is_dir() else Path(args.dir)
+    try:
+        _, results = read_results(path)
+    except OSError as e:
+        raise UsageError(f"{path}: {e.strerror}") from e
+    except ResultsError as e:
+        raise UsageError(str(e)) from e
+    print(render(results))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="nfsconf", description="NFS re-export conformance suite for FUSE filesystems")
+    parser.add_argument("--version", action="version", version=nfsconf.__version__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run the conformance matrix")
+    run.add_argument("--profile", action="append", default=[], metavar="NAME|FILE",
+                     help="built-in profile name or TOML file (repeatable; default: every "
+                          "installed built-in)")
+    run.add_argument("--transport", default="local", choices=["local"])
+    run.add_argument("-k", metavar="PATTERN", help="only scenarios matching (pytest -k)")
+    run.add_argument("--out", metavar="DIR", help="results directory (default reports/run-*)")
+    run.add_argument("--scenarios", default=str(SCENARIOS), help=argparse.SUPPRESS)
+    run.add_argument("--strict", action="store_true",
+                     help="exit 1 when a MUST scenario fails (for CI gates)")
+    run.set_defaults(func=cmd_run)
+
+    doctor = sub.add_parser("doctor", help="what this machine can run, and how to fix the rest")
+    doctor.set_defaults(func=cmd_doctor)
+
+    profiles = sub.add_parser("profiles", help="list the built-in profiles")
+    profiles.set_defaults(func=cmd_profiles)
+
+    matrix = sub.add_parser("matrix", help="print the matrix of a results directory")
+    matrix.add_argument("dir", metavar="DIR")
+    matrix.set_defaults(func=cmd_matrix)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except UsageError as e:
+        print(f"nfsconf: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("nfsconf: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,89 @@
+"""`nfsconf doctor`: what this machine can run, what is missing, and the command to fix it."""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+
+from tabulate import tabulate
+
+from nfsconf.environment import probe_fuse_init
+from nfsconf.servers.builtin import BUILTIN
+from nfsconf.transports.local import name_to_handle
+
+
+@dataclass
+class Check:
+    what: str
+    ok: bool
+    detail: str
+    fix: str = ""
+    needed_for: str = "local"
+
+
+def _connectable() -> tuple[bool, str]:
+    with tempfile.NamedTemporaryFile(prefix="nfsconf-doctor-") as f:
+        try:
+            h = name_to_handle(f.name, connectable=True)
+            return True, f"type 0x{h.fh_type:x} on {f.name}"
+        except OSError as e:
+            if e.errno == errno.EINVAL:
+                return False, "name_to_handle_at rejects AT_HANDLE_CONNECTABLE (kernel < 6.13)"
+            return False, str(e)
+
+
+def checks() -> list[Check]:
+    out: list[Check] = []
+    root = os.geteuid() == 0
+    out.append(Check("root", root, "euid 0" if root else f"euid {os.geteuid()}",
+                     "run nfsconf as root (mounts, drop_caches, open_by_handle_at)"))
+    fuse_ok = os.path.exists("/dev/fuse")
+    out.append(Check("/dev/fuse", fuse_ok, "present" if fuse_ok else "missing",
+                     "modprobe fuse (or run on a kernel with CONFIG_FUSE_FS)"))
+    if fuse_ok and root:
+        try:
+            init = probe_fuse_init()
+            out.append(Check("FUSE INIT", True, f"protocol {init['protocol']}, flag bits "
+                             f"{init['flag_bits']}; LOOKUP_HANDLE (bit 43) "
+                             f"{'offered' if 43 in init['flag_bits'] else 'not offered'}"))
+        except (OSError, RuntimeError, TimeoutError) as e:
+            out.append(Check("FUSE INIT", False, str(e), "check that mount(2) is permitted"))
+    dc = os.access("/proc/sys/vm/drop_caches", os.W_OK)
+    out.append(Check("drop_caches", dc, "/proc/sys/vm/drop_caches writable" if dc else
+                     "not writable", "run as root outside a read-only /proc"))
+    ok, detail = _connectable()
+    out.append(Check("AT_HANDLE_CONNECTABLE", ok, detail,
+                     "kernel >= 6.13 (scenarios ENC-CONN, PARENT-CONN skip without it)"))
+    fusectl = os.path.exists("/sys/fs/fuse/connections")
+    out.append(Check("fusectl", fusectl, "/sys/fs/fuse/connections" if fusectl else "absent",
+                     "CONFIG_FUSE_FS provides it; nfsconf mounts it privately when needed"))
+    for p in BUILTIN:
+        have = p.installed()
+        out.append(Check(f"server {p.name}", have, shutil.which(p.binary) or "not installed",
+                         f"apt-get install {p.package}" if p.package else "", "profile"))
+    for tool, package in (("mksquashfs", "squashfs-tools"),):
+        have = shutil.which(tool) is not None
+        out.append(Check(tool, have, shutil.which(tool) or "not installed",
+                         f"apt-get install {package}", "profile squashfuse"))
+    for tool, package, use in (("qemu-system-x86_64", "qemu-system-x86", "knfsd"),
+                               ("vng", "pip install virtme-ng", "knfsd"),
+                               ("ganesha.nfsd", "nfs-ganesha nfs-ganesha-vfs", "ganesha"),
+                               ("rpcbind", "rpcbind", "ganesha")):
+        have = shutil.which(tool) is not None
+        fix = package if package.startswith("pip") else f"apt-get install {package}"
+        out.append(Check(tool, have, shutil.which(tool) or "not installed", fix, use))
+    return out
+
+
+def render(results: list[Check]) -> str:
+    rows = [[c.what, "ok" if c.ok else "MISSING", c.needed_for, c.detail[:90],
+             "" if c.ok else c.fix] for c in results]
+    return tabulate(rows, ["check", "status", "needed for", "detail", "fix"])
+
+
+def local_ready(results: list[Check]) -> bool:
+    return all(c.ok for c in results if c.needed_for == "local" and
+               c.what != "AT_HANDLE_CONNECTABLE")

@@ -1,0 +1,68 @@
+"""The environment record: which kernel, which FUSE protocol it speaks, which servers."""
+
+from __future__ import annotations
+
+import ctypes
+import datetime
+import os
+import platform
+import select
+import struct
+import tempfile
+from typing import Any
+
+import nfsconf
+from nfsconf.servers.mount import umount
+
+FUSE_INIT = 26
+_IN_HEADER = struct.Struct("<IIQQIIIHH")  # struct fuse_in_header, 40 bytes
+_INIT_IN = struct.Struct("<IIIII")  # major, minor, max_readahead, flags, flags2
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def probe_fuse_init(timeout: float = 5.0) -> dict[str, Any]:
+    """Mount an empty FUSE filesystem for an instant and read the INIT request the kernel
+    sends: the protocol version and every flag bit it offers. Nothing is answered; closing
+    /dev/fuse ends the connection and the mount is detached."""
+    fd = os.open("/dev/fuse", os.O_RDWR | os.O_CLOEXEC)
+    mnt = tempfile.mkdtemp(prefix="nfsconf-probe-")
+    try:
+        opts = f"fd={fd},rootmode=40000,user_id=0,group_id=0".encode()
+        if _libc.mount(b"nfsconf-probe", mnt.encode(), b"fuse.nfsconf-probe", 0, opts) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, f"mount fuse: {os.strerror(err)}")
+        try:
+            if not select.select([fd], [], [], timeout)[0]:
+                raise TimeoutError("kernel sent no FUSE INIT")
+            msg = os.read(fd, 1 << 17)
+        finally:
+            umount(mnt, lazy=True)
+    finally:
+        os.close(fd)
+        os.rmdir(mnt)
+    _, opcode, *_ = _IN_HEADER.unpack_from(msg)
+    if opcode != FUSE_INIT:
+        raise RuntimeError(f"first FUSE request was opcode {opcode}, not INIT")
+    major, minor, _, flags, flags2 = _INIT_IN.unpack_from(msg, _IN_HEADER.size)
+    bits = flags | (flags2 << 32)
+    return {"major": major, "minor": minor, "protocol": f"{major}.{minor}",
+            "flag_bits": [b for b in range(64) if bits >> b & 1]}
+
+
+def environment_record(transport: str, profiles: dict[str, str]) -> dict[str, Any]:
+    try:
+        fuse: dict[str, Any] = probe_fuse_init()
+    except (OSError, RuntimeError, TimeoutError) as e:
+        fuse = {"error": str(e)}
+    return {
+        "kind": "env",
+        "nfsconf": nfsconf.__version__,
+        "started": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "kernel": platform.release(),
+        "kernel_version": platform.version(),
+        "machine": platform.machine(),
+        "fuse": fuse,
+        "transport": transport,
+        "profiles": profiles,
+    }

@@ -1,0 +1,186 @@
+"""A lab: one FUSE server of a profile mounted over a fresh source built from the seed tree,
+with every object the suite made and what it must decode to."""
+
+from __future__ import annotations
+
+import atexit
+import itertools
+import os
+import secrets
+import shutil
+import subprocess
+import tarfile
+import tempfile
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from nfsconf.servers.mount import MountError, ServerProcess, fuse_mount_at
+from nfsconf.servers.profile import Profile
+from nfsconf.transports.base import MARKER_NAME, Decoded, Handle, Identity, Obj
+from nfsconf.transports.local import LocalTransport, fd_identity
+
+# The seed tree every source is built from: read-only servers can only serve these objects.
+SEED_DIRS = ("d0", "d1", "d1/sub", "d2")
+SEED_FILES = tuple(f"d0/f{i}" for i in range(8)) + ("d1/sub/g0", "d2/h0", "top")
+
+_live: set[Lab] = set()
+
+
+def stop_all_labs() -> None:
+    """Last resort at exit or on a signal: nothing stays mounted, nothing keeps running."""
+    for lab in list(_live):
+        lab.stop()
+
+
+atexit.register(stop_all_labs)
+
+
+class Lab:
+    def __init__(self, profile: Profile, base: Path | None = None) -> None:
+        self.profile = profile
+        self.root = Path(tempfile.mkdtemp(prefix=f"nfsconf-{profile.name}-", dir=base))
+        self.mnt = self.root / "mnt"
+        self.token = secrets.token_hex(4)
+        self._serial = itertools.count()
+        self.markers: dict[str, str] = {}
+        self.server: ServerProcess | None = None
+        self.transport = LocalTransport(self.mnt)
+        self.notes: list[str] = []
+        self.restarts = 0
+
+    # -- life cycle -------------------------------------------------------------------
+    def start(self) -> Lab:
+        self.mnt.mkdir()
+        values = self._build_source()
+        argv = self.profile.argv(mountpoint=str(self.mnt), **values)
+        self.server = ServerProcess(argv, self.mnt, self.root / "server.log")
+        _live.add(self)
+        try:
+            self.server.start(self.profile.mount_timeout)
+        except MountError:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> list[str]:
+        """Unmount, end the server, remove the lab's files. Returns what had to be forced."""
+        notes: list[str] = []
+        if self.server is not None:
+            notes = self.server.stop()
+        _live.discard(self)
+        if fuse_mount_at(self.mnt) is None:
+            shutil.rmtree(self.root, ignore_errors=True)
+        else:
+            notes.append(f"{self.mnt} still mounted; left {self.root} in place")
+        self.notes.extend(notes)
+        return notes
+
+    def restart(self) -> None:
+        """Unmount and mount again on the same source: a server restart as NFS sees one."""
+        assert self.server is not None
+        self.notes.extend(self.server.stop())
+        self.server = ServerProcess(self.server.argv, self.mnt, self.root / "server.log")
+        self.server.start(self.profile.mount_timeout)
+        self.restarts += 1
+
+    def __enter__(self) -> Lab:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- sources ----------------------------------------------------------------------
+    def _write_seed(self, top: Path) -> None:
+        top.mkdir(parents=True, exist_ok=True)
+        (top / MARKER_NAME).write_text(self._new_marker(""))
+        for d in SEED_DIRS:
+            (top / d).mkdir(parents=True, exist_ok=True)
+            (top / d / MARKER_NAME).write_text(self._new_marker(d))
+        for f in SEED_FILES:
+            (top / f).write_text(self._new_marker(f))
+
+    def _build_source(self) -> dict[str, str]:
+        kind = self.profile.source
+        seed = self.root / ("lower" if kind == "overlay" else "source")
+        self._write_seed(seed)
+        work = self.root / "work"
+        work.mkdir()
+        values = {"source": str(seed), "work": str(work), "lower": "", "upper": ""}
+        if kind == "overlay":
+            (self.root / "upper").mkdir()
+            values.update(lower=str(seed), upper=str(self.root / "upper"))
+        elif kind == "squashfs":
+            image = self.root / "seed.sqfs"
+            subprocess.run(["mksquashfs", str(seed), str(image), "-quiet", "-noappend",
+                            "-no-progress"], check=True, capture_output=True)
+            values["source"] = str(image)
+        elif kind == "zip":
+            image = self.root / "seed.zip"
+            with zipfile.ZipFile(image, "w") as z:
+                for path in sorted(seed.rglob("*")):
+                    z.write(path, path.relative_to(seed).as_posix())
+            values["source"] = str(image)
+        elif kind == "tar":
+            image = self.root / "seed.tar"
+            with tarfile.open(image, "w") as t:
+                for path in sorted(seed.iterdir()):
+                    t.add(path, path.name)
+            values["source"] = str(image)
+        return values
+
+    def _new_marker(self, rel: str) -> str:
+        marker = f"nfsconf {self.token} #{next(self._serial)} {rel}\n"
+        self.markers[rel] = marker
+        return marker
+
+    # -- objects ----------------------------------------------------------------------
+    def path(self, rel: str) -> Path:
+        return self.mnt / rel if rel else self.mnt
+
+    def require_writable(self) -> None:
+        if not self.profile.writable:
+            pytest.skip(f"profile {self.profile.name} serves a read-only "
+                        f"{self.profile.source} image: the scenario must create and remove")
+
+    def identity_of(self, rel: str) -> Identity:
+        """What REL is now, reached by name through the mount."""
+        fd = os.open(self.path(rel), os.O_RDONLY)
+        try:
+            return fd_identity(fd)
+        finally:
+            os.close(fd)
+
+    def obj(self, rel: str) -> Obj:
+        return Obj(rel, self.identity_of(rel))
+
+    def make_file(self, rel: str) -> Obj:
+        self.require_writable()
+        with open(self.path(rel), "x") as f:
+            f.write(self._new_marker(rel))
+        return self.obj(rel)
+
+    def make_dir(self, rel: str) -> Obj:
+        self.require_writable()
+        self.path(rel).mkdir()
+        (self.path(rel) / MARKER_NAME).write_text(self._new_marker(rel))
+        return self.obj(rel)
+
+    def refresh(self, obj: Obj, rel: str | None = None) -> None:
+        """After a restart the mount has a new st_dev (and maybe new inode numbers): expect
+        what the name reaches now, with the marker written at setup."""
+        now = self.identity_of(rel or obj.rel)
+        obj.identity = Identity(now.st_ino, now.st_dev, obj.identity.is_dir, obj.identity.marker)
+
+    # -- handles ----------------------------------------------------------------------
+    def encode(self, obj: Obj, *, connectable: bool = False) -> Handle:
+        obj.handle = self.transport.encode(self.path(obj.rel), connectable=connectable)
+        return obj.handle
+
+    def decode(self, obj: Obj) -> Decoded:
+        assert obj.handle is not None, "encode first"
+        return self.transport.decode(obj.handle)
+
+    def drop_caches(self) -> None:
+        self.transport.drop_caches()

@@ -1,0 +1,64 @@
+"""The conformance matrix: scenario rows x profile columns, one short cell each."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from tabulate import tabulate
+
+from nfsconf.report.results import Result
+
+
+def cell(r: Result) -> str:
+    text = r.verdict
+    if r.wrong_object:
+        text = "FAIL WRONG-OBJ"
+    elif r.errno and r.verdict in ("FAIL", "ERROR"):
+        text += f" {r.errno}"
+    elif r.verdict == "ERROR":
+        text += " " + r.reason.split(":")[0][:18]
+    if r.claim_broken:
+        text += " !"
+    return text
+
+
+def matrix_rows(results: list[Result]) -> tuple[list[str], list[list[str]]]:
+    profiles = list(dict.fromkeys(r.profile for r in results))
+    rows: dict[tuple[str, str], dict[str, str]] = {}
+    for r in results:
+        rows.setdefault((r.row, _level(results, r.row)), {})[r.profile] = cell(r)
+    header = ["scenario", "level", *profiles]
+    body = [[row, level, *(cells.get(p, "") for p in profiles)]
+            for (row, level), cells in rows.items()]
+    return header, body
+
+
+def _level(results: list[Result], row: str) -> str:
+    # the declared level; a wrong object raises one cell, not the row
+    levels = {r.level for r in results if r.row == row and not r.wrong_object}
+    return "/".join(sorted(levels)) or "MUST"
+
+
+def summary_rows(results: list[Result]) -> tuple[list[str], list[list[object]]]:
+    profiles = list(dict.fromkeys(r.profile for r in results))
+    header = ["profile", "PASS", "FAIL", "ERROR", "SKIP", "XFAIL", "MUST failed",
+              "wrong objects", "claims broken"]
+    body: list[list[object]] = []
+    for p in profiles:
+        mine = [r for r in results if r.profile == p]
+        counts = Counter(r.verdict for r in mine)
+        must = sum(1 for r in mine if r.level == "MUST" and r.verdict in ("FAIL", "ERROR"))
+        body.append([p, *(counts.get(v, 0) for v in ("PASS", "FAIL", "ERROR", "SKIP", "XFAIL")),
+                     must, sum(r.wrong_object for r in mine), sum(r.claim_broken for r in mine)])
+    return header, body
+
+
+def render(results: list[Result], fmt: str = "simple") -> str:
+    if not results:
+        return "(no results)"
+    header, body = matrix_rows(results)
+    sheader, sbody = summary_rows(results)
+    legend = ("cells: verdict and errno; WRONG-OBJ = a handle opened another object (always a "
+              "MUST failure); ! = the profile claims what this scenario checks")
+    return (tabulate(body, header, tablefmt=fmt) + "\n\n" + tabulate(sbody, sheader, tablefmt=fmt)
+            + "\n\n" + legend)

@@ -1,0 +1,183 @@
+"""Starting a FUSE server in the foreground and taking its mount down again, whatever state
+the server is in (running, crashed, stopped, hung)."""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import signal
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+
+MNT_DETACH = 2
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+class MountError(RuntimeError):
+    """A server that would not mount; the message carries its own words (stderr tail)."""
+
+
+@dataclass(frozen=True)
+class MountEntry:
+    mount_id: int
+    dev: str  # "major:minor"; the minor is the fusectl connection number
+    mountpoint: str
+    fstype: str
+    source: str
+
+    @property
+    def connection(self) -> int:
+        return int(self.dev.split(":")[1])
+
+
+def _unescape(field: str) -> str:
+    # mountinfo escapes space, tab, newline and backslash as octal
+    return field.encode().decode("unicode_escape") if "\\" in field else field
+
+
+def mounts() -> list[MountEntry]:
+    entries = []
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            left, _, right = line.partition(" - ")
+            parts, rparts = left.split(), right.split()
+            entries.append(MountEntry(int(parts[0]), parts[2], _unescape(parts[4]),
+                                      rparts[0], _unescape(rparts[1])))
+    return entries
+
+
+def fuse_mount_at(mountpoint: str | os.PathLike[str]) -> MountEntry | None:
+    """The topmost FUSE mount on MOUNTPOINT, if any."""
+    path = os.path.realpath(mountpoint)
+    found = [m for m in mounts() if m.mountpoint == path and m.fstype.startswith("fuse")]
+    return found[-1] if found else None
+
+
+def umount(path: str | os.PathLike[str], *, lazy: bool = False) -> int:
+    """umount2(2); returns 0 or the errno (the caller decides what a failure means)."""
+    rc = _libc.umount2(os.fsencode(os.fspath(path)), MNT_DETACH if lazy else 0)
+    return 0 if rc == 0 else ctypes.get_errno()
+
+
+def abort_connection(connection: int) -> bool:
+    """Write to /sys/fs/fuse/connections/N/abort: every pending and future request fails
+    with ENOTCONN, so nothing waits on a dead or stopped server any more. Mounts fusectl on a
+    private directory when the system has it unmounted, and takes that mount down again."""
+    target = Path(f"/sys/fs/fuse/connections/{connection}/abort")
+    if target.exists():
+        target.write_text("1")
+        return True
+    with tempfile.TemporaryDirectory(prefix="nfsconf-fusectl-") as ctl:
+        if subprocess.run(["mount", "-t", "fusectl", "none", ctl],
+                          capture_output=True).returncode != 0:
+            return False
+        try:
+            abort = Path(ctl, str(connection), "abort")
+            if abort.exists():
+                abort.write_text("1")
+                return True
+            return False
+        finally:
+            umount(ctl, lazy=True)
+
+
+def _process_stuck(pid: int) -> bool:
+    try:
+        st = psutil.Process(pid).status()
+    except psutil.NoSuchProcess:
+        return True
+    return st in (psutil.STATUS_STOPPED, psutil.STATUS_TRACING_STOP, psutil.STATUS_ZOMBIE,
+                  psutil.STATUS_DEAD)
+
+
+class ServerProcess:
+    """One FUSE server run in the foreground (its -f mode) so the suite owns its PID."""
+
+    def __init__(self, argv: list[str], mountpoint: Path, log: Path) -> None:
+        self.argv = argv
+        self.mountpoint = mountpoint
+        self.log = log
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.entry: MountEntry | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc else None
+
+    def start(self, timeout: float = 15.0) -> MountEntry:
+        before = fuse_mount_at(self.mountpoint)
+        with open(self.log, "ab") as logf:
+            try:
+                self.proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=logf,
+                                             stderr=subprocess.STDOUT, start_new_session=True)
+            except OSError as e:
+                raise MountError(f"cannot start {self.argv[0]}: {e.strerror}") from e
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            entry = fuse_mount_at(self.mountpoint)
+            if entry and (before is None or entry.mount_id != before.mount_id):
+                self.entry = entry
+                return entry
+            if self.proc.poll() is not None:
+                raise MountError(f"{self.argv[0]} exited with {self.proc.returncode} before "
+                                 f"mounting: {self.log_tail()}")
+            time.sleep(0.01)
+        self.stop()
+        raise MountError(f"{self.argv[0]} did not mount {self.mountpoint} within {timeout:.0f} s:"
+                         f" {self.log_tail()}")
+
+    def log_tail(self, lines: int = 3) -> str:
+        try:
+            text = self.log.read_text(errors="replace").strip().splitlines()
+        except OSError:
+            return ""
+        return " | ".join(text[-lines:]) or "(no output)"
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self, grace: float = 5.0) -> list[str]:
+        """Unmount and end the server; never leaves the mount or the process behind.
+        Returns notes on what it had to force (evidence for a cell that crashed)."""
+        notes: list[str] = []
+        entry = fuse_mount_at(self.mountpoint)
+        if entry is not None:
+            if self.proc is None or _process_stuck(self.proc.pid) or not self.alive():
+                # A dead or stopped server cannot answer; a plain umount could wait on it.
+                if abort_connection(entry.connection):
+                    notes.append(f"aborted fuse connection {entry.connection}")
+            err = umount(self.mountpoint)
+            if err:
+                notes.append(f"umount: {os.strerror(err)}; lazy umount")
+                if abort_connection(entry.connection):
+                    notes.append(f"aborted fuse connection {entry.connection}")
+                umount(self.mountpoint, lazy=True)
+        if self.proc is not None:
+            self._end_process(grace, notes)
+        return notes
+
+    def _end_process(self, grace: float, notes: list[str]) -> None:
+        assert self.proc is not None
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGCONT)
+        try:
+            self.proc.wait(grace)  # servers exit on their own once unmounted
+            return
+        except subprocess.TimeoutExpired:
+            pass
+        notes.append(f"server pid {self.proc.pid} did not exit after unmount; SIGTERM")
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGTERM)
+        try:
+            self.proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            notes.append("SIGKILL")
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()

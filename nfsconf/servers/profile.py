@@ -1,0 +1,151 @@
+"""Server profiles: how to mount one FUSE server over a source, and what it claims.
+
+A profile never hides a failure: claims are only compared with what the scenarios measure.
+Vendors write the same thing as a TOML file:
+
+    name = "myfs"
+    description = "my filesystem, default options"
+    mount = "myfs -f {source} {mountpoint}"      # foreground; a string or a list
+    source = "dir"                               # dir | overlay | squashfs | zip | tar
+    writable = true
+    package = "myfs"                             # Debian package, for the version record
+    version = "myfs --version"                   # or a command printing the version
+    [claims]
+    export_support = true     # advertises FUSE_EXPORT_SUPPORT
+    cold_decode = true        # handles survive a cache drop
+    restart = false           # handles survive unmount + mount on the same source
+
+Placeholders: {source} (directory or image), {mountpoint}, {lower}/{upper}/{work} (overlay).
+"""
+
+from __future__ import annotations
+
+import shlex
+import shutil
+import subprocess
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+SOURCE_KINDS = ("dir", "overlay", "squashfs", "zip", "tar")
+PLACEHOLDERS = ("source", "mountpoint", "lower", "upper", "work")
+
+
+class ProfileError(ValueError):
+    """A profile that cannot be used; the message names the file and key."""
+
+
+@dataclass(frozen=True)
+class Claims:
+    export_support: bool = False
+    cold_decode: bool = False
+    restart: bool = False
+    live_restart: bool = False
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    description: str
+    mount: tuple[str, ...]
+    source: str = "dir"
+    writable: bool = True
+    package: str | None = None
+    version: str | None = None
+    claims: Claims = field(default_factory=Claims)
+    origin: str = "builtin"
+    mount_timeout: float = 15.0
+
+    @property
+    def binary(self) -> str:
+        return self.mount[0]
+
+    def installed(self) -> bool:
+        return shutil.which(self.binary) is not None
+
+    def argv(self, **values: str) -> list[str]:
+        return [arg.format(**values) for arg in self.mount]
+
+    def server_version(self) -> str:
+        """The version the server reports, for the environment record."""
+        try:
+            if self.version:
+                out = subprocess.run(shlex.split(self.version), capture_output=True, text=True,
+                                     timeout=10)
+                text = (out.stdout or out.stderr).strip().splitlines()
+                return text[0] if text else "unknown"
+            if self.package:
+                out = subprocess.run(["dpkg-query", "-W", "-f=${Version}", self.package],
+                                     capture_output=True, text=True, timeout=10)
+                return out.stdout.strip() or "not installed"
+        except (OSError, subprocess.TimeoutExpired) as e:
+            return f"unknown ({e})"
+        return "unknown"
+
+
+_TYPES: dict[str, type | tuple[type, ...]] = {
+    "name": str, "description": str, "mount": (str, list), "source": str, "writable": bool,
+    "package": str, "version": str, "claims": dict, "mount_timeout": (int, float),
+}
+_TYPE_WORDS = {str: "a string", bool: "true or false", dict: "a table", list: "a list"}
+
+
+def _expect(origin: str, key: str, value: Any, want: type | tuple[type, ...]) -> None:
+    if isinstance(value, bool) and want in ((int, float),):
+        ok = False
+    else:
+        ok = isinstance(value, want)
+    if not ok:
+        words = " or ".join(_TYPE_WORDS.get(t, t.__name__) for t in
+                            (want if isinstance(want, tuple) else (want,)))
+        raise ProfileError(f"{origin}: key '{key}': expected {words}, got {value!r}")
+
+
+def profile_from_dict(data: dict[str, Any], origin: str) -> Profile:
+    known = {f.name for f in fields(Profile)} - {"origin"}
+    for key, value in data.items():
+        if key not in known:
+            raise ProfileError(f"{origin}: unknown key '{key}' (expected one of: "
+                               f"{', '.join(sorted(known))})")
+        _expect(origin, key, value, _TYPES[key])
+    for key in ("name", "mount"):
+        if key not in data:
+            raise ProfileError(f"{origin}: missing key '{key}'")
+    mount = data["mount"]
+    argv = tuple(shlex.split(mount) if isinstance(mount, str) else mount)
+    if not argv or not all(isinstance(a, str) for a in argv):
+        raise ProfileError(f"{origin}: key 'mount': expected a command line, got {mount!r}")
+    for arg in argv:
+        try:
+            arg.format(**{p: "" for p in PLACEHOLDERS})
+        except (KeyError, IndexError, ValueError) as e:
+            raise ProfileError(f"{origin}: key 'mount': unknown placeholder in {arg!r} "
+                               f"(expected {{{'}, {'.join(PLACEHOLDERS)}}})") from e
+    if not any("{mountpoint}" in a for a in argv):
+        raise ProfileError(f"{origin}: key 'mount': the command must contain {{mountpoint}}")
+    source = data.get("source", "dir")
+    if source not in SOURCE_KINDS:
+        raise ProfileError(f"{origin}: key 'source': expected one of {', '.join(SOURCE_KINDS)},"
+                           f" got {source!r}")
+    claims_in = data.get("claims", {})
+    claim_names = {f.name for f in fields(Claims)}
+    for key, value in claims_in.items():
+        if key not in claim_names:
+            raise ProfileError(f"{origin}: unknown key 'claims.{key}' (expected one of: "
+                               f"{', '.join(sorted(claim_names))})")
+        _expect(origin, f"claims.{key}", value, bool)
+    values = {k: v for k, v in data.items() if k not in ("mount", "claims")}
+    values.setdefault("description", values["name"])
+    return Profile(mount=argv, claims=Claims(**claims_in), origin=origin, **values)
+
+
+def load_profile_file(path: Path) -> Profile:
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except OSError as e:
+        raise ProfileError(f"{path}: cannot read profile: {e.strerror}") from e
+    except tomllib.TOMLDecodeError as e:
+        raise ProfileError(f"{path}: not valid TOML: {e}") from e
+    return profile_from_dict(data, str(path))

@@ -1,0 +1,88 @@
+"""What every transport hands to the scenarios: handles, decoded objects, identities."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Protocol
+
+# Every directory the suite creates holds this file; its content names the directory.
+MARKER_NAME = ".nfsconf-marker"
+
+
+@dataclass(frozen=True)
+class Handle:
+    """A handle as the transport carries it: exportfs fid type + bytes, or an NFS fh."""
+
+    fh_type: int
+    data: bytes
+    mount_id: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"type": f"0x{self.fh_type:x}", "len": len(self.data), "hex": self.data.hex()}
+
+
+@dataclass(frozen=True)
+class Identity:
+    """What an object is: the inode the server reports and the marker written at setup."""
+
+    st_ino: int
+    st_dev: int
+    is_dir: bool
+    marker: str | None
+
+
+@dataclass
+class Decoded:
+    """The result of presenting a handle: an identity, or an error name (ESTALE, ...)."""
+
+    identity: Identity | None = None
+    path: str | None = None
+    error: str | None = None
+    errno: int | None = None
+
+    @property
+    def opened(self) -> bool:
+        return self.identity is not None
+
+
+@dataclass
+class Obj:
+    """An object the suite created and knows: where it is and what it must decode to."""
+
+    rel: str
+    identity: Identity
+    handle: Handle | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def verdict_of(expected: Identity, got: Decoded) -> str:
+    """'same', 'other' or the error name. 'other' is the worst outcome there is: the handle
+    opened an object it did not name."""
+    if not got.opened:
+        return got.error or "error"
+    ident = got.identity
+    assert ident is not None
+    same = (ident.st_ino == expected.st_ino and ident.st_dev == expected.st_dev
+            and ident.is_dir == expected.is_dir and ident.marker == expected.marker)
+    return "same" if same else "other"
+
+
+def describe(expected: Identity, got: Decoded) -> dict[str, Any]:
+    """Evidence for one decode: what was expected, what came back."""
+    return {
+        "expected": asdict(expected),
+        "got": asdict(got.identity) if got.identity else None,
+        "error": got.error,
+        "path": got.path,
+        "outcome": verdict_of(expected, got),
+    }
+
+
+class Transport(Protocol):
+    name: str
+
+    def encode(self, path: Any, *, connectable: bool = False) -> Handle: ...
+
+    def decode(self, handle: Handle) -> Decoded: ...
+
+    def drop_caches(self) -> None: ...

@@ -1,0 +1,147 @@
+"""The local transport: the kernel's exportfs path through name_to_handle_at(2) and
+open_by_handle_at(2) on the FUSE mount itself — the same encode_fh/fh_to_dentry code knfsd
+calls, with no NFS server in between."""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+
+from nfsconf.transports.base import MARKER_NAME, Decoded, Handle, Identity
+
+AT_FDCWD = -100
+AT_HANDLE_CONNECTABLE = 0x002
+AT_SYMLINK_NOFOLLOW = 0x100
+MAX_HANDLE_SZ = 128
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+class _FileHandle(ctypes.Structure):
+    _fields_ = [
+        ("handle_bytes", ctypes.c_uint),
+        ("handle_type", ctypes.c_int),
+        ("f_handle", ctypes.c_ubyte * MAX_HANDLE_SZ),
+    ]
+
+
+_libc.name_to_handle_at.argtypes = [
+    ctypes.c_int, ctypes.c_char_p, ctypes.POINTER(_FileHandle),
+    ctypes.POINTER(ctypes.c_int), ctypes.c_int,
+]
+_libc.open_by_handle_at.argtypes = [ctypes.c_int, ctypes.POINTER(_FileHandle), ctypes.c_int]
+
+
+def _raise_errno(what: str, path: str | os.PathLike[str] = "") -> None:
+    err = ctypes.get_errno()
+    raise OSError(err, f"{what}: {os.strerror(err)}", str(path) if path else None)
+
+
+def handle_size(path: str | os.PathLike[str], *, connectable: bool = False) -> int:
+    """Ask the kernel how many bytes the handle needs: a zero-sized buffer gets EOVERFLOW
+    with handle_bytes set to the size (the documented size query)."""
+    fh = _FileHandle(handle_bytes=0)
+    mount_id = ctypes.c_int()
+    flags = AT_HANDLE_CONNECTABLE if connectable else 0
+    rc = _libc.name_to_handle_at(AT_FDCWD, os.fsencode(path), ctypes.byref(fh),
+                                 ctypes.byref(mount_id), flags)
+    if rc == 0:
+        return 0  # a zero-length handle fits a zero-length buffer
+    if ctypes.get_errno() != errno.EOVERFLOW:
+        _raise_errno("name_to_handle_at size query", path)
+    return fh.handle_bytes
+
+
+def name_to_handle(path: str | os.PathLike[str], *, connectable: bool = False,
+                   size: int = MAX_HANDLE_SZ) -> Handle:
+    """Encode PATH; raises OSError (EOVERFLOW if SIZE is too small, EINVAL if the kernel
+    does not know AT_HANDLE_CONNECTABLE, EOPNOTSUPP if the fs cannot export)."""
+    fh = _FileHandle(handle_bytes=size)
+    mount_id = ctypes.c_int()
+    flags = AT_HANDLE_CONNECTABLE if connectable else 0
+    rc = _libc.name_to_handle_at(AT_FDCWD, os.fsencode(path), ctypes.byref(fh),
+                                 ctypes.byref(mount_id), flags)
+    if rc != 0:
+        _raise_errno("name_to_handle_at", path)
+    data = bytes(fh.f_handle[: fh.handle_bytes])
+    return Handle(fh_type=fh.handle_type, data=data, mount_id=mount_id.value)
+
+
+def open_by_handle(mount_fd: int, handle: Handle, flags: int = os.O_RDONLY) -> int:
+    """Decode HANDLE against the mount open at MOUNT_FD; returns an fd or raises OSError."""
+    if len(handle.data) > MAX_HANDLE_SZ:
+        raise OSError(errno.EINVAL, "handle longer than MAX_HANDLE_SZ")
+    fh = _FileHandle(handle_bytes=len(handle.data), handle_type=handle.fh_type)
+    ctypes.memmove(fh.f_handle, handle.data, len(handle.data))
+    fd = _libc.open_by_handle_at(mount_fd, ctypes.byref(fh), flags | os.O_CLOEXEC)
+    if fd < 0:
+        _raise_errno("open_by_handle_at")
+    return fd
+
+
+def drop_caches() -> None:
+    """Evict clean dentries and inodes so the next decode must ask the FUSE server."""
+    os.sync()
+    with open("/proc/sys/vm/drop_caches", "w") as f:
+        f.write("3")
+
+
+def fd_identity(fd: int) -> Identity:
+    """What object FD really is: the inode the FUSE server reports and the marker the suite
+    wrote into it at setup (read through the fd itself, never through a path)."""
+    st = os.fstat(fd)
+    is_dir = stat.S_ISDIR(st.st_mode)
+    marker = None
+    try:
+        if is_dir:
+            mfd = os.open(MARKER_NAME, os.O_RDONLY, dir_fd=fd)
+            try:
+                marker = os.read(mfd, 4096).decode(errors="replace")
+            finally:
+                os.close(mfd)
+        else:
+            marker = os.pread(fd, 4096, 0).decode(errors="replace")
+    except OSError as e:
+        marker = f"<unreadable: {errno.errorcode.get(e.errno, e.errno)}>"
+    return Identity(st_ino=st.st_ino, st_dev=st.st_dev, is_dir=is_dir, marker=marker)
+
+
+def fd_path(fd: int) -> str:
+    """The path the kernel connected the decoded dentry to; "/" for a disconnected dentry.
+    Evidence of reconnection only, never of identity."""
+    try:
+        return os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:
+        return "?"
+
+
+@dataclass
+class LocalTransport:
+    """Handles travel as raw exportfs fids on the FUSE mount."""
+
+    mountpoint: Path
+    name: str = "local"
+
+    def encode(self, path: Path, *, connectable: bool = False) -> Handle:
+        return name_to_handle(path, connectable=connectable)
+
+    def decode(self, handle: Handle) -> Decoded:
+        mount_fd = os.open(self.mountpoint, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            try:
+                fd = open_by_handle(mount_fd, handle)
+            except OSError as e:
+                return Decoded(error=errno.errorcode.get(e.errno, str(e.errno)), errno=e.errno)
+            try:
+                return Decoded(identity=fd_identity(fd), path=fd_path(fd))
+            finally:
+                os.close(fd)
+        finally:
+            os.close(mount_fd)
+
+    def drop_caches(self) -> None:
+        drop_caches()
