@@ -49,9 +49,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     profiles = _profiles(args.profile)
     _preflight()
-    scenarios = Path(args.scenarios)
-    if not scenarios.is_dir():
-        raise UsageError(f"{scenarios}: no such scenarios directory")
+    scenarios = Path(args.scenarios).resolve()
+    if not scenarios.exists():
+        raise UsageError(f"{scenarios}: no such scenarios directory or file")
+    home = scenarios if scenarios.is_dir() else scenarios.parent
     out = Path(args.out or f"reports/run-{time.strftime('%Y%m%d-%H%M%S')}-{args.transport}")
     out.mkdir(parents=True, exist_ok=True)
     skipped = [p.name for p in BUILTIN if not p.installed()] if not args.profile else []
@@ -67,8 +68,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     import pytest
 
     pytest_args = [str(scenarios), "-p", "nfsconf.plugin", "-p", "no:cacheprovider",
-                   "-q", "--no-header", "--tb=no", "-rN", "--rootdir", str(scenarios),
-                   "-c", os.devnull, "--nfsconf-transport", args.transport,
+                   "-q", "--no-header", "--tb=no", "-rN", "--rootdir", str(home),
+                   "--confcutdir", str(home), "-c", os.devnull, "--nfsconf-transport", args.transport,
                    "--nfsconf-out", str(out)]
     for spec in args.profile or [p.name for p in profiles]:
         pytest_args += ["--nfsconf-profile", spec]

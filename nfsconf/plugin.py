@@ -6,6 +6,8 @@ Loaded by `nfsconf run` with `-p nfsconf.plugin`; scenarios mark themselves with
 
 from __future__ import annotations
 
+import errno
+import re
 import signal
 from collections.abc import Iterator
 from pathlib import Path
@@ -185,6 +187,8 @@ def _write_record(item: pytest.Item) -> None:
     phases = item.stash[_PHASES]
     verdict, reason = _verdict(phases)
     ev = item.stash.get(_EVIDENCE, Evidence())
+    if ev.errno is None and (m := re.search(r"\[Errno (\d+)\]", reason)):
+        ev.errno = errno.errorcode.get(int(m.group(1)), m.group(1))
     claim = marker.kwargs.get("claim")
     variant = "-".join(str(v) for k, v in params.params.items()
                        if k not in ("profile", "transport_name")) if params else ""

@@ -163,7 +163,7 @@ class Printable:
     def __str__(self) -> str:
         parts = [self.title]
         for key, value in self.fields().items():
-            if key in self._in_title or value is None:
+            if key in self._in_title or value is None or value == b"":
                 continue
             shown = f"({value})" if isinstance(value, Printable) else _text(key, value)
             parts.append(f"{key}={shown}")

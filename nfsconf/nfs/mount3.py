@@ -43,11 +43,11 @@ def _path_arg(path: str) -> bytes:
 def decode_mnt(body: bytes) -> MntResult:
     u = unpacker(body)
     with xdr_guard("MNT3 reply"):
-        status = MountStatus(u.unpack_uint())
-        if status != MountStatus.MNT3_OK:
-            return MntResult(status)
-        fh = u.unpack_opaque()
-        return MntResult(status, fh, u.unpack_array(u.unpack_uint))
+        res = MntResult(MountStatus(u.unpack_uint()))
+        if res.ok:
+            res.fh, res.auth_flavors = u.unpack_opaque(), u.unpack_array(u.unpack_uint)
+        u.done()
+        return res
 
 
 def decode_export(body: bytes) -> list[ExportEntry]:
@@ -57,7 +57,9 @@ def decode_export(body: bytes) -> list[ExportEntry]:
             path = u.unpack_string().decode(errors="replace")
             groups = u.unpack_list(lambda: u.unpack_string().decode(errors="replace"))
             return ExportEntry(path, groups)
-        return u.unpack_list(entry)
+        exports = u.unpack_list(entry)
+        u.done()
+        return exports
 
 
 class Mount3Client:

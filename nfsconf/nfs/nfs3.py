@@ -135,7 +135,9 @@ def decode_getattr(body: bytes) -> GetattrRes:
     u = unpacker(body)
     with xdr_guard("GETATTR3 reply"):
         status = Nfs3Status(u.unpack_uint())
-        return GetattrRes(status, _fattr3(u) if status == 0 else None)
+        res = GetattrRes(status, _fattr3(u) if status == 0 else None)
+        u.done()
+        return res
 
 
 def decode_lookup(body: bytes) -> LookupRes:
@@ -143,21 +145,24 @@ def decode_lookup(body: bytes) -> LookupRes:
     with xdr_guard("LOOKUP3 reply"):
         status = Nfs3Status(u.unpack_uint())
         if status != 0:
-            return LookupRes(status, dir_attr=_post_op_attr(u))
-        fh = u.unpack_opaque()
-        return LookupRes(status, fh, _post_op_attr(u), _post_op_attr(u))
+            res = LookupRes(status, dir_attr=_post_op_attr(u))
+        else:
+            res = LookupRes(status, u.unpack_opaque(), _post_op_attr(u), _post_op_attr(u))
+        u.done()
+        return res
 
 
 def decode_read(body: bytes) -> ReadRes:
     u = unpacker(body)
     with xdr_guard("READ3 reply"):
         status = Nfs3Status(u.unpack_uint())
-        attr = _post_op_attr(u)
-        if status != 0:
-            return ReadRes(status, attr=attr)
-        u.unpack_uint()  # count, repeated in the opaque's length
-        eof = u.unpack_bool()
-        return ReadRes(status, u.unpack_opaque(), eof, attr)
+        res = ReadRes(status, attr=_post_op_attr(u))
+        if status == 0:
+            u.unpack_uint()  # count, repeated in the opaque's length
+            res.eof = u.unpack_bool()
+            res.data = u.unpack_opaque()
+        u.done()
+        return res
 
 
 def decode_readdirplus(body: bytes) -> ReaddirplusRes:
@@ -166,6 +171,7 @@ def decode_readdirplus(body: bytes) -> ReaddirplusRes:
         status = Nfs3Status(u.unpack_uint())
         dir_attr = _post_op_attr(u)
         if status != 0:
+            u.done()
             return ReaddirplusRes(status, dir_attr=dir_attr)
         verf = u.unpack_fopaque(8)
 
@@ -175,21 +181,30 @@ def decode_readdirplus(body: bytes) -> ReaddirplusRes:
             return DirEntry(fileid, name, u.unpack_uhyper(), _post_op_attr(u), _post_op_fh(u))
 
         entries = u.unpack_list(entry)
-        return ReaddirplusRes(status, entries, u.unpack_bool(), verf, dir_attr)
+        res = ReaddirplusRes(status, entries, u.unpack_bool(), verf, dir_attr)
+        u.done()
+        return res
 
 
 def decode_create(body: bytes) -> CreateRes:
     u = unpacker(body)
     with xdr_guard("CREATE3 reply"):
         status = Nfs3Status(u.unpack_uint())
-        if status != 0:
-            return CreateRes(status)
-        return CreateRes(status, _post_op_fh(u), _post_op_attr(u))
+        res = CreateRes(status)
+        if status == 0:
+            res.fh, res.attr = _post_op_fh(u), _post_op_attr(u)
+        _wcc_data(u)  # dir_wcc, present in both arms
+        u.done()
+        return res
 
 
 def decode_remove(body: bytes) -> RemoveRes:
+    u = unpacker(body)
     with xdr_guard("REMOVE3 reply"):
-        return RemoveRes(Nfs3Status(unpacker(body).unpack_uint()))
+        res = RemoveRes(Nfs3Status(u.unpack_uint()))
+        _wcc_data(u)
+        u.done()
+        return res
 
 
 # --- client ----------------------------------------------------------------------------------

@@ -250,6 +250,10 @@ class RpcClient:
     def connected(self) -> bool:
         return self._sock is not None
 
+    @property
+    def local_port(self) -> int | None:
+        return self._sock.getsockname()[1] if self._sock is not None else None
+
     def connect(self) -> None:
         self.close()
         self._sock = _open_socket(self.host, self.port, self.timeout, self.privileged)

@@ -130,7 +130,10 @@ class LocalTransport:
         return name_to_handle(path, connectable=connectable)
 
     def decode(self, handle: Handle) -> Decoded:
-        mount_fd = os.open(self.mountpoint, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            mount_fd = os.open(self.mountpoint, os.O_RDONLY | os.O_DIRECTORY)
+        except OSError as e:  # a dead server: ENOTCONN on the mount itself
+            return Decoded(error=errno.errorcode.get(e.errno, str(e.errno)), errno=e.errno)
         try:
             try:
                 fd = open_by_handle(mount_fd, handle)

@@ -1,0 +1,180 @@
+"""Thin ctypes wrappers for the syscalls Python's os module lacks, plus mount bookkeeping."""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import errno
+import os
+import struct
+from dataclasses import dataclass
+
+_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+
+MS_NOSUID = 2
+MS_NODEV = 4
+MNT_FORCE = 1
+MNT_DETACH = 2
+AT_EMPTY_PATH = 0x1000
+AT_SYMLINK_NOFOLLOW = 0x100
+MAX_HANDLE_SZ = 128
+
+_libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong,
+                        ctypes.c_char_p]
+_libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
+_libc.name_to_handle_at.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_void_p,
+                                    ctypes.POINTER(ctypes.c_int), ctypes.c_int]
+_libc.open_by_handle_at.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_int]
+_libc.renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p,
+                            ctypes.c_uint]
+_libc.fchownat.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_uint, ctypes.c_uint,
+                           ctypes.c_int]
+
+_FH_HEAD = struct.Struct("=Ii")  # struct file_handle: handle_bytes, handle_type
+
+
+def _raise(what: str) -> None:
+    err = ctypes.get_errno()
+    raise OSError(err, f"{what}: {os.strerror(err)}")
+
+
+def mount(source: str, target: str, fstype: str, flags: int, data: str) -> None:
+    if _libc.mount(source.encode(), target.encode(), fstype.encode(), flags, data.encode()) != 0:
+        _raise(f"mount {target}")
+
+
+def umount2(target: str, flags: int = 0) -> None:
+    if _libc.umount2(target.encode(), flags) != 0:
+        _raise(f"umount2 {target}")
+
+
+def name_to_handle_at(dirfd: int, name: bytes | str, flags: int = 0) -> tuple[int, bytes, int]:
+    """(handle_type, handle bytes, mount_id) of ``name`` relative to ``dirfd``."""
+    if isinstance(name, str):
+        name = name.encode()
+    buf = ctypes.create_string_buffer(_FH_HEAD.size + MAX_HANDLE_SZ)
+    _FH_HEAD.pack_into(buf, 0, MAX_HANDLE_SZ, 0)
+    mount_id = ctypes.c_int(0)
+    if _libc.name_to_handle_at(dirfd, name, buf, ctypes.byref(mount_id), flags) != 0:
+        _raise("name_to_handle_at")
+    nbytes, htype = _FH_HEAD.unpack_from(buf, 0)
+    return htype, buf.raw[_FH_HEAD.size:_FH_HEAD.size + nbytes], mount_id.value
+
+
+def make_handle_buffer(handle_type: int, data: bytes) -> ctypes.Array[ctypes.c_char]:
+    """A ready ``struct file_handle`` for open_by_handle_at (callers may cache it)."""
+    buf = ctypes.create_string_buffer(_FH_HEAD.size + len(data))
+    _FH_HEAD.pack_into(buf, 0, len(data), handle_type)
+    ctypes.memmove(ctypes.addressof(buf) + _FH_HEAD.size, data, len(data))
+    return buf
+
+
+_open_by_handle_at = _libc.open_by_handle_at
+
+
+def open_by_handle_at(mount_fd: int, handle: ctypes.Array[ctypes.c_char], flags: int) -> int:
+    fd = _open_by_handle_at(mount_fd, handle, flags)
+    if fd < 0:
+        _raise("open_by_handle_at")
+    return fd
+
+
+def renameat2(olddirfd: int, oldname: bytes, newdirfd: int, newname: bytes, flags: int) -> None:
+    if _libc.renameat2(olddirfd, oldname, newdirfd, newname, flags) != 0:
+        _raise("renameat2")
+
+
+def fchown_empty(fd: int, uid: int, gid: int) -> None:
+    """fchownat(fd, "", AT_EMPTY_PATH): chown what an O_PATH fd names, symlinks included."""
+    if _libc.fchownat(fd, b"", uid & 0xFFFFFFFF, gid & 0xFFFFFFFF,
+                      AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) != 0:
+        _raise("fchownat")
+
+
+@dataclass(frozen=True)
+class MountInfo:
+    mount_id: int
+    major: int
+    minor: int
+    root: str
+    mountpoint: str
+    fstype: str
+    source: str
+    options: str
+
+
+def _unescape(s: str) -> str:
+    # mountinfo escapes space, tab, newline and backslash as \ooo
+    out, i = [], 0
+    while i < len(s):
+        if s[i] == "\\" and i + 3 < len(s) + 0 and s[i + 1:i + 4].isdigit():
+            out.append(chr(int(s[i + 1:i + 4], 8)))
+            i += 4
+        else:
+            out.append(s[i])
+            i += 1
+    return "".join(out)
+
+
+def mountinfo(path: str = "/proc/self/mountinfo") -> list[MountInfo]:
+    out: list[MountInfo] = []
+    with open(path) as f:
+        for line in f:
+            left, _, right = line.rstrip("\n").partition(" - ")
+            a = left.split()
+            b = right.split()
+            if len(a) < 5 or len(b) < 2:
+                continue
+            major, minor = (int(x) for x in a[2].split(":"))
+            out.append(MountInfo(int(a[0]), major, minor, _unescape(a[3]), _unescape(a[4]),
+                                 b[0], _unescape(b[1]), b[2] if len(b) > 2 else ""))
+    return out
+
+
+def mounts_at(mountpoint: str) -> list[MountInfo]:
+    """Every mount stacked on ``mountpoint`` (resolved), oldest first."""
+    real = os.path.realpath(mountpoint)
+    return [m for m in mountinfo() if m.mountpoint == real]
+
+
+FUSECTL = "/sys/fs/fuse/connections"
+
+
+def fusectl_abort(minor: int) -> bool:
+    """Abort FUSE connection ``minor`` through fusectl, mounting fusectl only if needed.
+
+    Returns True if the abort file was written. Unmounts fusectl again if it mounted it.
+    """
+    mounted_here = False
+    if not os.path.isdir(os.path.join(FUSECTL, str(minor))):
+        if not any(m.mountpoint == FUSECTL for m in mountinfo()):
+            try:
+                mount("none", FUSECTL, "fusectl", 0, "")
+                mounted_here = True
+            except OSError:
+                return False
+    try:
+        with open(os.path.join(FUSECTL, str(minor), "abort"), "w") as f:
+            f.write("1")
+        return True
+    except OSError as e:
+        if e.errno not in (errno.ENOENT, errno.ENOTDIR):
+            raise
+        return False
+    finally:
+        if mounted_here:
+            try:
+                umount2(FUSECTL, MNT_DETACH)
+            except OSError:
+                pass
+
+
+def raise_nofile_limit() -> int:
+    """Raise RLIMIT_NOFILE's soft limit to the hard limit; return the new soft limit."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        return hard
+    return soft

@@ -1,0 +1,37 @@
+"""The project's own tests. The session fails if any of them leaves a FUSE mount or a
+process behind: the suite promises users the same."""
+
+from __future__ import annotations
+
+import os
+
+import psutil
+import pytest
+
+from nfsconf.servers.mount import mounts
+
+_START: set[tuple[int, str]] = set()
+
+
+def _fuse_mounts() -> set[tuple[int, str]]:
+    return {(m.mount_id, m.mountpoint) for m in mounts() if m.fstype.startswith("fuse")}
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    _START.update(_fuse_mounts())
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    leaked_mounts = sorted(mp for _, mp in _fuse_mounts() - _START if "nfsconf" in mp)
+    children = [p for p in psutil.Process(os.getpid()).children(recursive=True)
+                if p.status() != psutil.STATUS_ZOMBIE]
+    problems = [f"FUSE mount left behind: {mp}" for mp in leaked_mounts]
+    problems += [f"process left running: pid {p.pid} {' '.join(p.cmdline())[:100]}"
+                 for p in children]
+    if problems:
+        print("\n" + "\n".join(problems))
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def requires_root() -> pytest.MarkDecorator:
+    return pytest.mark.skipif(os.geteuid() != 0, reason="needs root for FUSE mounts")

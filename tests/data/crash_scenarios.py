@@ -1,0 +1,25 @@
+"""Input for tests/test_run.py: a scenario whose server dies half way, then a normal one."""
+
+import os
+import signal
+
+import pytest
+
+from nfsconf.scenario import decode
+
+
+@pytest.mark.scenario("CRASH-KILL", "MUST")
+def test_server_killed_mid_scenario(lab, evidence):
+    obj = lab.obj("d0/f1")
+    evidence.encoded("file", lab.encode(obj))
+    os.kill(lab.server.pid, signal.SIGKILL)
+    lab.server.proc.wait()
+    outcome = decode(lab, evidence, obj, "after SIGKILL")
+    assert outcome == "same", f"decode after the server died: {outcome}"
+
+
+@pytest.mark.scenario("AFTER-CRASH", "MUST")
+def test_next_scenario_runs(lab, evidence):
+    obj = lab.obj("d0/f2")
+    evidence.encoded("file", lab.encode(obj))
+    assert decode(lab, evidence, obj, "warm") == "same"

@@ -1,0 +1,73 @@
+"""Mount life cycle against real servers: whatever the server does, nothing stays mounted
+and no process stays behind."""
+
+import os
+import signal
+import time
+
+import psutil
+import pytest
+
+from nfsconf.lab import Lab
+from nfsconf.servers.builtin import find_profile
+from nfsconf.servers.mount import MountError, fuse_mount_at
+from nfsconf.servers.profile import profile_from_dict
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root for FUSE mounts")
+
+
+def _gone(lab: Lab, pid: int) -> None:
+    assert fuse_mount_at(lab.mnt) is None
+    assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    assert not lab.root.exists()
+
+
+def test_clean_stop():
+    lab = Lab(find_profile("bindfs")).start()
+    pid = lab.server.pid
+    assert fuse_mount_at(lab.mnt) is not None
+    assert lab.stop() == []  # nothing had to be forced
+    _gone(lab, pid)
+
+
+def test_killed_server_is_cleaned_up():
+    lab = Lab(find_profile("bindfs")).start()
+    pid = lab.server.pid
+    os.kill(pid, signal.SIGKILL)
+    lab.server.proc.wait()
+    with pytest.raises(OSError):  # ENOTCONN from the dead mount
+        os.stat(lab.path("d0/f1"))
+    lab.stop()
+    _gone(lab, pid)
+
+
+def test_stopped_server_is_aborted_and_cleaned_up():
+    lab = Lab(find_profile("bindfs")).start()
+    pid = lab.server.pid
+    os.kill(pid, signal.SIGSTOP)
+    while psutil.Process(pid).status() != psutil.STATUS_STOPPED:
+        time.sleep(0.01)
+    notes = lab.stop()
+    assert any("aborted fuse connection" in n for n in notes), notes
+    _gone(lab, pid)
+
+
+def test_restart_remounts_same_source():
+    with Lab(find_profile("bindfs")) as lab:
+        first = lab.server.pid
+        lab.restart()
+        assert lab.server.pid != first and not psutil.pid_exists(first)
+        assert fuse_mount_at(lab.mnt) is not None
+        assert lab.path("d0/f1").read_text() == lab.markers["d0/f1"]
+
+
+def test_server_that_never_mounts_gives_clear_error():
+    profile = profile_from_dict({"name": "false", "mount": "false {source} {mountpoint}"}, "t")
+    with pytest.raises(MountError, match="false exited with 1 before mounting"):
+        Lab(profile).start()
+
+
+def test_missing_binary_gives_clear_error():
+    profile = profile_from_dict({"name": "x", "mount": "no-such-fuse-server {mountpoint}"}, "t")
+    with pytest.raises(MountError, match="cannot start no-such-fuse-server"):
+        Lab(profile).start()
