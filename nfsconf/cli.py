@@ -46,7 +46,13 @@ def _preflight() -> None:
 def cmd_run(args: argparse.Namespace) -> int:
     from nfsconf.environment import environment_record
     from nfsconf.report.matrix import render
+    from nfsconf.report.resume import annotate_env, resume_args
 
+    if args.resume:
+        try:
+            resume_args(args)  # the profiles, -k and out of the run being finished
+        except ResultsError as e:
+            raise UsageError(str(e)) from e
     profiles = _profiles(args.profile)
     _preflight()
     scenarios = Path(args.scenarios).resolve()
@@ -61,26 +67,36 @@ def cmd_run(args: argparse.Namespace) -> int:
     print(f"nfsconf {nfsconf.__version__}: transport {args.transport}, profiles "
           f"{', '.join(p.name for p in profiles)}; results in {out}/results.jsonl", flush=True)
     writer = ResultsWriter(out / "results.jsonl")
-    writer.write(environment_record(args.transport,
-                                    {p.name: p.server_version() for p in profiles}))
+    writer.write(annotate_env(environment_record(args.transport,
+                                                 {p.name: p.server_version() for p in profiles}),
+                              args, args.profile or [p.name for p in profiles]))
     writer.close()
 
     import pytest
 
     pytest_args = [str(scenarios), "-p", "nfsconf.plugin", "-p", "no:cacheprovider",
                    "-q", "--no-header", "--tb=no", "-rN", "--rootdir", str(home),
-                   "--confcutdir", str(home), "-c", os.devnull, "--nfsconf-transport", args.transport,
-                   "--nfsconf-out", str(out)]
+                   "--confcutdir", str(home), "-c", os.devnull,
+                   "--nfsconf-transport", args.transport, "--nfsconf-out", str(out),
+                   "--nfsconf-timeout", str(args.timeout),
+                   "--nfsconf-fuzz-budget", str(args.fuzz_budget),
+                   "--nfsconf-fuzz-seed", str(args.fuzz_seed)]
     for spec in args.profile or [p.name for p in profiles]:
         pytest_args += ["--nfsconf-profile", spec]
     if args.k:
         pytest_args += ["-k", args.k]
+    if args.resume:
+        pytest_args.append("--nfsconf-resume")  # skip every scenario already recorded
     started = time.monotonic()
     code = pytest.main(pytest_args)
     elapsed = time.monotonic() - started
     _, results = read_results(out / "results.jsonl")
     text = render(results)
     (out / "matrix.txt").write_text(text + "\n")
+    from nfsconf.report.results import load_run
+    from nfsconf.report.views import write_views
+
+    write_views(load_run(out), out, ("markdown", "junit", "html"))
     print("\n" + text)
     print(f"\n{len(results)} results in {elapsed:.1f} s; {out}/results.jsonl, {out}/matrix.txt")
     if code in (pytest.ExitCode.INTERRUPTED,):
@@ -141,8 +157,18 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("-k", metavar="PATTERN", help="only scenarios matching (pytest -k)")
     run.add_argument("--out", metavar="DIR", help="results directory (default reports/run-*)")
     run.add_argument("--scenarios", default=str(SCENARIOS), help=argparse.SUPPRESS)
+    run.add_argument("--timeout", type=float, default=120.0, metavar="SECONDS",
+                     help="time limit of one scenario; a server that stops answering is "
+                          "aborted and its cell is ERROR (default 120)")
+    run.add_argument("--fuzz-budget", type=int, default=200, metavar="N",
+                     help="mutated handles per fuzz scenario (default 200)")
+    run.add_argument("--fuzz-seed", type=int, default=1, metavar="SEED",
+                     help="seed of the fuzz scenarios; the same seed replays them (default 1)")
     run.add_argument("--strict", action="store_true",
                      help="exit 1 when a MUST scenario fails (for CI gates)")
+    run.add_argument("--resume", metavar="DIR",
+                     help="finish the killed run in DIR: same profiles and -k, only the "
+                          "scenarios it has no record of")
     run.set_defaults(func=cmd_run)
 
     doctor = sub.add_parser("doctor", help="what this machine can run, and how to fix the rest")
@@ -154,6 +180,10 @@ def build_parser() -> argparse.ArgumentParser:
     matrix = sub.add_parser("matrix", help="print the matrix of a results directory")
     matrix.add_argument("dir", metavar="DIR")
     matrix.set_defaults(func=cmd_matrix)
+
+    from nfsconf.report.commands import add_parsers
+
+    add_parsers(sub)  # report, diff, certify
     return parser
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from nfsconf.servers.mount import MountError, ServerProcess, fuse_mount_at
+from nfsconf.servers.mount import MountError, ServerProcess, abort_connection, fuse_mount_at
 from nfsconf.servers.profile import Profile
 from nfsconf.transports.base import MARKER_NAME, Decoded, Handle, Identity, Obj
 from nfsconf.transports.local import LocalTransport, fd_identity
@@ -58,8 +58,9 @@ class Lab:
         self.server = ServerProcess(argv, self.mnt, self.root / "server.log")
         _live.add(self)
         try:
-            self.server.start(self.profile.mount_timeout)
-        except MountError:
+            self.transport.connection = self.server.start(self.profile.mount_timeout).connection
+            self.transport.open()
+        except (MountError, OSError):
             self.stop()
             raise
         return self
@@ -67,6 +68,7 @@ class Lab:
     def stop(self) -> list[str]:
         """Unmount, end the server, remove the lab's files. Returns what had to be forced."""
         notes: list[str] = []
+        self.transport.close()
         if self.server is not None:
             notes = self.server.stop()
         _live.discard(self)
@@ -77,12 +79,23 @@ class Lab:
         self.notes.extend(notes)
         return notes
 
+    def abort(self) -> list[str]:
+        """Abort the FUSE connection: everything blocked on the mount fails with ENOTCONN."""
+        entry = fuse_mount_at(self.mnt)
+        if entry is None:
+            return []
+        if abort_connection(entry.connection):
+            return [f"aborted fuse connection {entry.connection} ({self.profile.name})"]
+        return [f"could not abort fuse connection {entry.connection}"]
+
     def restart(self) -> None:
         """Unmount and mount again on the same source: a server restart as NFS sees one."""
         assert self.server is not None
+        self.transport.close()
         self.notes.extend(self.server.stop())
         self.server = ServerProcess(self.server.argv, self.mnt, self.root / "server.log")
-        self.server.start(self.profile.mount_timeout)
+        self.transport.connection = self.server.start(self.profile.mount_timeout).connection
+        self.transport.open()
         self.restarts += 1
 
     def __enter__(self) -> Lab:

@@ -20,11 +20,14 @@ from nfsconf.report.results import Result, ResultsWriter
 from nfsconf.servers.builtin import find_profile, installed_builtins
 from nfsconf.servers.profile import Profile
 from nfsconf.transports.base import Decoded, Handle, Obj, describe, verdict_of
+from nfsconf.watchdog import Watchdog
 
 TRANSPORTS = ("local",)
 _RESULTS = pytest.StashKey[ResultsWriter]()
 _EVIDENCE = pytest.StashKey["Evidence"]()
 _DONE = pytest.StashKey[int]()
+_LABS = pytest.StashKey[list[Lab]]()
+_TIMEOUT = pytest.StashKey[str]()
 _PHASES = pytest.StashKey[dict[str, pytest.TestReport]]()
 
 
@@ -74,6 +77,27 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="profile name or TOML file (repeatable; default: installed built-ins)")
     group.addoption("--nfsconf-transport", default="local", choices=TRANSPORTS)
     group.addoption("--nfsconf-out", default=None, help="directory for results.jsonl")
+    group.addoption("--nfsconf-fuzz-seed", type=int, default=1,
+                    help="seed of the fuzz scenarios (default 1)")
+    group.addoption("--nfsconf-fuzz-budget", type=int, default=200,
+                    help="mutated handles per fuzz scenario (default 200)")
+    group.addoption("--nfsconf-timeout", type=float, default=120.0,
+                    help="time limit of one scenario in seconds (default 120)")
+    group.addoption("--nfsconf-resume", action="store_true",
+                    help="skip every scenario results.jsonl in --nfsconf-out already records")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    out = config.getoption("--nfsconf-out")
+    if not (config.getoption("--nfsconf-resume") and out):
+        return
+    from nfsconf.report.results import recorded_nodes
+
+    done = recorded_nodes(Path(out) / "results.jsonl")
+    finished = [item for item in items if item.nodeid in done]
+    if finished:
+        config.hook.pytest_deselected(items=finished)
+        items[:] = [item for item in items if item.nodeid not in done]
 
 
 def selected_profiles(config: pytest.Config) -> list[Profile]:
@@ -113,8 +137,10 @@ def evidence(request: pytest.FixtureRequest) -> Evidence:
 
 
 @pytest.fixture
-def lab(profile: Profile, transport_name: str, evidence: Evidence) -> Iterator[Lab]:
+def lab(request: pytest.FixtureRequest, profile: Profile, transport_name: str,
+        evidence: Evidence) -> Iterator[Lab]:
     the_lab = Lab(profile).start()
+    request.node.stash.setdefault(_LABS, []).append(the_lab)
     evidence.note("server_pid", the_lab.server.pid if the_lab.server else None)
     try:
         yield the_lab
@@ -135,6 +161,17 @@ def pytest_report_teststatus(report: pytest.TestReport, config: pytest.Config
     if report.when == "call" or (report.when == "setup" and not report.passed):
         return ("error" if report.when == "setup" and report.failed else report.outcome), "", ""
     return "", "", ""
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
+    def abort_all() -> list[str]:
+        return [note for lab in item.stash.get(_LABS, []) for note in lab.abort()]
+
+    with Watchdog(item.config.getoption("--nfsconf-timeout"), abort_all) as dog:
+        yield
+    if dog.fired:
+        item.stash[_TIMEOUT] = dog.message
 
 
 # -- records -----------------------------------------------------------------------------
@@ -186,6 +223,8 @@ def _write_record(item: pytest.Item) -> None:
     profile: Profile | None = params.params.get("profile") if params else None
     phases = item.stash[_PHASES]
     verdict, reason = _verdict(phases)
+    if _TIMEOUT in item.stash:
+        verdict, reason = "ERROR", item.stash[_TIMEOUT]
     ev = item.stash.get(_EVIDENCE, Evidence())
     if ev.errno is None and (m := re.search(r"\[Errno (\d+)\]", reason)):
         ev.errno = errno.errorcode.get(int(m.group(1)), m.group(1))
@@ -201,7 +240,7 @@ def _write_record(item: pytest.Item) -> None:
         verdict=verdict, reason=reason, errno=ev.errno, claim=claim,
         claimed=bool(claim and profile and getattr(profile.claims, claim)),
         handle=ev.handle, duration=round(sum(r.duration for r in phases.values()), 3),
-        evidence=ev.data,
+        evidence=ev.data, node=item.nodeid,
     )
     writer = item.config.stash.get(_RESULTS, None)
     if writer is not None:

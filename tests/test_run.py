@@ -51,15 +51,20 @@ def test_run_bindfs_pair_shows_design_truths(tmp_path):
     assert _nfsconf_mounts() == before
 
 
-def test_server_killed_mid_scenario_run_goes_on(tmp_path):
+def test_server_killed_or_stopped_mid_scenario_run_goes_on(tmp_path):
     before = _nfsconf_mounts()
-    r = _run("--profile", "bindfs", "--scenarios", str(CRASH), "--out", str(tmp_path))
+    r = _run("--profile", "bindfs", "--scenarios", str(CRASH), "--out", str(tmp_path),
+             "--timeout", "3")
     assert r.returncode == 0, r.stderr
     _, results = _records(tmp_path)
     by_id = {x["id"]: x for x in results}
     crashed = by_id["CRASH-KILL"]
     assert crashed["verdict"] in ("FAIL", "ERROR")
     assert crashed["errno"] == "ENOTCONN" and "ENOTCONN" in crashed["reason"]
+    stopped = by_id["CRASH-STOP"]
+    assert stopped["verdict"] == "ERROR" and "time limit 3 s exceeded" in stopped["reason"]
+    assert "aborted fuse connection" in stopped["reason"]
+    assert stopped["duration"] < 30
     assert by_id["AFTER-CRASH"]["verdict"] == "PASS"
     assert _nfsconf_mounts() == before
 

@@ -230,11 +230,13 @@ class V3:
         return raw + b"\0" * (size - len(raw))
 
     @staticmethod
-    def split_extensions(payload: bytes, total_extlen: int) -> tuple[bytes, list[tuple[int, bytes]]]:
+    def split_extensions(payload: bytes,
+                         total_extlen: int) -> tuple[bytes, list[tuple[int, bytes]]]:
         """Split a request payload into (args, [(ext type, ext body)]) using total_extlen."""
         ext_len = total_extlen * 8
         if ext_len > len(payload):
-            raise HandleError(f"extensions of {ext_len} bytes exceed the {len(payload)}-byte payload")
+            raise HandleError(f"extensions of {ext_len} bytes exceed the "
+                              f"{len(payload)}-byte payload")
         args, ext = payload[:len(payload) - ext_len], payload[len(payload) - ext_len:]
         out: list[tuple[int, bytes]] = []
         pos = 0
@@ -254,7 +256,8 @@ class V3:
         return None
 
     @classmethod
-    def encode_lookup_request(cls, name: bytes, parent: FileHandle | None = None) -> tuple[bytes, int]:
+    def encode_lookup_request(cls, name: bytes,
+                              parent: FileHandle | None = None) -> tuple[bytes, int]:
         """(payload, total_extlen) of a LOOKUP_HANDLE sub-request."""
         ext = cls.encode_ext_handle(parent) if parent is not None else b""
         return name + b"\0" + ext, len(ext) // 8

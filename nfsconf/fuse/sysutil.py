@@ -107,8 +107,9 @@ def _unescape(s: str) -> str:
     # mountinfo escapes space, tab, newline and backslash as \ooo
     out, i = [], 0
     while i < len(s):
-        if s[i] == "\\" and i + 3 < len(s) + 0 and s[i + 1:i + 4].isdigit():
-            out.append(chr(int(s[i + 1:i + 4], 8)))
+        esc = s[i + 1:i + 4]
+        if s[i] == "\\" and len(esc) == 3 and esc.isdigit():
+            out.append(chr(int(esc, 8)))
             i += 4
         else:
             out.append(s[i])
@@ -135,6 +136,13 @@ def mounts_at(mountpoint: str) -> list[MountInfo]:
     """Every mount stacked on ``mountpoint`` (resolved), oldest first."""
     real = os.path.realpath(mountpoint)
     return [m for m in mountinfo() if m.mountpoint == real]
+
+
+def is_mountpoint(path: str) -> bool:
+    """True if something is mounted on ``path``; reads mountinfo, never stats the path
+    (a stat of a dead FUSE mount would hang)."""
+    target = os.path.abspath(path)
+    return any(m.mountpoint == target for m in mountinfo())
 
 
 FUSECTL = "/sys/fs/fuse/connections"

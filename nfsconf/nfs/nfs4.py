@@ -479,8 +479,8 @@ class Nfs4Client:
                 self.compound_raw([destroy_session(self.sessionid)])
                 if self.clientid is not None:
                     self.compound_raw([destroy_clientid(self.clientid)])
-        except RpcTransportError:
-            pass
+        except RpcError:
+            pass  # the server may be gone already; nothing left to clean up there
         finally:
             self.sessionid = self.clientid = None
             self.rpc.close()

@@ -112,10 +112,11 @@ def encode_record(payload: bytes, max_fragment: int = 1 << 30) -> bytes:
     """Split one message into fragments of at most max_fragment bytes, last one flagged."""
     if not 1 <= max_fragment < _LAST_FRAGMENT:
         raise ValueError(f"max_fragment out of range: {max_fragment}")
+    starts = range(0, len(payload), max_fragment) or range(1)  # an empty message: one mark
     out = bytearray()
-    chunks = [payload[i:i + max_fragment] for i in range(0, len(payload), max_fragment)]
-    for i, chunk in enumerate(chunks or [b""]):
-        last = _LAST_FRAGMENT if i == len(chunks or [b""]) - 1 else 0
+    for start in starts:
+        chunk = payload[start:start + max_fragment]
+        last = _LAST_FRAGMENT if start == starts[-1] else 0
         out += struct.pack(">I", last | len(chunk)) + chunk
     return bytes(out)
 
@@ -294,7 +295,7 @@ class RpcClient:
             while True:
                 for record in self._receive(deadline):
                     if _xid_of(record) != xid:
-                        continue  # a late answer to an earlier call that timed out
+                        continue  # not ours: e.g. a reply to a call abandoned on this stream
                     if self.on_exchange is not None:
                         self.on_exchange(proc, msg, record)
                     return decode_reply(record)[1]

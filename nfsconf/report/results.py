@@ -33,6 +33,7 @@ class Result:
     handle: dict[str, Any] | None = None
     duration: float = 0.0
     evidence: dict[str, Any] = field(default_factory=dict)
+    node: str = ""  # the pytest node id: what --resume skips
     kind: str = "result"
 
     @property
@@ -48,6 +49,7 @@ class ResultsWriter:
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
+        _drop_torn_tail(path)
         self._f = open(path, "a", encoding="utf-8")  # noqa: SIM115 - lives as long as the run
 
     def write(self, record: dict[str, Any] | Result) -> None:
@@ -59,6 +61,18 @@ class ResultsWriter:
 
     def close(self) -> None:
         self._f.close()
+
+
+def _drop_torn_tail(path: Path) -> None:
+    """A run killed mid-write leaves a last line without its newline; appending after it
+    would glue the next record to it. Cut the file back to its last complete line."""
+    try:
+        with open(path, "rb+") as f:
+            data = f.read()
+            if data and not data.endswith(b"\n"):
+                f.truncate(data.rfind(b"\n") + 1)
+    except FileNotFoundError:
+        pass
 
 
 def read_results(path: Path) -> tuple[list[dict[str, Any]], list[Result]]:
@@ -76,12 +90,63 @@ def read_results(path: Path) -> tuple[list[dict[str, Any]], list[Result]]:
             if n == len(lines):
                 break
             raise ResultsError(f"{path}:{n}: not JSON: {e}") from e
-        if data.get("schema") != SCHEMA:
-            raise ResultsError(f"{path}:{n}: results schema {data.get('schema')!r}, this "
-                               f"nfsconf reads schema {SCHEMA}")
+        if not isinstance(data, dict) or "schema" not in data:
+            raise ResultsError(f"{path}:{n}: not an nfsconf results record (no schema field)")
+        if data["schema"] != SCHEMA:
+            writer = f" by nfsconf {envs[0]['nfsconf']}" if envs else ""
+            if data.get("kind") == "env":
+                writer = f" by nfsconf {data.get('nfsconf', '?')}"
+            raise ResultsError(
+                f"{path}:{n}: written{writer} with results schema {data['schema']!r}; this "
+                f"nfsconf ({_version()}) reads schema {SCHEMA} only: read it with the nfsconf "
+                "that wrote it (docs/results-schema.md lists the versions)")
         data.pop("schema")
         if data.get("kind") == "env":
             envs.append(data)
-        else:
+            continue
+        try:
             results.append(Result(**data))
+        except TypeError as e:
+            raise ResultsError(f"{path}:{n}: bad result record: {e}") from e
     return envs, results
+
+
+def _version() -> str:
+    from nfsconf import __version__
+
+    return __version__
+
+
+@dataclass
+class Run:
+    """One results file, read: what the views, diff and certify work from."""
+
+    path: Path
+    envs: list[dict[str, Any]]
+    results: list[Result]
+
+    @property
+    def env(self) -> dict[str, Any]:
+        """The first env record: the one the run started with (a resume appends another)."""
+        return self.envs[0] if self.envs else {}
+
+
+def load_run(where: str | Path) -> Run:
+    """A run directory or its results.jsonl; every problem is one ResultsError line."""
+    path = Path(where)
+    if path.is_dir():
+        path = path / "results.jsonl"
+    try:
+        envs, results = read_results(path)
+    except FileNotFoundError as e:
+        raise ResultsError(f"{path}: no such results file") from e
+    except (OSError, UnicodeDecodeError) as e:
+        raise ResultsError(f"{path}: cannot read: {e}") from e
+    return Run(path, envs, results)
+
+
+def recorded_nodes(path: Path) -> set[str]:
+    """The pytest node ids a results file already holds a record of: what --resume skips."""
+    if not path.exists():
+        return set()
+    return {r.node for r in read_results(path)[1] if r.node}

@@ -3,6 +3,7 @@ the server is in (running, crashed, stopped, hung)."""
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import ctypes
 import os
@@ -53,8 +54,9 @@ def mounts() -> list[MountEntry]:
 
 
 def fuse_mount_at(mountpoint: str | os.PathLike[str]) -> MountEntry | None:
-    """The topmost FUSE mount on MOUNTPOINT, if any."""
-    path = os.path.realpath(mountpoint)
+    """The topmost FUSE mount on MOUNTPOINT, if any. Reads only mountinfo: a path lookup on
+    a mount whose server hangs would hang too."""
+    path = os.path.abspath(mountpoint)
     found = [m for m in mounts() if m.mountpoint == path and m.fstype.startswith("fuse")]
     return found[-1] if found else None
 
@@ -65,26 +67,65 @@ def umount(path: str | os.PathLike[str], *, lazy: bool = False) -> int:
     return 0 if rc == 0 else ctypes.get_errno()
 
 
-def abort_connection(connection: int) -> bool:
-    """Write to /sys/fs/fuse/connections/N/abort: every pending and future request fails
-    with ENOTCONN, so nothing waits on a dead or stopped server any more. Mounts fusectl on a
-    private directory when the system has it unmounted, and takes that mount down again."""
-    target = Path(f"/sys/fs/fuse/connections/{connection}/abort")
-    if target.exists():
-        target.write_text("1")
-        return True
-    with tempfile.TemporaryDirectory(prefix="nfsconf-fusectl-") as ctl:
+_private_fusectl: str | None = None
+
+
+def fusectl_dir() -> Path | None:
+    """Where the fusectl files are: the system's /sys/fs/fuse/connections when it is mounted,
+    else a private mount of fusectl made once and taken down at exit (the system's view is
+    left as it was)."""
+    global _private_fusectl
+    for m in mounts():
+        if m.fstype == "fusectl":
+            return Path(m.mountpoint)
+    if _private_fusectl is None:
+        ctl = tempfile.mkdtemp(prefix="nfsconf-fusectl-")
         if subprocess.run(["mount", "-t", "fusectl", "none", ctl],
                           capture_output=True).returncode != 0:
-            return False
+            os.rmdir(ctl)
+            return None
+        _private_fusectl = ctl
+        atexit.register(_unmount_private_fusectl)
+    return Path(_private_fusectl)
+
+
+def _unmount_private_fusectl() -> None:
+    global _private_fusectl
+    if _private_fusectl is not None:
+        umount(_private_fusectl, lazy=True)
+        with contextlib.suppress(OSError):
+            os.rmdir(_private_fusectl)
+        _private_fusectl = None
+
+
+def abort_connection(connection: int) -> bool:
+    """Write to fusectl's N/abort: every pending and future request fails with ENOTCONN, so
+    nothing waits on a dead or stopped server any more."""
+    ctl = fusectl_dir()
+    abort = ctl / str(connection) / "abort" if ctl else None
+    if abort is None or not abort.exists():
+        return False
+    abort.write_text("1")
+    return True
+
+
+def wait_idle(connection: int, timeout: float = 2.0) -> int:
+    """Wait until the connection has no request in flight (fusectl's N/waiting is 0) and
+    return what is still waiting. A just-closed file keeps its inode pinned until the
+    server answers RELEASE; dropping caches before that leaves the inode cached."""
+    ctl = fusectl_dir()
+    waiting = ctl / str(connection) / "waiting" if ctl else None
+    deadline = time.monotonic() + timeout
+    count = 0
+    while waiting is not None:
         try:
-            abort = Path(ctl, str(connection), "abort")
-            if abort.exists():
-                abort.write_text("1")
-                return True
-            return False
-        finally:
-            umount(ctl, lazy=True)
+            count = int(waiting.read_text())
+        except (OSError, ValueError):
+            return 0
+        if count == 0 or time.monotonic() > deadline:
+            break
+        time.sleep(0.002)
+    return count
 
 
 def _process_stuck(pid: int) -> bool:

@@ -4,13 +4,15 @@ calls, with no NFS server in between."""
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import os
 import stat
-from dataclasses import dataclass
+import time
 from pathlib import Path
 
+from nfsconf.servers.mount import wait_idle
 from nfsconf.transports.base import MARKER_NAME, Decoded, Handle, Identity
 
 AT_FDCWD = -100
@@ -119,32 +121,52 @@ def fd_path(fd: int) -> str:
         return "?"
 
 
-@dataclass
 class LocalTransport:
     """Handles travel as raw exportfs fids on the FUSE mount."""
 
-    mountpoint: Path
-    name: str = "local"
+    name = "local"
+
+    def __init__(self, mountpoint: Path) -> None:
+        self.mountpoint = mountpoint
+        self.connection: int | None = None  # the fusectl connection number, once mounted
+        self._mount_fd: int | None = None
+
+    def open(self) -> None:
+        """Hold the mount's root open from the start: opening it later sends OPENDIR, which a
+        hung server would never answer (O_PATH would avoid that, but open_by_handle_at
+        refuses an O_PATH mount fd with EBADF)."""
+        if self._mount_fd is None:
+            self._mount_fd = os.open(self.mountpoint, os.O_RDONLY | os.O_DIRECTORY)
+
+    def close(self) -> None:
+        """Before an unmount: a held fd would make it EBUSY."""
+        if self._mount_fd is not None:
+            os.close(self._mount_fd)
+            self._mount_fd = None
 
     def encode(self, path: Path, *, connectable: bool = False) -> Handle:
         return name_to_handle(path, connectable=connectable)
 
     def decode(self, handle: Handle) -> Decoded:
         try:
-            mount_fd = os.open(self.mountpoint, os.O_RDONLY | os.O_DIRECTORY)
-        except OSError as e:  # a dead server: ENOTCONN on the mount itself
+            self.open()
+            assert self._mount_fd is not None
+            fd = open_by_handle(self._mount_fd, handle)
+        except OSError as e:  # ENOTCONN on the mount itself when the server died
             return Decoded(error=errno.errorcode.get(e.errno, str(e.errno)), errno=e.errno)
         try:
-            try:
-                fd = open_by_handle(mount_fd, handle)
-            except OSError as e:
-                return Decoded(error=errno.errorcode.get(e.errno, str(e.errno)), errno=e.errno)
-            try:
-                return Decoded(identity=fd_identity(fd), path=fd_path(fd))
-            finally:
-                os.close(fd)
+            return Decoded(identity=fd_identity(fd), path=fd_path(fd))
         finally:
-            os.close(mount_fd)
+            os.close(fd)
 
     def drop_caches(self) -> None:
+        if self.connection is not None:
+            wait_idle(self.connection)
         drop_caches()
+        # Eviction queues FORGETs, which the server reads before most requests but answers
+        # nothing to; a few STATFS round trips (never cached) give it time to act on them,
+        # so the next decode meets a server that really forgot.
+        for _ in range(3):
+            with contextlib.suppress(OSError):
+                os.statvfs(self.mountpoint)
+            time.sleep(0.03)

@@ -18,6 +18,16 @@ def test_server_killed_mid_scenario(lab, evidence):
     assert outcome == "same", f"decode after the server died: {outcome}"
 
 
+@pytest.mark.scenario("CRASH-STOP", "MUST")
+def test_server_stopped_mid_scenario(lab, evidence):
+    obj = lab.obj("d0/f3")
+    evidence.encoded("file", lab.encode(obj))
+    os.kill(lab.server.pid, signal.SIGSTOP)
+    lab.drop_caches()  # the decode must now ask the stopped server
+    outcome = decode(lab, evidence, obj, "after SIGSTOP")
+    assert outcome == "same", f"decode with the server stopped: {outcome}"
+
+
 @pytest.mark.scenario("AFTER-CRASH", "MUST")
 def test_next_scenario_runs(lab, evidence):
     obj = lab.obj("d0/f2")

@@ -1,0 +1,112 @@
+"""``python -m nfsconf.fuse SOURCE MOUNTPOINT [options]``: run the reference server (foreground).
+
+SIGTERM/SIGINT: unmount and exit 0. SIGUSR1: hand over (leave the mount and the fd with the
+holder, deposit the node table, exit 0) so that ``--takeover`` can continue the connection.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from dataclasses import asdict
+
+from . import holder as hd
+from . import sysutil as su
+from .server import HOSTILE_MODES, Config, Negotiated, Server, log
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m nfsconf.fuse",
+                                 description="nfsconf reference FUSE server (raw /dev/fuse).")
+    ap.add_argument("source", help="directory to pass through")
+    ap.add_argument("mountpoint")
+    ap.add_argument("--nodeid", choices=("volatile", "stable"), default="stable")
+    ap.add_argument("--generation", choices=("zero", "bump"), default="zero")
+    ap.add_argument("--export", choices=("on", "off"), default="on")
+    ap.add_argument("--forget", choices=("honour", "ignore"), default="honour")
+    ap.add_argument("--handle-size", type=int, default=32,
+                    help="LOOKUP_HANDLE handle size (used only if the kernel offers it)")
+    ap.add_argument("--hostile", choices=HOSTILE_MODES)
+    ap.add_argument("--trace", metavar="FILE", help="append every request and reply as JSONL")
+    ap.add_argument("--timeout", type=float, default=1.0, help="entry/attr validity, seconds")
+    ap.add_argument("--fsname", default="nfsconf-ref")
+    ap.add_argument("--subtype", default="nfsconf-ref")
+    ap.add_argument("--lookup-handle-dialect", choices=("auto", "v2", "v3"), default="auto")
+    ap.add_argument("--state-dir", help="where stable nodeids of non-ext4 sources are recorded")
+    ap.add_argument("--stall-first", metavar="OPCODE",
+                    help="test hook: never answer the first request of this opcode (e.g. READ)")
+    ap.add_argument("--ready-fd", type=int, help="write 'ready' to this fd once serving")
+    ap.add_argument("--holder", metavar="SOCK", help="deposit the /dev/fuse fd with this holder")
+    ap.add_argument("--takeover", metavar="SOCK",
+                    help="do not mount: take the live connection from this holder")
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    cfg = Config(source=args.source, mountpoint=os.path.realpath(args.mountpoint),
+                 nodeid=args.nodeid, generation=args.generation, export=args.export,
+                 forget=args.forget, handle_size=args.handle_size, hostile=args.hostile,
+                 trace=args.trace, timeout=args.timeout, fsname=args.fsname,
+                 subtype=args.subtype, stall_first=args.stall_first,
+                 lookup_handle_dialect=args.lookup_handle_dialect, state_dir=args.state_dir)
+    try:
+        server = Server(cfg)
+        if not args.takeover and su.is_mountpoint(cfg.mountpoint):
+            server.close()
+            raise ValueError(f"{cfg.mountpoint} is already a mount point; refusing to stack "
+                             "a mount on it")
+    except (ValueError, OSError) as e:
+        log(f"cannot start: {e}")
+        return 2
+    holder = args.holder or args.takeover
+    try:
+        if args.takeover:
+            answer, fds = hd.request(args.takeover, {"cmd": "get"})
+            if len(fds) != 1:
+                raise hd.HolderError(f"holder sent {len(fds)} fds, expected 1")
+            neg = Negotiated(**answer["params"]["negotiated"])
+            neg.epoch += 1
+            server.adopt(fds[0], neg, answer.get("state"))
+            hd.request(holder, {"cmd": "update",
+                                "params": {"negotiated": asdict(neg), "config": asdict(cfg)}})
+        else:
+            server.mount()
+            server.init_once()
+            if holder:
+                hd.request(holder, {"cmd": "put", "params": {"negotiated": asdict(server.neg),
+                                                             "config": asdict(cfg)}},
+                           [server.fd])
+    except (OSError, RuntimeError, hd.HolderError, KeyError, TypeError) as e:
+        log(f"cannot start: {e}")
+        if server.fd >= 0 and not args.takeover:
+            server.unmount()
+        server.close()
+        return 1
+    if args.ready_fd is not None:
+        os.write(args.ready_fd, b"ready\n")
+        os.close(args.ready_fd)
+    reason = server.serve()
+    server.tracer.write({"event": "exit", "reason": reason})
+    if reason == "handover":
+        if holder:
+            try:
+                hd.request(holder, {"cmd": "update", "state": server.snapshot_state()})
+            except hd.HolderError as e:
+                log(f"could not leave state with the holder: {e}")
+        server.close()
+        return 0
+    if reason == "stop":
+        server.unmount()
+    if holder:
+        try:
+            hd.request(holder, {"cmd": "quit"}, timeout=2)
+        except hd.HolderError:
+            pass
+    server.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,274 @@
+"""Drive the reference server from Python: start, restart in place, kill, stop.
+
+    srv = RefServer().start(src, mnt, nodeid="stable")
+    srv.live_restart()        # graceful: old server leaves, successor continues the connection
+    srv.kill_and_takeover()   # SIGKILL, successor takes the fd from the holder
+    srv.stop()                # never leaves a mount or a process behind
+
+Every server runs with a holder process that owns a duplicate of the /dev/fuse fd, so the
+connection survives the server. All instances append to one trace file (``trace_path``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import select
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import holder as hd
+from . import sysutil as su
+
+_PKG_PARENT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+_KNOBS = ("nodeid", "generation", "export", "forget", "handle_size", "hostile", "timeout",
+          "fsname", "subtype", "lookup_handle_dialect", "state_dir", "stall_first")
+
+
+class RefServerError(RuntimeError):
+    """The reference server failed to start, restart or stop; the message says why."""
+
+
+@dataclass
+class RefServer:
+    """One mount of the reference server and every process behind it."""
+
+    workdir: str | None = None
+    trace: bool = True
+    start_timeout: float = 15.0
+    source: str = ""
+    mountpoint: str = ""
+    knobs: dict[str, Any] = field(default_factory=dict)
+    proc: subprocess.Popen[bytes] | None = None
+    holder: subprocess.Popen[bytes] | None = None
+    pids: list[int] = field(default_factory=list)  # every server instance, in order
+    _own_workdir: bool = False
+
+    # --- public API ------------------------------------------------------------------
+    def start(self, source: str, mountpoint: str, **knobs: Any) -> RefServer:
+        """Mount ``source`` on ``mountpoint``. Knobs: nodeid, generation, export, forget,
+        handle_size, hostile, timeout, fsname, subtype, lookup_handle_dialect, state_dir,
+        stall_first (test hook, first instance only)."""
+        bad = set(knobs) - set(_KNOBS)
+        if bad:
+            raise ValueError(f"unknown knob(s) {sorted(bad)}; known: {_KNOBS}")
+        if self.proc is not None:
+            raise RefServerError("already started")
+        if not os.path.isdir(source):
+            raise ValueError(f"source {source!r} is not a directory")
+        if not os.path.isdir(mountpoint):
+            raise ValueError(f"mountpoint {mountpoint!r} is not a directory")
+        if su.is_mountpoint(mountpoint):
+            raise ValueError(f"{mountpoint} is already a mount point; refusing to stack on it")
+        self.source = os.path.realpath(source)
+        self.mountpoint = os.path.realpath(mountpoint)
+        self.knobs = dict(knobs)
+        if self.workdir is None:
+            self.workdir = tempfile.mkdtemp(prefix="nfsconf-ref-")
+            self._own_workdir = True
+        os.makedirs(self.workdir, exist_ok=True)
+        try:
+            self._start_holder()
+            self._spawn(takeover=False, knobs=self.knobs)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc is not None else None
+
+    @property
+    def trace_path(self) -> str | None:
+        return os.path.join(self.workdir, "trace.jsonl") if self.trace and self.workdir else None
+
+    @property
+    def socket_path(self) -> str:
+        assert self.workdir is not None
+        return os.path.join(self.workdir, "holder.sock")
+
+    @property
+    def log_path(self) -> str:
+        assert self.workdir is not None
+        return os.path.join(self.workdir, "server.log")
+
+    def live_restart(self, **overrides: Any) -> int:
+        """Graceful handover: the old server finishes its request, leaves its node table with
+        the holder and exits; a successor takes the connection. Returns the new pid."""
+        old = self._require_proc()
+        if old.poll() is None:
+            old.send_signal(signal.SIGUSR1)
+            try:
+                old.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                old.kill()
+                old.wait()
+                raise RefServerError("old server ignored the handover signal; killed") from None
+        if old.returncode != 0:
+            raise RefServerError(f"old server exited {old.returncode} on handover: "
+                                 f"{self._log_tail()}")
+        return self._successor(overrides)
+
+    def kill_and_takeover(self, **overrides: Any) -> int:
+        """SIGKILL the server; a successor takes the fd from the holder. Returns the new pid."""
+        self.kill()
+        return self._successor(overrides)
+
+    def kill(self) -> None:
+        """SIGKILL the current server and reap it (the mount stays, held by the holder)."""
+        proc = self._require_proc()
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+
+    def mount_entry(self) -> su.MountInfo | None:
+        fstype = f"fuse.{self.knobs.get('subtype', 'nfsconf-ref')}"
+        found = [m for m in su.mounts_at(self.mountpoint) if m.fstype == fstype]
+        return found[-1] if found else None
+
+    def stop(self) -> None:
+        """Unmount and end every process; safe to call twice and after any failure."""
+        errors: list[str] = []
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()  # the server unmounts on SIGTERM
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self.mountpoint:
+            for _ in range(8):  # stacked mounts from repeated failures: peel them all
+                m = self.mount_entry()
+                if m is None:
+                    break
+                su.fusectl_abort(m.minor)
+                try:
+                    su.umount2(self.mountpoint, su.MNT_DETACH)
+                except OSError as e:
+                    errors.append(f"umount -l {self.mountpoint}: {e}")
+                    break
+        if self.holder is not None:
+            if self.holder.poll() is None:
+                with contextlib.suppress(hd.HolderError, OSError):
+                    hd.request(self.socket_path, {"cmd": "quit"}, timeout=2)
+                try:
+                    self.holder.wait(timeout=3)
+                except subprocess.TimeoutExpired:
+                    self.holder.kill()
+                    self.holder.wait()
+            self.holder = None
+        if self.mountpoint and self.mount_entry() is not None:
+            errors.append(f"{self.mountpoint} is still mounted")
+        if errors:
+            raise RefServerError("; ".join(errors))
+
+    def __enter__(self) -> RefServer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # --- internals -------------------------------------------------------------------
+    def _require_proc(self) -> subprocess.Popen[bytes]:
+        if self.proc is None:
+            raise RefServerError("not started")
+        return self.proc
+
+    def _env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env["PYTHONPATH"] = _PKG_PARENT + (os.pathsep + env["PYTHONPATH"]
+                                           if env.get("PYTHONPATH") else "")
+        return env
+
+    def _wait_ready(self, proc: subprocess.Popen[bytes], rfd: int, what: str) -> None:
+        deadline = time.monotonic() + self.start_timeout
+        try:
+            while True:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    proc.kill()
+                    proc.wait()
+                    raise RefServerError(f"{what} not ready after {self.start_timeout}s: "
+                                         f"{self._log_tail()}")
+                ready, _, _ = select.select([rfd], [], [], min(left, 0.2))
+                if ready:
+                    if os.read(rfd, 64).startswith(b"ready"):
+                        return
+                    proc.wait(timeout=5)
+                    raise RefServerError(f"{what} exited {proc.returncode}: {self._log_tail()}")
+                if proc.poll() is not None:
+                    raise RefServerError(f"{what} exited {proc.returncode}: {self._log_tail()}")
+        finally:
+            os.close(rfd)
+
+    def _start_holder(self) -> None:
+        rfd, wfd = os.pipe()
+        with open(self.log_path, "ab") as log:
+            self.holder = subprocess.Popen(
+                [sys.executable, "-m", "nfsconf.fuse.holder", self.socket_path,
+                 "--ready-fd", str(wfd)],
+                pass_fds=(wfd,), stdout=log, stderr=log, env=self._env(),
+                start_new_session=True)
+        os.close(wfd)
+        self._wait_ready(self.holder, rfd, "fd holder")
+
+    def _args(self, knobs: dict[str, Any]) -> list[str]:
+        args: list[str] = []
+        for k in _KNOBS:
+            v = knobs.get(k)
+            if v is not None:
+                args += [f"--{k.replace('_', '-')}", str(v)]
+        if self.trace_path:
+            args += ["--trace", self.trace_path]
+        return args
+
+    def _spawn(self, takeover: bool, knobs: dict[str, Any]) -> int:
+        rfd, wfd = os.pipe()
+        cmd = [sys.executable, "-m", "nfsconf.fuse", self.source, self.mountpoint,
+               *self._args(knobs), "--ready-fd", str(wfd),
+               "--takeover" if takeover else "--holder", self.socket_path]
+        with open(self.log_path, "ab") as log:
+            proc = subprocess.Popen(cmd, pass_fds=(wfd,), stdout=log, stderr=log,
+                                    env=self._env(), start_new_session=True)
+        os.close(wfd)
+        self.proc = proc
+        self.pids.append(proc.pid)
+        self._wait_ready(proc, rfd, "successor" if takeover else "server")
+        return proc.pid
+
+    def _successor(self, overrides: dict[str, Any]) -> int:
+        bad = set(overrides) - set(_KNOBS)
+        if bad:
+            raise ValueError(f"unknown knob(s) {sorted(bad)}")
+        knobs = {k: v for k, v in self.knobs.items() if k != "stall_first"}
+        knobs.update(overrides)
+        return self._spawn(takeover=True, knobs=knobs)
+
+    def _log_tail(self, n: int = 2000) -> str:
+        try:
+            with open(self.log_path, "rb") as f:
+                f.seek(0, os.SEEK_END)
+                f.seek(max(0, f.tell() - n))
+                return f.read().decode(errors="replace").strip()
+        except OSError:
+            return "(no log)"
+
+
+def trace_records(path: str) -> list[dict[str, Any]]:
+    """Parse a trace file (JSONL) into dicts; tolerate a torn last line of a killed server."""
+    import json
+
+    out: list[dict[str, Any]] = []
+    with open(path) as f:
+        for line in f:
+            try:
+                out.append(json.loads(line))
+            except ValueError:
+                continue
+    return out

@@ -1,0 +1,620 @@
+"""Inside the VM: load modules, run knfsd over a FUSE mount, mount the kernel NFS client.
+
+Runs in a virtme-ng guest (`python -m nfsconf.vm.guest ...`, see `runner.guest_python`).
+It writes /etc/exports and starts NFS daemons, so it refuses to run anywhere else: in the
+guest /etc and /var are throw-away overlays of the host's.
+
+Export layout: a tmpfs pseudo-root (`fsid=0,crossmnt`, because the guest's / is 9p and not
+exportable) holds one bind mount per export, so NFSv4 sees `/<name>` and NFSv3 mounts the
+bind mount's full path. The same FUSE mount can be exported twice (two bind mounts) with
+different fsids and options, e.g. with and without subtree_check.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import traceback
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+LOOPBACK = "127.0.0.1"
+DEFAULT_ROOT = Path("/run/nfsconf/knfsd")
+
+# module -> (Kconfig symbol, name in /proc/filesystems when it registers one)
+KERNEL_FEATURES: dict[str, tuple[str, str | None]] = {
+    "fuse": ("CONFIG_FUSE_FS", "fuse"),
+    "nfsd": ("CONFIG_NFSD", "nfsd"),
+    "nfs": ("CONFIG_NFS_FS", "nfs"),
+    "nfsv3": ("CONFIG_NFS_V3", None),
+    "nfsv4": ("CONFIG_NFS_V4", "nfs4"),
+}
+
+# Length of the fsid part of a knfsd handle, by fsid type (fs/nfsd/nfsfh.h, key_len()).
+FSID_LEN = {0: 8, 1: 4, 2: 12, 3: 4, 4: 8, 5: 8, 6: 16, 7: 24}
+
+AT_FDCWD = -100
+MAX_HANDLE_SZ = 128
+
+
+class GuestSetupError(RuntimeError):
+    """knfsd or a mount could not be set up; the message names the missing piece."""
+
+
+@dataclass(frozen=True)
+class Export:
+    path: Path  # directory to export, e.g. a FUSE mountpoint
+    fsid: int  # knfsd refuses FUSE without fsid=
+    name: str  # the export's name under the v4 pseudo-root
+    subtree_check: bool = False
+    options: tuple[str, ...] = ("rw", "no_root_squash", "sync", "insecure")
+
+    def line(self, bind: Path) -> str:
+        opts = [*self.options, f"fsid={self.fsid}"]
+        opts.append("subtree_check" if self.subtree_check else "no_subtree_check")
+        return f"{bind} {LOOPBACK}({','.join(opts)})"
+
+
+@dataclass(frozen=True)
+class ExportedPath:
+    export: Export
+    server_path: Path  # what NFSv3 mounts: the bind mount under the pseudo-root
+    v4_path: str  # what NFSv4 mounts: relative to the pseudo-root
+
+
+@dataclass
+class Knfsd:
+    root: Path
+    exports: list[ExportedPath]
+    timings: dict[str, float] = field(default_factory=dict)
+    grace_ended: bool = False
+    _procs: list[subprocess.Popen[bytes]] = field(default_factory=list, repr=False)
+    _mounts: list[Path] = field(default_factory=list, repr=False)
+    _mounted_nfsd: bool = False
+
+    def export(self, name: str) -> ExportedPath:
+        for e in self.exports:
+            if e.export.name == name:
+                return e
+        raise KeyError(name)
+
+    def pids(self) -> list[int]:
+        return [p.pid for p in self._procs]
+
+    def stop(self) -> None:
+        """Stop nfsd threads and our daemons and undo the mounts; errors are collected."""
+        errors = []
+        for argv in (["rpc.nfsd", "0"], ["exportfs", "-ua"], ["exportfs", "-f"]):
+            rc, out = _sh(argv)
+            if rc != 0:
+                errors.append(f"{' '.join(argv)}: {out}")
+        for p in reversed(self._procs):
+            _terminate(p)
+        self._procs.clear()
+        for m in reversed(self._mounts):
+            rc, out = _sh(["umount", str(m)])
+            if rc != 0:
+                errors.append(f"umount {m}: {out}")
+        self._mounts.clear()
+        if self._mounted_nfsd:
+            _sh(["umount", "/proc/fs/nfsd"])
+            self._mounted_nfsd = False
+        global _current
+        if _current is self:
+            _current = None
+        if errors:
+            raise GuestSetupError("knfsd teardown: " + "; ".join(errors))
+
+
+_current: Knfsd | None = None
+
+
+def exports_for(path: Path, fsid: int, prefix: str = "fuse") -> list[Export]:
+    """The two variants of one directory: fsid N without, fsid N+1 with subtree_check."""
+    return [
+        Export(path, fsid, f"{prefix}-nosubtree", subtree_check=False),
+        Export(path, fsid + 1, f"{prefix}-subtree", subtree_check=True),
+    ]
+
+
+def ensure_guest() -> None:
+    try:
+        cmdline = Path("/proc/cmdline").read_text()
+    except OSError:
+        cmdline = ""
+    if "virtme_" not in cmdline and os.environ.get("NFSCONF_GUEST_OK") != "1":
+        raise GuestSetupError(
+            "refusing to run outside a virtme-ng guest: this rewrites /etc/exports and "
+            "starts NFS daemons (run it through nfsconf.vm.runner)"
+        )
+
+
+def load_modules(names: Sequence[str] = tuple(KERNEL_FEATURES)) -> dict[str, str]:
+    """modprobe each name; returns name -> 'module' | 'builtin'. Missing ones raise together."""
+    state: dict[str, str] = {}
+    missing = []
+    for name in names:
+        config, fsname = KERNEL_FEATURES.get(name, (f"module {name}", None))
+        rc, out = _sh(["modprobe", name])
+        if rc == 0:
+            state[name] = "module" if Path(f"/sys/module/{name}/initstate").exists() else "builtin"
+        elif fsname is not None and fsname in _filesystems():
+            state[name] = "builtin"
+        else:
+            missing.append(f"{config} ({out or 'modprobe ' + name + ' failed'})")
+    if missing:
+        release = os.uname().release
+        raise GuestSetupError(f"kernel {release} lacks: " + "; ".join(missing))
+    for name in names:
+        fsname = KERNEL_FEATURES.get(name, ("", None))[1]
+        if fsname is not None and fsname not in _filesystems():
+            raise GuestSetupError(f"{name} loaded but no {fsname} in /proc/filesystems")
+    return state
+
+
+def start_knfsd(exports: Sequence[Export], *, threads: int = 4, root: Path = DEFAULT_ROOT) -> Knfsd:
+    """Bring up rpcbind, the exports, mountd and nfsd, and end the v4 grace period."""
+    global _current
+    ensure_guest()
+    if _current is not None:
+        raise GuestSetupError("knfsd is already running; stop_knfsd() first")
+    names = [e.name for e in exports]
+    if len(set(names)) != len(names) or any("/" in n or not n for n in names):
+        raise GuestSetupError(f"export names must be unique, non-empty path components: {names}")
+    fsids = [e.fsid for e in exports]
+    if len(set(fsids)) != len(fsids) or 0 in fsids:
+        raise GuestSetupError(f"fsids must be unique and not 0 (the pseudo-root): {fsids}")
+    for e in exports:
+        if not Path(e.path).is_dir():
+            raise GuestSetupError(f"export path {e.path} is not a directory")
+
+    k = Knfsd(root=root, exports=[])
+    _current = k
+    try:
+        _bring_up(k, exports, threads)
+    except BaseException:
+        try:
+            k.stop()
+        except GuestSetupError:
+            pass
+        raise
+    return k
+
+
+def stop_knfsd() -> None:
+    if _current is not None:
+        _current.stop()
+
+
+def _bring_up(k: Knfsd, exports: Sequence[Export], threads: int) -> None:
+    t = _Timer(k.timings)
+    with t("modules"):
+        load_modules(("nfsd",))
+    with t("nfsd_fs"):
+        if not _is_mounted(Path("/proc/fs/nfsd"), "nfsd"):
+            _check(["mount", "-t", "nfsd", "nfsd", "/proc/fs/nfsd"])
+            k._mounted_nfsd = True
+        for d in ("/run/rpcbind", "/var/lib/nfs/v4recovery", "/var/lib/nfs/rpc_pipefs"):
+            Path(d).mkdir(parents=True, exist_ok=True)
+    with t("pseudo_root"):
+        pseudo = k.root / "pseudo"
+        pseudo.mkdir(parents=True, exist_ok=True)
+        _check(["mount", "-t", "tmpfs", "-o", "mode=0755", "nfsconf-pseudo", str(pseudo)])
+        k._mounts.append(pseudo)
+        lines = [
+            f"{pseudo} {LOOPBACK}(rw,fsid=0,crossmnt,no_subtree_check,no_root_squash,insecure)"
+        ]
+        for e in exports:
+            bind = pseudo / e.name
+            bind.mkdir()
+            _check(["mount", "--bind", str(e.path), str(bind)])
+            k._mounts.append(bind)
+            lines.append(e.line(bind))
+            k.exports.append(ExportedPath(e, bind, "/" + e.name))
+        Path("/etc/exports").write_text("\n".join(lines) + "\n")
+        exports_d = Path("/etc/exports.d")
+        if exports_d.is_dir():
+            for f in exports_d.glob("*.exports"):
+                f.unlink()  # only the guest's overlay copy
+    with t("rpcbind"):
+        k._procs.append(_daemon(["rpcbind", "-f", "-w"]))
+        _wait_port(111, k._procs[-1], "rpcbind")
+    with t("exportfs"):
+        _check(["exportfs", "-ra"])
+    with t("mountd"):
+        k._procs.append(_daemon(["rpc.mountd", "-F"]))
+        _wait_rpc("mountd", k._procs[-1])
+    with t("nfsd"):
+        _check(["rpc.nfsd", str(threads)])
+        _wait_port(2049, None, "nfsd")
+    with t("end_grace"):
+        grace = Path("/proc/fs/nfsd/v4_end_grace")
+        if grace.exists():
+            grace.write_text("Y\n")
+            k.grace_ended = True
+
+
+def mount_nfs(
+    exported: ExportedPath,
+    version: str,
+    mountpoint: Path,
+    *,
+    options: Sequence[str] = (),
+) -> Path:
+    """Mount an export with the kernel client: version "3" (nolock) or "4", "4.1", "4.2"."""
+    mountpoint = Path(mountpoint)
+    mountpoint.mkdir(parents=True, exist_ok=True)
+    if version == "3":
+        src = f"{LOOPBACK}:{exported.server_path}"
+        opts = ["vers=3", "nolock", *options]
+    elif version in ("4", "4.0", "4.1", "4.2"):
+        src = f"{LOOPBACK}:{exported.v4_path}"
+        opts = [f"vers={version}", *options]
+    else:
+        raise ValueError(f"unknown NFS version {version!r}")
+    rc, out = _sh(["mount", "-t", "nfs", "-o", ",".join(opts), src, str(mountpoint)])
+    if rc != 0:
+        raise GuestSetupError(f"mount -t nfs -o {','.join(opts)} {src}: {out}")
+    return mountpoint
+
+
+def umount(mountpoint: Path) -> None:
+    rc, out = _sh(["umount", str(mountpoint)])
+    if rc != 0:
+        raise GuestSetupError(f"umount {mountpoint}: {out}")
+
+
+def start_fuse(
+    argv: Sequence[str], mountpoint: Path, *, timeout: float = 15.0
+) -> subprocess.Popen[bytes]:
+    """Start a FUSE server that stays in the foreground and wait until it has mounted."""
+    mountpoint = Path(mountpoint)
+    mountpoint.mkdir(parents=True, exist_ok=True)
+    proc = subprocess.Popen(
+        list(argv), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+    deadline = time.monotonic() + timeout
+    while not _is_mounted(mountpoint, "fuse"):
+        if proc.poll() is not None:
+            out = proc.stdout.read().decode(errors="replace") if proc.stdout else ""
+            raise GuestSetupError(f"{argv[0]} exited {proc.returncode} before mounting: {out}")
+        if time.monotonic() > deadline:
+            _terminate(proc)
+            raise GuestSetupError(f"{argv[0]} did not mount {mountpoint} within {timeout} s")
+        time.sleep(0.05)
+    return proc
+
+
+def stop_fuse(proc: subprocess.Popen[bytes], mountpoint: Path) -> None:
+    if _is_mounted(Path(mountpoint), "fuse"):
+        rc, out = _sh(["fusermount3", "-u", str(mountpoint)])
+        if rc != 0:
+            rc, out = _sh(["umount", str(mountpoint)])
+        if rc != 0:
+            _terminate(proc)
+            raise GuestSetupError(f"cannot unmount {mountpoint}: {out}")
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        _terminate(proc)
+
+
+# --- handles ------------------------------------------------------------------------------
+
+
+class _FileHandle(ctypes.Structure):
+    _fields_ = [
+        ("handle_bytes", ctypes.c_uint),
+        ("handle_type", ctypes.c_int),
+        ("f_handle", ctypes.c_ubyte * MAX_HANDLE_SZ),
+    ]
+
+
+def name_to_handle(path: Path, flags: int = 0) -> tuple[int, bytes]:
+    """name_to_handle_at(2): (handle type, handle bytes)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    fh = _FileHandle()
+    fh.handle_bytes = MAX_HANDLE_SZ
+    mount_id = ctypes.c_int()
+    rc = libc.name_to_handle_at(
+        AT_FDCWD, os.fsencode(path), ctypes.byref(fh), ctypes.byref(mount_id), flags
+    )
+    if rc != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err), str(path))
+    return fh.handle_type, bytes(fh.f_handle[: fh.handle_bytes])
+
+
+def nfs_client_server_fh(raw: bytes) -> bytes:
+    """The server's file handle inside a handle the Linux NFS client encoded.
+
+    fs/nfs/export.c: u32 fileid high, u32 fileid low, u32 i_mode type, then struct nfs_fh
+    (u16 size in host order, then the bytes the server handed out).
+    """
+    if len(raw) < 14:
+        raise ValueError(f"NFS client handle too short: {len(raw)} bytes")
+    size = int.from_bytes(raw[12:14], sys.byteorder)
+    if 14 + size > len(raw):
+        raise ValueError(f"NFS client handle claims {size} fh bytes, has {len(raw) - 14}")
+    return raw[14 : 14 + size]
+
+
+@dataclass(frozen=True)
+class KnfsdFh:
+    version: int
+    auth_type: int
+    fsid_type: int
+    fileid_type: int
+    fsid: bytes
+    fileid: bytes
+
+
+def parse_knfsd_fh(fh: bytes) -> KnfsdFh:
+    """Split a version-1 knfsd handle: 4 header bytes, the fsid, the filesystem's fid."""
+    if len(fh) < 4 or fh[0] != 1:
+        raise ValueError(f"not a version-1 knfsd handle: {fh.hex()}")
+    fsid_len = FSID_LEN.get(fh[2])
+    if fsid_len is None or len(fh) < 4 + fsid_len:
+        raise ValueError(f"knfsd handle with unknown fsid type {fh[2]}: {fh.hex()}")
+    return KnfsdFh(fh[0], fh[1], fh[2], fh[3], fh[4 : 4 + fsid_len], fh[4 + fsid_len :])
+
+
+# --- probe: the knfsd smoke run ------------------------------------------------------------
+
+
+def probe(marker: str, fsid: int, fuse_cmd: Sequence[str], root: Path) -> dict[str, object]:
+    """FUSE mount -> knfsd (two export variants) -> kernel client v3 and v4.2, with evidence.
+
+    `fuse_cmd` is a foreground FUSE server; "{src}" and "{mnt}" in it are replaced.
+    """
+    ensure_guest()
+    res: dict[str, object] = {"release": os.uname().release, "uptime_start": _uptime()}
+    timings: dict[str, float] = {}
+    res["timings"] = timings
+    t = _Timer(timings)
+    src, mnt = root / "src", root / "fuse"
+    mounted: list[Path] = []
+    fuse = None
+    knfsd = None
+    try:
+        with t("modules"):
+            res["modules"] = load_modules()
+        src.mkdir(parents=True, exist_ok=True)
+        _check(["mount", "-t", "tmpfs", "nfsconf-src", str(src)])
+        mounted.append(src)
+        (src / "d").mkdir()
+        (src / "d" / "file.txt").write_text(marker)
+        with t("fuse"):
+            argv = [a.replace("{src}", str(src)).replace("{mnt}", str(mnt)) for a in fuse_cmd]
+            fuse = start_fuse(argv, mnt)
+        file_t, file_h = name_to_handle(mnt / "d" / "file.txt")
+        dir_t, dir_h = name_to_handle(mnt / "d")
+        res["fuse_file"] = {"type": file_t, "hex": file_h.hex()}
+        res["fuse_dir"] = {"type": dir_t, "hex": dir_h.hex()}
+        with t("knfsd"):
+            knfsd = start_knfsd(exports_for(mnt, fsid))
+        res["knfsd_timings"] = knfsd.timings
+        res["exports"] = Path("/proc/fs/nfsd/exports").read_text()
+        clients = []
+        for name, version in (
+            ("fuse-nosubtree", "3"),
+            ("fuse-nosubtree", "4.2"),
+            ("fuse-subtree", "3"),
+        ):
+            mp = root / f"mnt-{name}-v{version}"
+            with t(f"mount_{name}_v{version}"):
+                mount_nfs(knfsd.export(name), version, mp)
+            mounted.append(mp)
+            entry: dict[str, object] = {"export": name, "version": version}
+            entry["content"] = (mp / "d" / "file.txt").read_text()
+            h_type, raw = name_to_handle(mp / "d" / "file.txt")
+            entry["client_handle_type"] = h_type
+            entry["server_fh"] = nfs_client_server_fh(raw).hex()
+            clients.append(entry)
+        res["clients"] = clients
+        # A write through NFSv4.2 must land in the FUSE server's backing directory.
+        written = f"{marker}-written-over-v4.2"
+        (root / "mnt-fuse-nosubtree-v4.2" / "d" / "new.txt").write_text(written)
+        res["written_back"] = (src / "d" / "new.txt").read_text()
+        res["ok"] = True
+    except Exception as e:  # evidence of a failed step is the point of a probe
+        res["ok"] = False
+        res["error"] = f"{type(e).__name__}: {e}"
+        res["traceback"] = traceback.format_exc()
+    finally:
+        teardown_errors = []
+        for m in reversed(mounted[1:]):
+            try:
+                umount(m)
+            except GuestSetupError as e:
+                teardown_errors.append(str(e))
+        pids = knfsd.pids() if knfsd else []
+        if knfsd is not None:
+            try:
+                knfsd.stop()
+            except GuestSetupError as e:
+                teardown_errors.append(str(e))
+        if fuse is not None:
+            try:
+                stop_fuse(fuse, mnt)
+            except GuestSetupError as e:
+                teardown_errors.append(str(e))
+            pids.append(fuse.pid)
+        if mounted:
+            try:
+                umount(mounted[0])
+            except GuestSetupError as e:
+                teardown_errors.append(str(e))
+        res["teardown_errors"] = teardown_errors
+        res["left_mounted"] = [m for m, _ in _mounts() if m.startswith(str(root))]
+        res["left_running"] = [p for p in pids if _running(p)]
+        res["uptime_end"] = _uptime()
+    return res
+
+
+# --- helpers ------------------------------------------------------------------------------
+
+
+class _Timer:
+    def __init__(self, into: dict[str, float]) -> None:
+        self.into = into
+
+    def __call__(self, name: str) -> _Timer:
+        self.name = name
+        return self
+
+    def __enter__(self) -> None:
+        self.start = time.monotonic()
+
+    def __exit__(self, *exc: object) -> None:
+        self.into[self.name] = round(time.monotonic() - self.start, 3)
+
+
+def _sh(argv: Sequence[str]) -> tuple[int, str]:
+    try:
+        p = subprocess.run(
+            list(argv), stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60
+        )
+    except FileNotFoundError:
+        return 127, f"{argv[0]}: command not found (install it on the host)"
+    except subprocess.TimeoutExpired:
+        return 124, f"{' '.join(argv)}: timed out after 60 s"
+    return p.returncode, (p.stdout + p.stderr).strip()
+
+
+def _check(argv: Sequence[str]) -> str:
+    rc, out = _sh(argv)
+    if rc != 0:
+        raise GuestSetupError(f"{' '.join(argv)} failed (exit {rc}): {out}")
+    return out
+
+
+def _daemon(argv: list[str]) -> subprocess.Popen[bytes]:
+    try:
+        return subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
+    except FileNotFoundError:
+        raise GuestSetupError(f"{argv[0]} not found: apt-get install nfs-kernel-server") from None
+
+
+def _terminate(p: subprocess.Popen[bytes]) -> None:
+    if p.poll() is None:
+        p.terminate()
+        try:
+            p.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait(timeout=5)
+
+
+def _died(p: subprocess.Popen[bytes] | None, what: str) -> None:
+    if p is not None and p.poll() is not None:
+        err = p.stderr.read().decode(errors="replace") if p.stderr else ""
+        raise GuestSetupError(f"{what} exited {p.returncode}: {err.strip()}")
+
+
+def _wait_port(
+    port: int, p: subprocess.Popen[bytes] | None, what: str, timeout: float = 20
+) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        _died(p, what)
+        try:
+            with socket.create_connection((LOOPBACK, port), timeout=1):
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise GuestSetupError(f"{what} not listening on {port} after {timeout} s") from None
+            time.sleep(0.05)
+
+
+def _wait_rpc(program: str, p: subprocess.Popen[bytes], timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        _died(p, program)
+        rc, out = _sh(["rpcinfo", "-p", LOOPBACK])
+        if rc == 0 and f" {program}" in out:
+            return
+        if time.monotonic() > deadline:
+            raise GuestSetupError(f"{program} not registered with rpcbind after {timeout} s")
+        time.sleep(0.05)
+
+
+def _filesystems() -> set[str]:
+    return {line.split()[-1] for line in Path("/proc/filesystems").read_text().splitlines() if line}
+
+
+def _unescape(s: str) -> str:
+    return (
+        s.replace("\\040", " ").replace("\\011", "\t").replace("\\012", "\n").replace("\\134", "\\")
+    )
+
+
+def _mounts() -> list[tuple[str, str]]:
+    """(mountpoint, fstype) of every mount, from /proc/self/mountinfo."""
+    out = []
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        left, _, right = line.partition(" - ")
+        out.append((_unescape(left.split()[4]), right.split()[0]))
+    return out
+
+
+def _is_mounted(mountpoint: Path, fstype_prefix: str) -> bool:
+    mp = str(mountpoint)
+    return any(m == mp and t.startswith(fstype_prefix) for m, t in _mounts())
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:  # our own zombie children do not count as running
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def _uptime() -> float:
+    return float(Path("/proc/uptime").read_text().split()[0])
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m nfsconf.vm.guest", description=__doc__)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    pr = sub.add_parser("probe", help="FUSE -> knfsd -> kernel NFS client smoke, JSON out")
+    pr.add_argument("--out", type=Path, required=True, help="JSON result file (a --rwdir)")
+    pr.add_argument("--marker", required=True, help="content written to the probe file")
+    pr.add_argument("--fsid", type=int, default=101)
+    pr.add_argument("--root", type=Path, default=Path("/run/nfsconf/probe"))
+    pr.add_argument("--fuse", default="bindfs -f {src} {mnt}", help="foreground FUSE command")
+    sub.add_parser("modules", help="load fuse/nfsd/nfs modules and print how each is present")
+    args = ap.parse_args(argv)
+    if args.cmd == "modules":
+        try:
+            print(json.dumps(load_modules()))
+        except GuestSetupError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        return 0
+    res = probe(args.marker, args.fsid, args.fuse.split(), args.root)
+    tmp = args.out.with_suffix(".tmp")
+    tmp.write_text(json.dumps(res, indent=1) + "\n")
+    tmp.rename(args.out)
+    if not res.get("ok"):
+        print(res.get("traceback", res.get("error")), file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,93 @@
+"""Forged and mutated handles: bit flips, truncation, extension, wrong types, nodeid 0,
+FUSE_ROOT_ID, random bytes, forgotten nodeids, handles of another filesystem. Seeded
+(--fuzz-seed) and bounded (--fuzz-budget); the seed and every odd outcome are in the evidence.
+"""
+
+import os
+from collections import Counter
+
+import pytest
+
+from nfsconf.fuzz import Mutation, mutations
+from nfsconf.lab import SEED_DIRS, SEED_FILES
+from nfsconf.transports.base import Handle
+from nfsconf.transports.local import name_to_handle
+
+
+def _classify(lab, known, originals, m):
+    """'error:ERRNO', 'original' (opened what the mutated handle was made from), 'named'
+    (opened a live object whose own handle is exactly these bytes), or 'wrong'."""
+    got = lab.transport.decode(m.handle)
+    if not got.opened:
+        return f"error:{got.error}", None
+    rel = known.get(got.identity.marker)
+    if m.source >= 0 and rel == originals[m.source][0]:
+        return "original", rel
+    if rel is not None:
+        own = name_to_handle(lab.path(rel))
+        if (own.fh_type, own.data) == (m.handle.fh_type & 0xFFFF, m.handle.data):
+            return "named", rel
+    return "wrong", rel or f"unknown object ino {got.identity.st_ino}"
+
+
+def _fuzz(lab, evidence, request):
+    seed = request.config.getoption("--nfsconf-fuzz-seed")
+    budget = request.config.getoption("--nfsconf-fuzz-budget")
+    rels = ["", *SEED_DIRS, *SEED_FILES]
+    originals = [(rel, name_to_handle(lab.path(rel))) for rel in rels]
+    known = {lab.markers[rel]: rel for rel in rels}
+    cases = list(mutations(seed, [h for _, h in originals], budget))
+    if lab.profile.writable:  # handles of files that are gone, nodeids the server forgot
+        lab.path("gone").mkdir()
+        for i in range(8):
+            obj = lab.make_file(f"gone/f{i}")
+            cases.append(Mutation("forgotten", -1, lab.encode(obj), obj.rel))
+            os.unlink(lab.path(obj.rel))
+    other = name_to_handle(lab.root)  # the same bytes' meaning on another filesystem
+    cases.append(Mutation("other-mount", -1, Handle(other.fh_type, other.data), str(lab.root)))
+    cases.append(Mutation("other-mount", -1, Handle(0x81, other.data[:12].ljust(12, b"\0")),
+                          f"{lab.root} as 0x81"))
+    outcomes: Counter[str] = Counter()
+    by_kind: dict[str, Counter[str]] = {}
+    odd = []
+    # warm: every original inode cached, so a guessed nodeid finds a live inode at once;
+    # cold: every decode has to ask the server
+    for phase in ("warm", "cold"):
+        if phase == "cold":
+            lab.drop_caches()
+        for m in cases:
+            outcome, rel = _classify(lab, known, originals, m)
+            outcomes[outcome] += 1
+            by_kind.setdefault(f"{m.kind}/{phase}", Counter())[outcome] += 1
+            if outcome in ("wrong", "named") and len(odd) < 20:
+                odd.append({**m.to_dict(), "phase": phase, "outcome": outcome, "opened": rel})
+    evidence.note("seed", seed)
+    evidence.note("handles_tried", len(cases))
+    evidence.note("outcomes", dict(outcomes))
+    evidence.note("by_kind", {k: dict(v) for k, v in by_kind.items()})
+    evidence.note("odd", odd)
+    return outcomes, odd
+
+
+@pytest.mark.scenario("FUZZ", "MUST")
+def test_fuzz_never_wrong_object(lab, evidence, request):
+    """FUZZ: a mutated or forged handle gives an error, opens the object it was made from,
+    or opens the live object whose handle is exactly those bytes; never anything else."""
+    outcomes, odd = _fuzz(lab, evidence, request)
+    if outcomes["wrong"]:
+        evidence.wrong_object = True
+        first = next(o for o in odd if o["outcome"] == "wrong")
+        raise AssertionError(f"WRONG OBJECT: {outcomes['wrong']} of {sum(outcomes.values())} "
+                             f"forged handles opened another object, e.g. {first['kind']} "
+                             f"{first['detail']} opened {first['opened']}")
+
+
+@pytest.mark.scenario("FUZZ-GUESS", "SHOULD")
+def test_fuzz_not_guessable(lab, evidence, request):
+    """FUZZ-GUESS: a bit flip or random bytes do not land on another live object (the
+    generation number is what makes handles hard to guess). FUSE_ROOT_ID with generation 0
+    naming the root is expected and not counted."""
+    _, odd = _fuzz(lab, evidence, request)
+    guessed = [o for o in odd if o["outcome"] == "named" and o["kind"] != "rootid"]
+    assert not guessed, (f"{len(guessed)} forged handles opened other live objects, e.g. "
+                         f"{guessed[0]['kind']} {guessed[0]['detail']} -> {guessed[0]['opened']}")
