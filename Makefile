@@ -8,22 +8,30 @@ NFSCONF := $(VENV)/bin/nfsconf
 # FUSE servers the built-in profiles drive, and the tools that build their sources.
 APT_FUSE := fuse3 mount bindfs fuse-overlayfs squashfuse squashfs-tools unionfs-fuse \
 	mergerfs fuse-zip zip archivemount rclone
-APT_ALL := $(APT_FUSE)
+# The Ganesha transport, the knfsd VM (the guest runs on the host's root), the HTML check.
+APT_NFS := nfs-ganesha nfs-ganesha-vfs rpcbind
+APT_VM := qemu-system-x86 udev busybox-static nfs-kernel-server nfs-common kmod
+APT_REPORT := chromium
+APT_TEST := $(APT_FUSE) $(APT_NFS) $(APT_VM) $(APT_REPORT)
 
-.PHONY: run test setup apt venv lint clean
+.PHONY: run test apt apt-run apt-test venv lint clean
 
-run: setup
+run: apt-run venv
 	$(NFSCONF) run --transport local
 
-test: setup
+test: apt-test venv
 	$(PY) -m ruff check nfsconf tests scenarios
 	$(PY) -m pytest -ra tests
 
-setup: apt venv
+apt-run:
+	@$(MAKE) --no-print-directory apt PKGS="$(APT_FUSE)"
+
+apt-test:
+	@$(MAKE) --no-print-directory apt PKGS="$(APT_TEST)"
 
 # Installs only what is missing, so a second run costs a dpkg query.
 apt:
-	@missing=$$(for p in $(APT_ALL); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null \
+	@missing=$$(for p in $(PKGS); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null \
 		| grep -q '^install ok installed' || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
 		echo "apt: installing" $$missing; \
