@@ -106,7 +106,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 2
     if code == pytest.ExitCode.NO_TESTS_COLLECTED:
         raise UsageError(f"no scenario matched (-k {args.k!r})" if args.k else "no scenarios")
-    must = [r for r in results if r.level == "MUST" and r.verdict in ("FAIL", "ERROR")]
+    must = [r for r in results if r.must and r.verdict in ("FAIL", "ERROR")]
     return 1 if (args.strict and must) else 0
 
 
@@ -153,7 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--profile", action="append", default=[], metavar="NAME|FILE",
                      help="built-in profile name or TOML file (repeatable; default: every "
                           "installed built-in)")
-    run.add_argument("--transport", default="local", choices=["local"])
+    run.add_argument("--transport", default="local", choices=["local", "ganesha", "knfsd"])
     run.add_argument("-k", metavar="PATTERN", help="only scenarios matching (pytest -k)")
     run.add_argument("--out", metavar="DIR", help="results directory (default reports/run-*)")
     run.add_argument("--scenarios", default=str(SCENARIOS), help=argparse.SUPPRESS)

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from nfsconf.servers.mount import MountError, ServerProcess, abort_connection, fuse_mount_at
+from nfsconf.servers.mount import MountEntry, ServerProcess, abort_connection, fuse_mount_at
 from nfsconf.servers.profile import Profile
-from nfsconf.transports.base import MARKER_NAME, Decoded, Handle, Identity, Obj
+from nfsconf.transports.base import MARKER_NAME, Decoded, Handle, Identity, Obj, Transport
 from nfsconf.transports.local import LocalTransport, fd_identity
 
 # The seed tree every source is built from: read-only servers can only serve these objects.
@@ -38,15 +38,19 @@ atexit.register(stop_all_labs)
 
 
 class Lab:
-    def __init__(self, profile: Profile, base: Path | None = None) -> None:
+    def __init__(self, profile: Profile, transport: str = "local",
+                 base: Path | None = None) -> None:
         self.profile = profile
+        self.transport_name = transport
         self.root = Path(tempfile.mkdtemp(prefix=f"nfsconf-{profile.name}-", dir=base))
         self.mnt = self.root / "mnt"
         self.token = secrets.token_hex(4)
         self._serial = itertools.count()
         self.markers: dict[str, str] = {}
         self.server: ServerProcess | None = None
-        self.transport = LocalTransport(self.mnt)
+        # the local transport always exists: drops, identity by name, exportfs-level checks
+        self.local = LocalTransport(self.mnt)
+        self.transport: Transport = self.local
         self.notes: list[str] = []
         self.restarts = 0
 
@@ -58,19 +62,32 @@ class Lab:
         self.server = ServerProcess(argv, self.mnt, self.root / "server.log")
         _live.add(self)
         try:
-            self.transport.connection = self.server.start(self.profile.mount_timeout).connection
-            self.transport.open()
-        except (MountError, OSError):
+            self._mounted(self.server.start(self.profile.mount_timeout))
+        except BaseException:
             self.stop()
             raise
         return self
 
+    def _mounted(self, entry: MountEntry) -> None:
+        self.local.connection = entry.connection
+        self.local.open()
+        if self.transport_name != "local":
+            from nfsconf.transports.nfs import make_transport
+
+            self.transport = make_transport(self.transport_name, self.mnt)
+        self.transport.open()
+
+    def _unmount(self) -> list[str]:
+        for t in {id(self.transport): self.transport, id(self.local): self.local}.values():
+            try:
+                t.close()
+            except Exception as e:  # the unmount must happen whatever the exporter did
+                self.notes.append(f"closing transport {t.name}: {e}")
+        return self.server.stop() if self.server is not None else []
+
     def stop(self) -> list[str]:
         """Unmount, end the server, remove the lab's files. Returns what had to be forced."""
-        notes: list[str] = []
-        self.transport.close()
-        if self.server is not None:
-            notes = self.server.stop()
+        notes = self._unmount()
         _live.discard(self)
         if fuse_mount_at(self.mnt) is None:
             shutil.rmtree(self.root, ignore_errors=True)
@@ -91,11 +108,9 @@ class Lab:
     def restart(self) -> None:
         """Unmount and mount again on the same source: a server restart as NFS sees one."""
         assert self.server is not None
-        self.transport.close()
-        self.notes.extend(self.server.stop())
+        self.notes.extend(self._unmount())
         self.server = ServerProcess(self.server.argv, self.mnt, self.root / "server.log")
-        self.transport.connection = self.server.start(self.profile.mount_timeout).connection
-        self.transport.open()
+        self._mounted(self.server.start(self.profile.mount_timeout))
         self.restarts += 1
 
     def __enter__(self) -> Lab:
@@ -196,4 +211,4 @@ class Lab:
         return self.transport.decode(obj.handle)
 
     def drop_caches(self) -> None:
-        self.transport.drop_caches()
+        self.local.drop_caches()

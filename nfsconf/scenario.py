@@ -6,7 +6,7 @@ import os
 
 from nfsconf.lab import Lab
 from nfsconf.plugin import Evidence
-from nfsconf.transports.base import MARKER_NAME, Obj
+from nfsconf.transports.base import MARKER_NAME, Obj, as_errno_name
 
 # Seed objects every profile serves, read-only images included.
 SEED = {"file": "d0/f1", "dir": "d1/sub"}
@@ -43,5 +43,7 @@ def decode(lab: Lab, ev: Evidence, obj: Obj, label: str) -> str:
 
 
 def expect_same_or(outcome: str, allowed: tuple[str, ...], what: str) -> None:
-    assert outcome == "same" or outcome in allowed, (
+    """OUTCOME is 'same' or one of the ALLOWED errno names (an NFS status counts as the
+    errno it stands for: NFS3ERR_STALE as ESTALE)."""
+    assert outcome == "same" or as_errno_name(outcome) in allowed, (
         f"{what}: {outcome} (expected the same object or {', '.join(allowed)})")

@@ -18,6 +18,7 @@ FIXED_LEN = {FILEID_INO64_GEN: 12, FILEID_INO64_GEN_PARENT: 24}
 
 
 @pytest.mark.scenario("ENC-TYPE", "MUST")
+@pytest.mark.local_only
 @pytest.mark.parametrize("kind", KINDS)
 def test_encode_type(lab, evidence, kind):
     """ENC-TYPE: a FUSE object encodes as 0x81 (12 bytes: nodeid, generation) or, with
@@ -36,6 +37,7 @@ def test_encode_type(lab, evidence, kind):
 
 
 @pytest.mark.scenario("ENC-SIZE", "MUST")
+@pytest.mark.local_only
 @pytest.mark.parametrize("kind", KINDS)
 def test_encode_size_query(lab, evidence, kind):
     """ENC-SIZE: a zero-sized buffer gets EOVERFLOW and the exact size the handle needs;
@@ -52,6 +54,7 @@ def test_encode_size_query(lab, evidence, kind):
 
 
 @pytest.mark.scenario("ENC-CONN", "SHOULD")
+@pytest.mark.local_only
 @pytest.mark.parametrize("kind", KINDS)
 def test_encode_connectable(lab, evidence, kind):
     """ENC-CONN: AT_HANDLE_CONNECTABLE on a file gives 0x82|IS_CONNECTABLE whose parent

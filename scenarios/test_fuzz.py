@@ -70,6 +70,7 @@ def _fuzz(lab, evidence, request):
 
 
 @pytest.mark.scenario("FUZZ", "MUST")
+@pytest.mark.local_only
 def test_fuzz_never_wrong_object(lab, evidence, request):
     """FUZZ: a mutated or forged handle gives an error, opens the object it was made from,
     or opens the live object whose handle is exactly those bytes; never anything else."""
@@ -83,6 +84,7 @@ def test_fuzz_never_wrong_object(lab, evidence, request):
 
 
 @pytest.mark.scenario("FUZZ-GUESS", "SHOULD")
+@pytest.mark.local_only
 def test_fuzz_not_guessable(lab, evidence, request):
     """FUZZ-GUESS: a bit flip or random bytes do not land on another live object (the
     generation number is what makes handles hard to guess). FUSE_ROOT_ID with generation 0

@@ -14,7 +14,7 @@ _START: set[tuple[int, str]] = set()
 
 
 def _fuse_mounts() -> set[tuple[int, str]]:
-    return {(m.mount_id, m.mountpoint) for m in mounts() if m.fstype.startswith("fuse")}
+    return {(m.mount_id, m.mountpoint) for m in mounts() if m.is_fuse}
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:

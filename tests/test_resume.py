@@ -34,7 +34,9 @@ def _cells(out):
         if d["kind"] == "result":
             key = (d["id"], d["variant"], d["profile"], d["transport"])
             assert key not in cells, f"cell recorded twice: {key}"
-            cells[key] = (d["verdict"], d["errno"], d["wrong_object"])
+            # the verdict as the matrix shows it; not the errno: after a remount a walk may
+            # meet ESTALE on one handle before the wrong objects, or not
+            cells[key] = (d["verdict"], d["wrong_object"])
     return cells
 
 

@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -14,9 +15,13 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root for FUSE m
 CRASH = Path(__file__).parent / "data" / "crash_scenarios.py"
 
 
-def _run(*args, timeout=300):
-    return subprocess.run([sys.executable, "-m", "nfsconf.cli", "run", *args],
-                          capture_output=True, text=True, timeout=timeout)
+def _run(*args, out, timeout=300):
+    """nfsconf run with its labs under OUT, so only this run's mounts are looked at."""
+    labs = out / "labs"
+    labs.mkdir(exist_ok=True)
+    return subprocess.run([sys.executable, "-m", "nfsconf.cli", "run", "--out", str(out), *args],
+                          capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, "TMPDIR": str(labs)})
 
 
 def _records(out):
@@ -25,14 +30,13 @@ def _records(out):
     return records[0], records[1:]
 
 
-def _nfsconf_mounts():
-    return [m for m in mounts() if m.fstype.startswith("fuse") and "nfsconf" in m.mountpoint]
+def _mounts_under(path):
+    return [m for m in mounts() if m.is_fuse and m.mountpoint.startswith(str(path))]
 
 
 def test_run_bindfs_pair_shows_design_truths(tmp_path):
-    before = _nfsconf_mounts()
     r = _run("--profile", "bindfs", "--profile", "bindfs-noforget", "-k", "DEC or UNLINK",
-             "--out", str(tmp_path))
+             out=tmp_path)
     assert r.returncode == 0, r.stderr
     env, results = _records(tmp_path)
     assert env["kind"] == "env" and env["fuse"]["major"] == 7
@@ -48,13 +52,12 @@ def test_run_bindfs_pair_shows_design_truths(tmp_path):
     assert not any(x["verdict"] == "PASS" and x["wrong_object"] for x in results)
     assert "DEC-COLD/file" in r.stdout and "bindfs-noforget" in r.stdout  # the matrix
     assert (tmp_path / "matrix.txt").exists()
-    assert _nfsconf_mounts() == before
+    assert _mounts_under(tmp_path) == []
+    assert list((tmp_path / "labs").iterdir()) == []  # every lab removed its files
 
 
 def test_server_killed_or_stopped_mid_scenario_run_goes_on(tmp_path):
-    before = _nfsconf_mounts()
-    r = _run("--profile", "bindfs", "--scenarios", str(CRASH), "--out", str(tmp_path),
-             "--timeout", "3")
+    r = _run("--profile", "bindfs", "--scenarios", str(CRASH), "--timeout", "3", out=tmp_path)
     assert r.returncode == 0, r.stderr
     _, results = _records(tmp_path)
     by_id = {x["id"]: x for x in results}
@@ -66,9 +69,30 @@ def test_server_killed_or_stopped_mid_scenario_run_goes_on(tmp_path):
     assert "aborted fuse connection" in stopped["reason"]
     assert stopped["duration"] < 30
     assert by_id["AFTER-CRASH"]["verdict"] == "PASS"
-    assert _nfsconf_mounts() == before
+    assert _mounts_under(tmp_path) == []
+    assert list((tmp_path / "labs").iterdir()) == []  # every lab removed its files
 
 
 def test_no_matching_scenario_is_an_error(tmp_path):
-    r = _run("--profile", "bindfs", "-k", "NO_SUCH_SCENARIO", "--out", str(tmp_path))
+    r = _run("--profile", "bindfs", "-k", "NO_SUCH_SCENARIO", out=tmp_path)
     assert r.returncode == 2 and "no scenario matched" in r.stderr
+
+
+@pytest.mark.ganesha
+@pytest.mark.skipif(shutil.which("ganesha.nfsd") is None, reason="nfs-ganesha not installed")
+def test_ganesha_transport_matrix(tmp_path):
+    """The same scenarios through NFS-Ganesha on 127.0.0.1 and the raw NFSv3 client."""
+    r = _run("--transport", "ganesha", "--profile", "bindfs", "--profile", "bindfs-noforget",
+             "-k", "DEC-COLD or UNLINK", out=tmp_path)
+    assert r.returncode == 0, r.stderr
+    _, results = _records(tmp_path)
+    cell = {(x["id"], x["variant"], x["profile"]): x for x in results}
+    assert {x["transport"] for x in results} == {"ganesha"}
+    plain = cell[("DEC-COLD", "file", "bindfs")]
+    assert plain["verdict"] == "FAIL" and plain["errno"] == "NFS3ERR_STALE"
+    assert cell[("DEC-COLD", "file", "bindfs-noforget")]["verdict"] == "PASS"
+    assert cell[("DEC-COLD", "dir", "bindfs-noforget")]["verdict"] == "PASS"
+    assert cell[("UNLINK", "file-cold", "bindfs")]["verdict"] == "PASS"
+    got = cell[("DEC-COLD", "file", "bindfs-noforget")]["evidence"]["decodes"]["cold"]["got"]
+    assert got["marker"].startswith("nfsconf ")  # read back over NFS
+    assert _mounts_under(tmp_path) == []

@@ -77,9 +77,8 @@ def cmd_certify(args: argparse.Namespace) -> int:
         profiles = [_profile_name(p) for p in args.profile] or list(
             dict.fromkeys(r.profile for r in run.results))
     else:
-        if not args.profile:
-            raise ResultsError("give --profile NAME|FILE (or --results DIR of an earlier run)")
-        names = "+".join(Path(p).stem for p in args.profile)
+        # no --profile: every installed built-in, as `nfsconf run` does
+        names = "+".join(Path(p).stem for p in args.profile) or "builtins"
         out = args.out or f"reports/certify-{names}-{time.strftime('%Y%m%d-%H%M%S')}"
         argv = ["run", "--out", out, "--transport", args.transport]
         for p in args.profile:
@@ -145,7 +144,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     c = sub.add_parser("certify", help="run what certification needs and print each "
                                        "profile's level (docs/certification.md)")
     c.add_argument("--profile", action="append", default=[], metavar="NAME|FILE",
-                   help="profile to certify (repeatable)")
+                   help="profile to certify (repeatable; default: every installed built-in)")
     c.add_argument("--results", metavar="DIR", help="certify from an earlier run, run nothing")
     c.add_argument("--out", metavar="DIR", help="results directory of the certification run")
     c.add_argument("--transport", default="local", help="as for `nfsconf run`")

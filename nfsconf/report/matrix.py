@@ -34,9 +34,7 @@ def matrix_rows(results: list[Result]) -> tuple[list[str], list[list[str]]]:
 
 
 def _level(results: list[Result], row: str) -> str:
-    # the declared level; a wrong object raises one cell, not the row
-    levels = {r.level for r in results if r.row == row and not r.wrong_object}
-    return "/".join(sorted(levels)) or "MUST"
+    return "/".join(sorted({r.level for r in results if r.row == row}))
 
 
 def summary_rows(results: list[Result]) -> tuple[list[str], list[list[object]]]:
@@ -47,7 +45,7 @@ def summary_rows(results: list[Result]) -> tuple[list[str], list[list[object]]]:
     for p in profiles:
         mine = [r for r in results if r.profile == p]
         counts = Counter(r.verdict for r in mine)
-        must = sum(1 for r in mine if r.level == "MUST" and r.verdict in ("FAIL", "ERROR"))
+        must = sum(1 for r in mine if r.must and r.verdict in ("FAIL", "ERROR"))
         body.append([p, *(counts.get(v, 0) for v in ("PASS", "FAIL", "ERROR", "SKIP", "XFAIL")),
                      must, sum(r.wrong_object for r in mine), sum(r.claim_broken for r in mine)])
     return header, body

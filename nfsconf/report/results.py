@@ -41,6 +41,12 @@ class Result:
         return f"{self.id}/{self.variant}" if self.variant else self.id
 
     @property
+    def must(self) -> bool:
+        """A MUST scenario, or any cell where a handle opened another object: that breaks a
+        MUST whatever the scenario's declared level."""
+        return self.level == "MUST" or self.wrong_object
+
+    @property
     def claim_broken(self) -> bool:
         return self.claimed and self.verdict == "FAIL"
 

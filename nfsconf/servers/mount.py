@@ -33,6 +33,11 @@ class MountEntry:
     source: str
 
     @property
+    def is_fuse(self) -> bool:
+        """fuse, fuse.<subtype> or fuseblk; not fusectl, the control filesystem."""
+        return self.fstype in ("fuse", "fuseblk") or self.fstype.startswith("fuse.")
+
+    @property
     def connection(self) -> int:
         return int(self.dev.split(":")[1])
 
@@ -57,7 +62,7 @@ def fuse_mount_at(mountpoint: str | os.PathLike[str]) -> MountEntry | None:
     """The topmost FUSE mount on MOUNTPOINT, if any. Reads only mountinfo: a path lookup on
     a mount whose server hangs would hang too."""
     path = os.path.abspath(mountpoint)
-    found = [m for m in mounts() if m.mountpoint == path and m.fstype.startswith("fuse")]
+    found = [m for m in mounts() if m.mountpoint == path and m.is_fuse]
     return found[-1] if found else None
 
 

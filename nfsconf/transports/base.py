@@ -55,6 +55,16 @@ class Obj:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+# What an NFS status means in the terms the scenarios speak (local errno names).
+EQUIVALENT = {"NFS3ERR_STALE": "ESTALE", "NFS4ERR_STALE": "ESTALE", "NFS4ERR_FHEXPIRED": "ESTALE",
+              "NFS3ERR_NOENT": "ENOENT", "NFS4ERR_NOENT": "ENOENT",
+              "NFS3ERR_BADHANDLE": "EBADHANDLE", "NFS4ERR_BADHANDLE": "EBADHANDLE"}
+
+
+def as_errno_name(outcome: str) -> str:
+    return EQUIVALENT.get(outcome, outcome)
+
+
 def verdict_of(expected: Identity, got: Decoded) -> str:
     """'same', 'other' or the error name. 'other' is the worst outcome there is: the handle
     opened an object it did not name."""
@@ -80,6 +90,10 @@ def describe(expected: Identity, got: Decoded) -> dict[str, Any]:
 
 class Transport(Protocol):
     name: str
+
+    def open(self) -> None: ...
+
+    def close(self) -> None: ...
 
     def encode(self, path: Any, *, connectable: bool = False) -> Handle: ...
 

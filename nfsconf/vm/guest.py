@@ -401,7 +401,6 @@ def probe(marker: str, fsid: int, fuse_cmd: Sequence[str], root: Path) -> dict[s
         with t("knfsd"):
             knfsd = start_knfsd(exports_for(mnt, fsid))
         res["knfsd_timings"] = knfsd.timings
-        res["exports"] = Path("/proc/fs/nfsd/exports").read_text()
         clients = []
         for name, version in (
             ("fuse-nosubtree", "3"),
@@ -419,6 +418,8 @@ def probe(marker: str, fsid: int, fuse_cmd: Sequence[str], root: Path) -> dict[s
             entry["server_fh"] = nfs_client_server_fh(raw).hex()
             clients.append(entry)
         res["clients"] = clients
+        # knfsd loads exports lazily (mountd upcalls), so read the table after the mounts.
+        res["exports"] = Path("/proc/fs/nfsd/exports").read_text()
         # A write through NFSv4.2 must land in the FUSE server's backing directory.
         written = f"{marker}-written-over-v4.2"
         (root / "mnt-fuse-nosubtree-v4.2" / "d" / "new.txt").write_text(written)

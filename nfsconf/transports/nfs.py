@@ -1,0 +1,190 @@
+"""NFS transports: the lab's FUSE mount exported by an NFS server (NFS-Ganesha on the host,
+or knfsd inside the VM), handles taken and presented back by the project's raw NFSv3 client.
+
+An NFS handle names an object within the export, and the export is the FUSE mount, so a
+decoded object's identity is (fileid from GETATTR, the FUSE mount's st_dev, the marker read
+over NFS): comparable with what the local mount reports for the same name."""
+
+from __future__ import annotations
+
+import errno
+import os
+import subprocess
+from pathlib import Path
+from typing import Protocol
+
+from nfsconf.nfs.mount3 import Mount3Client
+from nfsconf.nfs.nfs3 import Nfs3Client
+from nfsconf.nfs.rpc import RpcError
+from nfsconf.nfs.status import FileType, Nfs3Status
+from nfsconf.transports.base import MARKER_NAME, Decoded, Handle, Identity
+from nfsconf.transports.local import drop_caches
+
+NFS_FH = 0  # Handle.fh_type of an NFS file handle: its bytes carry their own types
+
+
+class Exporter(Protocol):
+    """Makes one directory reachable over NFS on 127.0.0.1."""
+
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+    @property
+    def nfs_port(self) -> int: ...
+
+    @property
+    def mount_port(self) -> int: ...
+
+    @property
+    def mount_path(self) -> str: ...
+
+
+class GaneshaExporter:
+    def __init__(self, path: Path) -> None:
+        from nfsconf.nfs.ganesha import Ganesha
+
+        self._g = Ganesha(path)
+
+    def start(self) -> None:
+        self._g.start()
+
+    def stop(self) -> None:
+        self._g.close()
+
+    @property
+    def nfs_port(self) -> int:
+        return self._g.port
+
+    @property
+    def mount_port(self) -> int:
+        return self._g.mnt_port
+
+    @property
+    def mount_path(self) -> str:
+        return self._g.mount_path
+
+
+class KnfsdExporter:
+    """knfsd in this kernel (the guest of the knfsd transport): one `exportfs -i` entry with
+    a fixed fsid, so handles stay valid across unexport/export around a server restart."""
+
+    def __init__(self, path: Path, fsid: int, subtree_check: bool) -> None:
+        self.path = path
+        self.options = (f"rw,no_root_squash,insecure,sync,fsid={fsid},"
+                        + ("subtree_check" if subtree_check else "no_subtree_check"))
+
+    def _exportfs(self, *args: str) -> None:
+        r = subprocess.run(["exportfs", *args], capture_output=True, text=True, timeout=30)
+        if r.returncode != 0:
+            raise OSError(errno.EIO, f"exportfs {' '.join(args)}: {r.stderr.strip()}")
+
+    def start(self) -> None:
+        self._exportfs("-i", "-o", self.options, f"127.0.0.1:{self.path}")
+
+    def stop(self) -> None:
+        self._exportfs("-u", f"127.0.0.1:{self.path}")
+        self._exportfs("-f")  # drop the kernel's export cache: it pins the mount
+
+    nfs_port = 2049
+    mount_port = 0  # from the portmapper
+
+    @property
+    def mount_path(self) -> str:
+        return str(self.path)
+
+
+def _status_name(status: Nfs3Status) -> str:
+    return status.name if isinstance(status, Nfs3Status) else str(status)
+
+
+_ERRNO_OF = {"NFS3ERR_STALE": errno.ESTALE, "NFS3ERR_NOENT": errno.ENOENT,
+             "NFS3ERR_BADHANDLE": errno.EBADF, "NFS3ERR_IO": errno.EIO}
+
+
+class NfsTransport:
+    """Handles are NFSv3 file handles from MOUNT and LOOKUP; decoding is GETATTR, then READ
+    of the marker (for a directory: LOOKUP of the marker file, then READ)."""
+
+    def __init__(self, name: str, mountpoint: Path, exporter: Exporter) -> None:
+        self.name = name
+        self.mountpoint = mountpoint
+        self.exporter = exporter
+        self.connection: int | None = None
+        self.root_fh = b""
+        self._client: Nfs3Client | None = None
+        self._st_dev = 0
+
+    def open(self) -> None:
+        if self._client is not None:
+            return
+        self.exporter.start()
+        try:
+            self._st_dev = os.stat(self.mountpoint).st_dev
+            mnt = Mount3Client(port=self.exporter.mount_port).mnt(self.exporter.mount_path)
+            if not mnt.ok:
+                raise OSError(errno.EACCES, f"MOUNT {self.exporter.mount_path}: {mnt.status}")
+            self.root_fh = mnt.fh
+            self._client = Nfs3Client(port=self.exporter.nfs_port)
+        except BaseException:
+            self.exporter.stop()
+            raise
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+            self.exporter.stop()
+
+    @property
+    def client(self) -> Nfs3Client:
+        self.open()
+        assert self._client is not None
+        return self._client
+
+    def encode(self, path: Path, *, connectable: bool = False) -> Handle:
+        if connectable:
+            raise OSError(errno.EINVAL, "NFS has no connectable handles")
+        rel = os.path.relpath(path, self.mountpoint)
+        fh = self.root_fh if rel == "." else b""
+        if rel != ".":
+            self.open()
+            res = self.client.lookup_path(self.root_fh, rel)
+            if not res.ok:
+                name = _status_name(res.status)
+                raise OSError(_ERRNO_OF.get(name, errno.EIO), f"LOOKUP {rel}: {name}")
+            fh = res.fh
+        return Handle(NFS_FH, fh)
+
+    def decode(self, handle: Handle) -> Decoded:
+        try:
+            attr = self.client.getattr(handle.data)
+            if not attr.ok or attr.attr is None:
+                return Decoded(error=_status_name(attr.status))
+            is_dir = attr.attr.type == FileType.DIR
+            fh = handle.data
+            if is_dir:
+                found = self.client.lookup(fh, MARKER_NAME)
+                fh = found.fh if found.ok else b""
+            marker = None
+            if fh:
+                read = self.client.read(fh, 0, 4096)
+                marker = (read.data.decode(errors="replace") if read.ok
+                          else f"<unreadable: {_status_name(read.status)}>")
+        except (RpcError, OSError) as e:
+            return Decoded(error=f"RPC: {e}")
+        ident = Identity(st_ino=attr.attr.fileid, st_dev=self._st_dev, is_dir=is_dir,
+                         marker=marker)
+        return Decoded(identity=ident)
+
+    def drop_caches(self) -> None:
+        drop_caches()
+
+
+def make_transport(name: str, mountpoint: Path, *, fsid: int = 101) -> NfsTransport:
+    if name == "ganesha":
+        return NfsTransport(name, mountpoint, GaneshaExporter(mountpoint))
+    if name in ("knfsd", "knfsd-subtree"):
+        exporter = KnfsdExporter(mountpoint, fsid, subtree_check=name == "knfsd-subtree")
+        return NfsTransport(name, mountpoint, exporter)
+    raise ValueError(f"unknown NFS transport {name!r}")
