@@ -123,6 +123,13 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         config.stash[_RESULTS].close()
 
 
+def pytest_itemcollected(item: pytest.Item) -> None:
+    """Let -k select by scenario ID (`-k DEC-COLD`), not only by test function name."""
+    marker = item.get_closest_marker("scenario")
+    if marker is not None:
+        item.extra_keyword_matches.add(marker.args[0])
+
+
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "profile" in metafunc.fixturenames:
         profiles = selected_profiles(metafunc.config)

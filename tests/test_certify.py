@@ -14,6 +14,7 @@ from nfsconf.report.certify import LEVELS, certify
 from nfsconf.report.results import Result, Run
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "certification.md"
+SCENARIOS = Path(__file__).resolve().parent.parent / "scenarios"
 ROOT = pytest.mark.skipif(os.geteuid() != 0, reason="needs root for FUSE mounts")
 
 
@@ -22,7 +23,9 @@ def nfsconf(*args):
                           text=True, timeout=600)
 
 
-EXPECTED = {"bindfs": 1, "bindfs-noforget": 2, "fuse-overlayfs": 1}
+# fuse-overlayfs is not here: its nodeids are heap addresses, and REUSE sometimes finds a
+# freed one handed to a new file (WRONG-OBJ, level 0), sometimes not (level 1)
+EXPECTED = {"bindfs": 1, "bindfs-noforget": 2}
 
 
 @pytest.fixture(scope="module")
@@ -44,8 +47,7 @@ def certified(tmp_path_factory):
 @ROOT
 def test_levels_of_real_servers(certified):
     _, stdout, certs = certified
-    # bindfs: libfuse forgets nodes, a cold handle gets ESTALE; noforget keeps them;
-    # fuse-overlayfs survives a remount safely (ESTALE) but not a cache drop
+    # bindfs: libfuse forgets nodes, a cold handle gets ESTALE; noforget keeps them
     assert {p: c["level"] for p, c in certs.items()} == EXPECTED
     assert f"bindfs-noforget ({certs['bindfs-noforget']['server_version']}): LEVEL 2" in stdout
     # what to fix for the next level is named, cell by cell
@@ -76,7 +78,7 @@ def test_min_level_gate_and_certify_from_results(certified):
                 "--min-level", "2")
     assert r.returncode == 0 and "LEVEL 2" in r.stdout
     r = nfsconf("certify", "--results", str(out), "--min-level", "2")
-    assert r.returncode == 1 and "below level 2: bindfs, fuse-overlayfs" in r.stdout
+    assert r.returncode == 1 and "below level 2: bindfs" in r.stdout
     r = nfsconf("certify", "--results", str(out), "--profile", "mergerfs")
     assert r.returncode == 2 and "no results of profile mergerfs" in r.stderr
 
@@ -88,8 +90,16 @@ def test_document_matches_levels():
     for line, level in zip(rows, LEVELS, strict=True):
         cells = [c.strip() for c in line.strip("|").split("|")]
         assert int(cells[0]) == level.number and cells[1] == level.name
-        assert tuple(re.findall(r"`([A-Z-]+)`", cells[2])) == level.must
-        assert tuple(re.findall(r"`([A-Z-]+)`", cells[3])) == level.should
+        assert tuple(re.findall(r"`([A-Z0-9-]+)`", cells[2])) == level.must
+        assert tuple(re.findall(r"`([A-Z0-9-]+)`", cells[3])) == level.should
+
+
+def test_every_scenario_has_a_level():
+    ids = re.findall(r'mark\.scenario\(\s*"([A-Z0-9-]+)"',
+                     "".join(f.read_text() for f in SCENARIOS.glob("*.py")))
+    assigned = [sid for lv in LEVELS for sid in lv.must + lv.should]
+    assert len(assigned) == len(set(assigned)), "a scenario in two levels"
+    assert set(ids) == set(assigned), set(ids) ^ set(assigned)
 
 
 # -- pure code: the rules ---------------------------------------------------------------

@@ -23,8 +23,8 @@ LEVELS: tuple[Level, ...] = (
     Level(0, "not exportable", ()),
     Level(1, "warm handles only",
           ("ENC-TYPE", "ENC-SIZE", "DEC-WARM", "DEC-COLD-SAFE", "UNLINK", "REUSE",
-           "OPEN-UNLINKED"),
-          ("ENC-CONN", "READDIR-INO")),
+           "OPEN-UNLINKED", "FUZZ"),
+          ("ENC-CONN", "READDIR-INO", "FUZZ-GUESS")),
     Level(2, "survives cache drops (files, directories, parent lookup)",
           ("DEC-COLD", "STABLE", "PARENT-DIR", "PARENT-CONN"), ("RENAME", "MOVE", "HARDLINK")),
     Level(3, "survives server restart (remount)", ("RESTART-SAFE", "RESTART")),
@@ -66,6 +66,7 @@ class Certificate:
     results: str
     levels: list[LevelStatus]
     warnings: list[Item]  # wrong objects above the earned level
+    unassigned: list[str] = field(default_factory=list)  # run's scenarios in no level
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -115,6 +116,8 @@ def certify(run: Run, profile: str) -> Certificate:
         level = st.number
     earned_ids = {sid for lv in LEVELS[:level + 1] for sid in lv.must + lv.should}
     warnings = [_item(r) for r in mine if r.wrong_object and r.id not in earned_ids]
+    known = {sid for lv in LEVELS for sid in lv.must + lv.should}
+    unassigned = sorted({r.id for r in mine} - known)
     env = run.env
     return Certificate(
         profile=profile, server_version=str((env.get("profiles") or {}).get(profile, "?")),
@@ -123,7 +126,7 @@ def certify(run: Run, profile: str) -> Certificate:
         fuse_protocol=str((env.get("fuse") or {}).get("protocol", "?")),
         transport=",".join(transports), nfsconf=str(env.get("nfsconf", "?")),
         issued=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        results=str(run.path), levels=statuses, warnings=warnings)
+        results=str(run.path), levels=statuses, warnings=warnings, unassigned=unassigned)
 
 
 def render_certificate(c: Certificate) -> str:
@@ -149,4 +152,6 @@ def render_certificate(c: Certificate) -> str:
     if c.warnings:
         rows = ", ".join(i.scenario for i in c.warnings)
         lines.append(f"  WARNING: handles opened other objects in {rows}")
+    if c.unassigned:
+        lines.append(f"  not part of any level (not certified): {', '.join(c.unassigned)}")
     return "\n".join(lines)
