@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from nfsconf.kmsg import KmsgWatch, kernel_trouble
 from nfsconf.lab import Lab, stop_all_labs
 from nfsconf.report.results import Result, ResultsWriter
 from nfsconf.servers.builtin import find_profile, installed_builtins
@@ -30,6 +31,7 @@ _EVIDENCE = pytest.StashKey["Evidence"]()
 _DONE = pytest.StashKey[int]()
 _LABS = pytest.StashKey[list[Lab]]()
 _TIMEOUT = pytest.StashKey[str]()
+_KMSG = pytest.StashKey[KmsgWatch]()
 _PHASES = pytest.StashKey[dict[str, pytest.TestReport]]()
 
 
@@ -110,6 +112,7 @@ def selected_profiles(config: pytest.Config) -> list[Profile]:
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "scenario(id, level, claim=None): conformance scenario")
     config.addinivalue_line("markers", "local_only: needs name_to_handle_at on the FUSE mount")
+    config.addinivalue_line("markers", "nfs_only: an NFS wire check")
     out = config.getoption("--nfsconf-out")
     if out:
         config.stash[_RESULTS] = ResultsWriter(Path(out) / "results.jsonl")
@@ -153,6 +156,8 @@ def lab(request: pytest.FixtureRequest, profile: Profile, transport_name: str,
     if transport_name != "local" and request.node.get_closest_marker("local_only"):
         pytest.skip("exportfs-level check (name_to_handle_at on the FUSE mount): "
                     "runs on the local transport")
+    if transport_name == "local" and request.node.get_closest_marker("nfs_only"):
+        pytest.skip("NFS wire check: runs on the ganesha and knfsd transports")
     the_lab = Lab(profile, transport_name).start()
     request.node.stash.setdefault(_LABS, []).append(the_lab)
     evidence.note("server_pid", the_lab.server.pid if the_lab.server else None)
@@ -175,6 +180,11 @@ def pytest_report_teststatus(report: pytest.TestReport, config: pytest.Config
     if report.when == "call" or (report.when == "setup" and not report.passed):
         return ("error" if report.when == "setup" and report.failed else report.outcome), "", ""
     return "", "", ""
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    item.stash[_KMSG] = KmsgWatch()
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -237,9 +247,16 @@ def _write_record(item: pytest.Item) -> None:
     profile: Profile | None = params.params.get("profile") if params else None
     phases = item.stash[_PHASES]
     verdict, reason = _verdict(phases)
+    ev = item.stash.get(_EVIDENCE, Evidence())
     if _TIMEOUT in item.stash:
         verdict, reason = "ERROR", item.stash[_TIMEOUT]
-    ev = item.stash.get(_EVIDENCE, Evidence())
+    watch = item.stash.get(_KMSG, None)
+    if watch is not None:
+        trouble = kernel_trouble(watch.new_lines())
+        watch.close()
+        if trouble:
+            ev.note("kernel_log", trouble[:50])
+            verdict, reason = "FAIL", f"kernel: {trouble[0][:200]}"
     if ev.errno is None and (m := re.search(r"\[Errno (\d+)\]", reason)):
         ev.errno = errno.errorcode.get(int(m.group(1)), m.group(1))
     claim = marker.kwargs.get("claim")

@@ -69,6 +69,8 @@ def test_server_killed_or_stopped_mid_scenario_run_goes_on(tmp_path):
     assert "aborted fuse connection" in stopped["reason"]
     assert stopped["duration"] < 30
     assert by_id["AFTER-CRASH"]["verdict"] == "PASS"
+    kernel = by_id["KERNEL-LOG"]
+    assert kernel["verdict"] == "FAIL" and kernel["reason"].startswith("kernel: nfsconf self-test")
     assert _mounts_under(tmp_path) == []
     assert list((tmp_path / "labs").iterdir()) == []  # every lab removed its files
 

@@ -99,7 +99,7 @@ def junit(run: Run) -> str:
                 prefix = "expected failure: " if r.verdict == "XFAIL" else ""
                 ET.SubElement(case, "skipped", message=prefix + message)
             ET.SubElement(case, "system-out").text = json.dumps(
-                {"handle": r.handle, "evidence": r.evidence}, indent=1, default=str)
+                {"handle": r.handle, "evidence": r.evidence}, default=str)
     ET.indent(root)
     return ET.tostring(root, encoding="unicode", xml_declaration=True) + "\n"
 

@@ -7,6 +7,7 @@ over NFS): comparable with what the local mount reports for the same name."""
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import subprocess
@@ -15,6 +16,7 @@ from typing import Protocol
 
 from nfsconf.nfs.mount3 import Mount3Client
 from nfsconf.nfs.nfs3 import Nfs3Client
+from nfsconf.nfs.nfs4 import Nfs4Client
 from nfsconf.nfs.rpc import RpcError
 from nfsconf.nfs.status import FileType, Nfs3Status
 from nfsconf.transports.base import MARKER_NAME, Decoded, Handle, Identity
@@ -38,6 +40,9 @@ class Exporter(Protocol):
 
     @property
     def mount_path(self) -> str: ...
+
+    @property
+    def v4_path(self) -> str: ...
 
 
 class GaneshaExporter:
@@ -63,6 +68,10 @@ class GaneshaExporter:
     @property
     def mount_path(self) -> str:
         return self._g.mount_path
+
+    @property
+    def v4_path(self) -> str:
+        return self._g.pseudo
 
 
 class KnfsdExporter:
@@ -93,6 +102,12 @@ class KnfsdExporter:
     def mount_path(self) -> str:
         return str(self.path)
 
+    @property
+    def v4_path(self) -> str:
+        """NFSv4 sees exports below the fsid=0 pseudo-root (NFSCONF_V4ROOT in the guest)."""
+        root = os.environ.get("NFSCONF_V4ROOT", "/")
+        return "/" + os.path.relpath(self.path, root)
+
 
 def _status_name(status: Nfs3Status) -> str:
     return status.name if isinstance(status, Nfs3Status) else str(status)
@@ -113,6 +128,7 @@ class NfsTransport:
         self.connection: int | None = None
         self.root_fh = b""
         self._client: Nfs3Client | None = None
+        self._v4: Nfs4Client | None = None
         self._st_dev = 0
 
     def open(self) -> None:
@@ -131,6 +147,10 @@ class NfsTransport:
             raise
 
     def close(self) -> None:
+        if self._v4 is not None:
+            with contextlib.suppress(RpcError, OSError):
+                self._v4.close()
+            self._v4 = None
         if self._client is not None:
             self._client.close()
             self._client = None
@@ -141,6 +161,20 @@ class NfsTransport:
         self.open()
         assert self._client is not None
         return self._client
+
+    @property
+    def v4(self) -> Nfs4Client:
+        """An NFSv4.1 session to the same server, made on first use."""
+        self.open()
+        if self._v4 is None:
+            self._v4 = Nfs4Client(port=self.exporter.nfs_port)
+            self._v4.establish()
+        return self._v4
+
+    def v4_path(self, path: Path) -> str:
+        rel = os.path.relpath(path, self.mountpoint)
+        base = self.exporter.v4_path.rstrip("/")
+        return base if rel == "." else f"{base}/{rel}"
 
     def encode(self, path: Path, *, connectable: bool = False) -> Handle:
         if connectable:

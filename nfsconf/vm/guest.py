@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import errno
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -40,6 +42,8 @@ KERNEL_FEATURES: dict[str, tuple[str, str | None]] = {
 # Length of the fsid part of a knfsd handle, by fsid type (fs/nfsd/nfsfh.h, key_len()).
 FSID_LEN = {0: 8, 1: 4, 2: 12, 3: 4, 4: 8, 5: 8, 6: 16, 7: 24}
 
+PIPEFS = "/var/lib/nfs/rpc_pipefs"
+CLD_STORAGE = "/var/lib/nfs/nfsdcld"
 AT_FDCWD = -100
 MAX_HANDLE_SZ = 128
 
@@ -201,8 +205,19 @@ def _bring_up(k: Knfsd, exports: Sequence[Export], threads: int) -> None:
         if not _is_mounted(Path("/proc/fs/nfsd"), "nfsd"):
             _check(["mount", "-t", "nfsd", "nfsd", "/proc/fs/nfsd"])
             k._mounted_nfsd = True
-        for d in ("/run/rpcbind", "/var/lib/nfs/v4recovery", "/var/lib/nfs/rpc_pipefs"):
+        for d in ("/run/rpcbind", "/var/lib/nfs/v4recovery", PIPEFS, CLD_STORAGE):
             Path(d).mkdir(parents=True, exist_ok=True)
+        if not _is_mounted(Path(PIPEFS), "rpc_pipefs"):
+            _check(["mount", "-t", "rpc_pipefs", "rpc_pipefs", PIPEFS])
+            k._mounts.append(Path(PIPEFS))
+    with t("nfsdcld"):
+        # Kernels without CONFIG_NFSD_LEGACY_CLIENT_TRACKING (Debian 7.x) track NFSv4
+        # clients only through nfsdcld; without it nfsd start stalls on a timed-out upcall
+        # and v4_end_grace answers EBUSY. Older kernels use it too when it runs.
+        if shutil.which("nfsdcld"):
+            k._procs.append(_daemon(["nfsdcld", "-F", "-p", PIPEFS, "-s", CLD_STORAGE]))
+        # Safety net if ending grace fails anyway: 10 s (the minimum) instead of 90 s.
+        _write_if_exists(Path("/proc/fs/nfsd/nfsv4gracetime"), "10\n")
     with t("pseudo_root"):
         pseudo = k.root / "pseudo"
         pseudo.mkdir(parents=True, exist_ok=True)
@@ -235,10 +250,39 @@ def _bring_up(k: Knfsd, exports: Sequence[Export], threads: int) -> None:
         _check(["rpc.nfsd", str(threads)])
         _wait_port(2049, None, "nfsd")
     with t("end_grace"):
-        grace = Path("/proc/fs/nfsd/v4_end_grace")
-        if grace.exists():
+        k.grace_ended = _end_grace()
+
+
+def _end_grace(timeout: float = 5.0) -> bool:
+    """End the NFSv4 grace period now; True once it is over.
+
+    Reading the file says whether grace has ended. Newer kernels answer a write with EBUSY
+    both when grace is already over (with nfsdcld and no clients to reclaim, nfsd skips it)
+    and while client tracking is not up yet, so a write is retried until the read says Y.
+    """
+    grace = Path("/proc/fs/nfsd/v4_end_grace")
+    if not grace.exists():
+        return False
+    deadline = time.monotonic() + timeout
+    while True:
+        if grace.read_text().strip() == "Y":
+            return True
+        try:
             grace.write_text("Y\n")
-            k.grace_ended = True
+        except OSError as e:
+            if e.errno != errno.EBUSY:
+                return False
+        # The write only schedules the end (laundromat) on newer kernels: read back.
+        if grace.read_text().strip() == "Y":
+            return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
+
+
+def _write_if_exists(path: Path, text: str) -> None:
+    if path.exists():
+        path.write_text(text)
 
 
 def mount_nfs(
@@ -401,6 +445,7 @@ def probe(marker: str, fsid: int, fuse_cmd: Sequence[str], root: Path) -> dict[s
         with t("knfsd"):
             knfsd = start_knfsd(exports_for(mnt, fsid))
         res["knfsd_timings"] = knfsd.timings
+        res["grace_ended"] = knfsd.grace_ended
         clients = []
         for name, version in (
             ("fuse-nosubtree", "3"),

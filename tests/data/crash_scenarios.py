@@ -33,3 +33,10 @@ def test_next_scenario_runs(lab, evidence):
     obj = lab.obj("d0/f2")
     evidence.encoded("file", lab.encode(obj))
     assert decode(lab, evidence, obj, "warm") == "same"
+
+
+@pytest.mark.scenario("KERNEL-LOG", "MUST")
+def test_kernel_warning_fails_scenario(lab, evidence):
+    # stands in for a kernel WARN during a scenario: the plugin must fail the cell on it
+    with open("/dev/kmsg", "w") as kmsg:
+        kmsg.write("<4>nfsconf self-test: WARNING: CPU: 0 PID: 1 at fs/fuse/export.c:1\n")

@@ -1,0 +1,143 @@
+"""NFS wire checks: what the NFS server makes of the FUSE handles, over NFSv3 and NFSv4.1.
+They run on the ganesha and knfsd transports."""
+
+import random
+
+import pytest
+
+from nfsconf.handles import HandleError, decode_nfs_fh
+from nfsconf.nfs import nfs4
+from nfsconf.scenario import KINDS, seed_obj
+from nfsconf.transports.base import Handle
+
+pytestmark = pytest.mark.nfs_only
+
+
+def _local_fid(lab, rel):
+    return lab.local.encode(lab.path(rel))
+
+
+@pytest.mark.scenario("NFS-FH", "MUST")
+@pytest.mark.parametrize("kind", KINDS)
+def test_nfs_handle_carries_fuse_fid(lab, evidence, kind):
+    """NFS-FH: the NFS handle carries the FUSE fid the local transport sees for the same
+    object. knfsd: fh_version 1, fileid type 0x81 (0x82 with subtree_check, the parent's
+    pair after it), the same nodeid and generation. Ganesha: the fid's 12 bytes inside."""
+    obj = seed_obj(lab, kind)
+    fh = lab.encode(obj)
+    local = _local_fid(lab, obj.rel)
+    evidence.note("nfs_fh", fh.data.hex())
+    evidence.encoded("local", local)
+    if lab.transport_name.startswith("knfsd"):
+        try:
+            decoded = decode_nfs_fh(fh.data)
+        except HandleError as e:
+            raise AssertionError(f"knfsd handle does not decode: {e}") from e
+        evidence.note("knfsd_fh", decoded.to_dict())
+        want = 0x82 if lab.transport_name == "knfsd-subtree" and kind == "file" else 0x81
+        assert decoded.fileid_type == want, f"fileid type 0x{decoded.fileid_type:x}"
+        assert decoded.fid is not None
+        assert decoded.fid.encode()[:12] == local.data, (
+            f"NFS fid {decoded.fid.encode()[:12].hex()} != local fid {local.data.hex()}")
+        if want == 0x82:
+            parent = _local_fid(lab, obj.rel.rsplit("/", 1)[0])
+            assert decoded.fid.encode()[12:24] == parent.data, "parent part is not the parent"
+        root = decode_nfs_fh(lab.transport.root_fh)
+        assert root.fileid_type == 0, f"export root fileid type 0x{root.fileid_type:x}"
+    else:
+        assert local.data in fh.data, f"FUSE fid {local.data.hex()} not in {fh.data.hex()}"
+
+
+@pytest.mark.scenario("NFS-V4-FH", "MUST")
+@pytest.mark.parametrize("kind", KINDS)
+def test_v4_putfh_getfh_round_trip(lab, evidence, kind):
+    """NFS-V4-FH: over an NFSv4.1 session, PUTFH of a handle then GETFH gives the same
+    bytes, and GETATTR's fileid is the st_ino the FUSE mount reports."""
+    obj = seed_obj(lab, kind)
+    path = lab.transport.v4_path(lab.path(obj.rel))
+    res = lab.transport.v4.lookup_path(path)
+    assert res.ok, f"LOOKUP {path}: {res.status.name}"
+    fh4 = res.fh
+    evidence.note("v4_fh", fh4.hex())
+    again = lab.transport.v4.compound([nfs4.putfh(fh4), nfs4.getfh(),
+                                       nfs4.getattr(nfs4.Attr.FILEID)])
+    assert again.ok, f"PUTFH+GETFH: {again.status.name}"
+    assert again.fh == fh4, f"GETFH gave {again.fh.hex()} for {fh4.hex()}"
+    assert again.attrs["fileid"] == obj.identity.st_ino
+    if lab.transport_name.startswith("knfsd"):
+        v3 = lab.encode(obj)
+        assert v3.data == fh4, "knfsd v3 and v4 handles differ"
+
+
+@pytest.mark.scenario("NFS-LOOKUPP", "SHOULD", claim="cold_decode")
+def test_lookupp_after_drop(lab, evidence):
+    """NFS-LOOKUPP: after drop_caches, LOOKUPP from a directory handle (v4.1) and LOOKUP
+    '..' (v3) reach its parent: the server asks the FUSE server for '..'."""
+    obj = seed_obj(lab, "dir")
+    parent_rel = obj.rel.rsplit("/", 1)[0]
+    v4 = lab.transport.v4
+    child = v4.lookup_path(lab.transport.v4_path(lab.path(obj.rel)))
+    parent = v4.lookup_path(lab.transport.v4_path(lab.path(parent_rel)))
+    assert child.ok and parent.ok
+    dir_fh = lab.encode(obj).data
+    lab.drop_caches()
+    up4 = v4.compound([nfs4.putfh(child.fh), nfs4.lookupp(), nfs4.getfh(),
+                       nfs4.getattr(nfs4.Attr.FILEID)])
+    evidence.note("lookupp", up4.status.name)
+    up3 = lab.transport.client.lookup(dir_fh, "..")
+    evidence.note("lookup_dotdot", up3.status.name)
+    if not up4.ok:
+        evidence.errno = up4.status.name
+    assert up4.ok, f"LOOKUPP after drop_caches: {up4.status.name}"
+    assert up4.attrs["fileid"] == lab.obj(parent_rel).identity.st_ino
+    assert up3.ok, f"LOOKUP '..' after drop_caches: {up3.status.name}"
+    assert up3.attr.fileid == lab.obj(parent_rel).identity.st_ino
+
+
+@pytest.mark.scenario("NFS-BADHANDLE", "MUST")
+def test_mutated_nfs_handles(lab, evidence, request):
+    """NFS-BADHANDLE: mutated, short and long NFS handles get an error (BADHANDLE, STALE,
+    ...) or reach the object they were made from, or the object whose handle they exactly
+    are; never any other object and never a hang."""
+    rels = ["d0/f1", "d1", "d1/sub", "top"]
+    objs = {rel: lab.obj(rel) for rel in rels}
+    fhs = {rel: lab.encode(objs[rel]).data for rel in rels}
+    by_fh = {fh: rel for rel, fh in fhs.items()}
+    rng = random.Random(request.config.getoption("--nfsconf-fuzz-seed"))
+    cases: list[tuple[str, str, bytes]] = []
+    for rel, fh in fhs.items():
+        for i in range(len(fh)):
+            flipped = bytearray(fh)
+            flipped[i] ^= 1 << rng.randrange(8)
+            cases.append((rel, f"flip byte {i}", bytes(flipped)))
+        cases += [(rel, f"truncate to {n}", fh[:n]) for n in range(0, len(fh), 3)]
+        cases += [(rel, f"extend by {n}", fh + rng.randbytes(n)) for n in (1, 4, 36)]
+        cases.append((rel, "random", rng.randbytes(len(fh))))
+    outcomes: dict[str, int] = {}
+    wrong = []
+    for rel, detail, data in cases:
+        try:
+            got = lab.transport.decode(Handle(0, data))
+        except Exception as e:  # an RPC-level refusal of an oversize handle is an answer too
+            got = None
+            outcome = f"error:{type(e).__name__}"
+        if got is not None:
+            if not got.opened:
+                outcome = f"error:{got.error}"
+            else:
+                opened = next((r for r, o in objs.items()
+                               if o.identity.marker == got.identity.marker), None)
+                outcome = ("original" if opened == rel else
+                           "named" if opened is not None and by_fh.get(data) == opened else
+                           "wrong")
+                if outcome == "wrong":
+                    wrong.append({"from": rel, "mutation": detail, "hex": data.hex(),
+                                  "opened": opened or got.identity.marker})
+        outcomes[outcome] = outcomes.get(outcome, 0) + 1
+    evidence.note("handles_tried", len(cases))
+    evidence.note("outcomes", outcomes)
+    evidence.note("wrong", wrong[:20])
+    if wrong:
+        evidence.wrong_object = True
+        raise AssertionError(f"WRONG OBJECT: {len(wrong)} mutated NFS handles reached other "
+                             f"objects, e.g. {wrong[0]['mutation']} of {wrong[0]['from']}")
