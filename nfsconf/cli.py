@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -143,6 +144,23 @@ def cmd_matrix(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_chaos(args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+
+    from nfsconf.chaos import chaos
+
+    profiles = [p.name for p in _profiles(args.profile)]
+    _preflight()
+    print(f"chaos for {args.duration:g} s over {', '.join(profiles)} (seed {args.seed})",
+          flush=True)
+    report = chaos(args.duration, profiles, args.seed, args.timeout)
+    print(json.dumps(asdict(report), indent=1))
+    if args.out:
+        Path(args.out).write_text(json.dumps(asdict(report), indent=1) + "\n")
+    print("chaos: " + ("clean" if report.clean else "PROBLEMS (see above)"))
+    return 0 if report.clean else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="nfsconf", description="NFS re-export conformance suite for FUSE filesystems")
@@ -170,6 +188,15 @@ def build_parser() -> argparse.ArgumentParser:
                      help="finish the killed run in DIR: same profiles and -k, only the "
                           "scenarios it has no record of")
     run.set_defaults(func=cmd_run)
+
+    chaos = sub.add_parser("chaos", help="repeat runs while killing servers; count leaks")
+    chaos.add_argument("--duration", type=float, default=300.0, metavar="SECONDS")
+    chaos.add_argument("--profile", action="append", default=[], metavar="NAME|FILE")
+    chaos.add_argument("--seed", type=int, default=1)
+    chaos.add_argument("--timeout", type=float, default=10.0, metavar="SECONDS",
+                       help="scenario time limit inside each run (default 10)")
+    chaos.add_argument("--out", metavar="FILE", help="write the counts as JSON")
+    chaos.set_defaults(func=cmd_chaos)
 
     doctor = sub.add_parser("doctor", help="what this machine can run, and how to fix the rest")
     doctor.set_defaults(func=cmd_doctor)

@@ -40,6 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--holder", metavar="SOCK", help="deposit the /dev/fuse fd with this holder")
     ap.add_argument("--takeover", metavar="SOCK",
                     help="do not mount: take the live connection from this holder")
+    ap.add_argument("--wait-release", action="store_true",
+                    help="with --takeover: wait until the holder is told to release the fd")
     return ap
 
 
@@ -63,7 +65,9 @@ def main(argv: list[str] | None = None) -> int:
     holder = args.holder or args.takeover
     try:
         if args.takeover:
-            answer, fds = hd.request(args.takeover, {"cmd": "get"})
+            # --wait-release: started early by RefServer, proceed when the old server is gone
+            answer, fds = hd.request(args.takeover, {"cmd": "get", "wait": args.wait_release},
+                                     timeout=None if args.wait_release else 10)
             if len(fds) != 1:
                 raise hd.HolderError(f"holder sent {len(fds)} fds, expected 1")
             neg = Negotiated(**answer["params"]["negotiated"])

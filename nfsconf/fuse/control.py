@@ -19,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -102,23 +103,11 @@ class RefServer:
         """Graceful handover: the old server finishes its request, leaves its node table with
         the holder and exits; a successor takes the connection. Returns the new pid."""
         old = self._require_proc()
-        if old.poll() is None:
-            old.send_signal(signal.SIGUSR1)
-            try:
-                old.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                old.kill()
-                old.wait()
-                raise RefServerError("old server ignored the handover signal; killed") from None
-        if old.returncode != 0:
-            raise RefServerError(f"old server exited {old.returncode} on handover: "
-                                 f"{self._log_tail()}")
-        return self._successor(overrides)
+        return self._successor(overrides, lambda: self._handover(old))
 
     def kill_and_takeover(self, **overrides: Any) -> int:
         """SIGKILL the server; a successor takes the fd from the holder. Returns the new pid."""
-        self.kill()
-        return self._successor(overrides)
+        return self._successor(overrides, self.kill)
 
     def kill(self) -> None:
         """SIGKILL the current server and reap it (the mount stays, held by the holder)."""
@@ -228,27 +217,63 @@ class RefServer:
             args += ["--trace", self.trace_path]
         return args
 
-    def _spawn(self, takeover: bool, knobs: dict[str, Any]) -> int:
+    def _popen(self, takeover: bool, knobs: dict[str, Any]) -> tuple[subprocess.Popen[bytes],
+                                                                       int]:
         rfd, wfd = os.pipe()
+        mode = ["--takeover", self.socket_path, "--wait-release"] if takeover else \
+            ["--holder", self.socket_path]
         cmd = [sys.executable, "-m", "nfsconf.fuse", self.source, self.mountpoint,
-               *self._args(knobs), "--ready-fd", str(wfd),
-               "--takeover" if takeover else "--holder", self.socket_path]
+               *self._args(knobs), "--ready-fd", str(wfd), *mode]
         with open(self.log_path, "ab") as log:
             proc = subprocess.Popen(cmd, pass_fds=(wfd,), stdout=log, stderr=log,
                                     env=self._env(), start_new_session=True)
         os.close(wfd)
+        return proc, rfd
+
+    def _spawn(self, takeover: bool, knobs: dict[str, Any]) -> int:
+        proc, rfd = self._popen(takeover, knobs)
         self.proc = proc
         self.pids.append(proc.pid)
         self._wait_ready(proc, rfd, "successor" if takeover else "server")
         return proc.pid
 
-    def _successor(self, overrides: dict[str, Any]) -> int:
+    def _handover(self, old: subprocess.Popen[bytes]) -> None:
+        if old.poll() is None:
+            old.send_signal(signal.SIGUSR1)
+            try:
+                old.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                old.kill()
+                old.wait()
+                raise RefServerError("old server ignored the handover signal; killed") from None
+        if old.returncode != 0:
+            raise RefServerError(f"old server exited {old.returncode} on handover: "
+                                 f"{self._log_tail()}")
+
+    def _successor(self, overrides: dict[str, Any], end_old: Callable[[], None]) -> int:
+        """Start the successor first, then end the old server, then release the fd to it.
+
+        Order matters: a fork while nobody serves the mount can block the forking process
+        (its child closes inherited fds of the mount, which sends FLUSH)."""
         bad = set(overrides) - set(_KNOBS)
         if bad:
             raise ValueError(f"unknown knob(s) {sorted(bad)}")
+        self._require_proc()
         knobs = {k: v for k, v in self.knobs.items() if k != "stall_first"}
         knobs.update(overrides)
-        return self._spawn(takeover=True, knobs=knobs)
+        proc, rfd = self._popen(takeover=True, knobs=knobs)
+        try:
+            end_old()
+            hd.request(self.socket_path, {"cmd": "release"})
+        except BaseException:
+            proc.kill()
+            proc.wait()
+            os.close(rfd)
+            raise
+        self.proc = proc
+        self.pids.append(proc.pid)
+        self._wait_ready(proc, rfd, "successor")
+        return proc.pid
 
     def _log_tail(self, n: int = 2000) -> str:
         try:

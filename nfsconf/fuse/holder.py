@@ -8,7 +8,8 @@ table here.
 
 Wire: each message is a 4-byte big-endian length and a JSON object; fds ride along as
 SCM_RIGHTS on the first bytes. One request and one answer per connection.
-Commands: put (+fd), update, get (answer +fd), status, quit.
+Commands: put (+fd), update, get (answer +fd; with "wait" only after a release), release,
+status, quit.
 """
 
 from __future__ import annotations
@@ -62,7 +63,7 @@ def recv_msg(sock: socket.socket) -> tuple[dict[str, Any], list[int]]:
 
 
 def request(path: str, obj: dict[str, Any], fds: list[int] | None = None,
-            timeout: float = 10.0) -> tuple[dict[str, Any], list[int]]:
+            timeout: float | None = 10.0) -> tuple[dict[str, Any], list[int]]:
     """Send one command to the holder at ``path``; return (answer, fds received)."""
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
         s.settimeout(timeout)
@@ -80,13 +81,27 @@ def request(path: str, obj: dict[str, Any], fds: list[int] | None = None,
 
 
 class Holder:
+    """Holds the fd. A ``get`` with ``wait`` is answered only after a ``release``: the
+    successor is started while the old server still runs (forking while nobody serves the
+    mount can block the forking process) and proceeds once the old one is gone."""
+
     def __init__(self, path: str) -> None:
         self.path = path
         self.fd: int | None = None
         self.params: dict[str, Any] = {}
         self.state: dict[str, Any] | None = None
+        self.released = False
+        self.waiting: list[socket.socket] = []
 
-    def handle(self, msg: dict[str, Any], fds: list[int]) -> tuple[dict[str, Any], list[int], bool]:
+    def _hand_out(self) -> tuple[dict[str, Any], list[int]]:
+        answer = {"ok": True, "params": self.params, "state": self.state}
+        self.state = None  # a state snapshot is good for exactly one successor
+        self.released = False
+        return answer, [self.fd] if self.fd is not None else []
+
+    def handle(self, msg: dict[str, Any], fds: list[int],
+               conn: socket.socket | None = None) -> tuple[dict[str, Any] | None, list[int], bool]:
+        """Answer one message; (None, ...) means the answer is deferred (conn kept)."""
         cmd = msg.get("cmd")
         if cmd == "put":
             if len(fds) != 1:
@@ -109,15 +124,35 @@ class Holder:
         if cmd == "get":
             if self.fd is None:
                 return {"ok": False, "error": "no fd deposited"}, [], False
-            answer = {"ok": True, "params": self.params, "state": self.state}
-            self.state = None  # a state snapshot is good for exactly one successor
-            return answer, [self.fd], False
+            if msg.get("wait") and not self.released:
+                if conn is None:
+                    return {"ok": False, "error": "cannot wait here"}, [], False
+                self.waiting.append(conn)
+                return None, [], False
+            answer, out = self._hand_out()
+            return answer, out, False
+        if cmd == "release":
+            self.released = True
+            return {"ok": True, "waiting": len(self.waiting)}, [], False
         if cmd == "status":
             return {"ok": True, "has_fd": self.fd is not None, "params": self.params,
-                    "pid": os.getpid()}, [], False
+                    "waiting": len(self.waiting), "pid": os.getpid()}, [], False
         if cmd == "quit":
             return {"ok": True}, [], True
         return {"ok": False, "error": f"unknown command {cmd!r}"}, [], False
+
+    def _serve_waiting(self) -> None:
+        while self.released and self.waiting and self.fd is not None:
+            conn = self.waiting.pop(0)
+            answer, out = self._hand_out()
+            try:
+                send_msg(conn, answer, out)
+            except OSError as e:  # that successor died while waiting: keep the release
+                self.released = True
+                print(f"nfsconf-holder: waiting successor gone: {e}", file=sys.stderr,
+                      flush=True)
+            finally:
+                conn.close()
 
     def run(self, ready_fd: int | None = None) -> None:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as srv:
@@ -132,14 +167,23 @@ class Holder:
             done = False
             while not done:
                 conn, _ = srv.accept()
-                with conn:
-                    conn.settimeout(10)
-                    try:
-                        msg, fds = recv_msg(conn)
-                        answer, out_fds, done = self.handle(msg, fds)
+                conn.settimeout(10)
+                deferred = False
+                try:
+                    msg, fds = recv_msg(conn)
+                    answer, out_fds, done = self.handle(msg, fds, conn)
+                    if answer is None:
+                        deferred = True
+                    else:
                         send_msg(conn, answer, out_fds)
-                    except (OSError, HolderError, ValueError) as e:
-                        print(f"nfsconf-holder: bad request: {e}", file=sys.stderr, flush=True)
+                except (OSError, HolderError, ValueError) as e:
+                    print(f"nfsconf-holder: bad request: {e}", file=sys.stderr, flush=True)
+                finally:
+                    if not deferred:
+                        conn.close()
+                self._serve_waiting()
+        for conn in self.waiting:
+            conn.close()
         if self.fd is not None:
             os.close(self.fd)
         try:

@@ -23,10 +23,11 @@ LEVELS: tuple[Level, ...] = (
     Level(0, "not exportable", ()),
     Level(1, "warm handles only",
           ("ENC-TYPE", "ENC-SIZE", "DEC-WARM", "DEC-COLD-SAFE", "UNLINK", "REUSE",
-           "OPEN-UNLINKED", "FUZZ"),
+           "OPEN-UNLINKED", "FUZZ", "NFS-FH", "NFS-V4-FH", "NFS-BADHANDLE"),
           ("ENC-CONN", "READDIR-INO", "FUZZ-GUESS")),
     Level(2, "survives cache drops (files, directories, parent lookup)",
-          ("DEC-COLD", "STABLE", "PARENT-DIR", "PARENT-CONN"), ("RENAME", "MOVE", "HARDLINK")),
+          ("DEC-COLD", "STABLE", "PARENT-DIR", "PARENT-CONN", "NFS-LOOKUPP"),
+          ("RENAME", "MOVE", "HARDLINK")),
     Level(3, "survives server restart (remount)", ("RESTART-SAFE", "RESTART")),
     # No scenario of this nfsconf restarts a server without unmounting it or exercises
     # FUSE_LOOKUP_HANDLE (no kernel has it): level 4 cannot be earned yet.

@@ -85,9 +85,12 @@ def open_by_handle(mount_fd: int, handle: Handle, flags: int = os.O_RDONLY) -> i
     return fd
 
 
-def drop_caches() -> None:
-    """Evict clean dentries and inodes so the next decode must ask the FUSE server."""
-    os.sync()
+def drop_caches(sync_fd: int | None = None) -> None:
+    """Evict clean dentries and inodes so the next decode must ask the FUSE server. Only
+    the filesystem of SYNC_FD is synced first: a global sync(2) could block on some other,
+    hung FUSE mount of this machine."""
+    if sync_fd is not None:
+        _libc.syncfs(sync_fd)
     with open("/proc/sys/vm/drop_caches", "w") as f:
         f.write("3")
 
@@ -162,7 +165,7 @@ class LocalTransport:
     def drop_caches(self) -> None:
         if self.connection is not None:
             wait_idle(self.connection)
-        drop_caches()
+        drop_caches(self._mount_fd)
         # Eviction queues FORGETs, which the server reads before most requests but answers
         # nothing to; a few STATFS round trips (never cached) give it time to act on them,
         # so the next decode meets a server that really forgot.

@@ -212,7 +212,7 @@ class NfsTransport:
         return Decoded(identity=ident)
 
     def drop_caches(self) -> None:
-        drop_caches()
+        drop_caches()  # the Lab drops through its local transport, which waits for FORGETs
 
 
 def make_transport(name: str, mountpoint: Path, *, fsid: int = 101) -> NfsTransport:

@@ -12,7 +12,6 @@ every extra module costs real seconds (measured: importing runner+kernels+psutil
 from __future__ import annotations
 
 import importlib
-from typing import Any
 
 _EXPORTS = {
     "Kernel": "kernels",
@@ -30,7 +29,7 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> object:  # no typing import: it is costly in the guest
     if name in _EXPORTS:
         module = importlib.import_module(f"nfsconf.vm.{_EXPORTS[name]}")
         return getattr(module, name)

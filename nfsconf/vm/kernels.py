@@ -296,8 +296,8 @@ def _system_apt() -> _Apt:
     return _Apt(_os_codename(), ())
 
 
-def _private_apt(suite: str, cache_dir: Path) -> _Apt:
-    main_uri, security_uri, keyring = _system_debian_uris()
+def _private_apt(suite: str, cache_dir: Path, etc: Path = Path("/etc/apt")) -> _Apt:
+    main_uri, security_uri, keyring = system_debian_uris(etc)
     base = cache_dir / "apt" / suite
     lists = base / "lists"
     cache = base / "cache"
@@ -341,16 +341,16 @@ def _os_codename() -> str:
     return m.group(1) if m else "system"
 
 
-def _system_debian_uris() -> tuple[str, str | None, Path]:
+def system_debian_uris(etc: Path = Path("/etc/apt")) -> tuple[str, str | None, Path]:
     """The Debian archive and security URIs (and keyring) the system's apt already uses."""
-    entries = list(_system_sources())
+    entries = list(_system_sources(etc))
     main = next(
         (e for e in entries if any(not s.endswith("-security") for s in e[1]) and _is_debian(e)),
         None,
     )
     if main is None:
         raise KernelError(
-            "no Debian mirror found in /etc/apt/sources.list or /etc/apt/sources.list.d/*.sources"
+            f"no Debian mirror found in {etc}/sources.list or {etc}/sources.list.d/*.sources"
         )
     security = next((e for e in entries if any(s.endswith("-security") for s in e[1])), None)
     keyring = main[2] or _DEBIAN_KEYRING
@@ -364,9 +364,8 @@ def _is_debian(entry: tuple[str, list[str], Path | None]) -> bool:
     )
 
 
-def _system_sources() -> Iterator[tuple[str, list[str], Path | None]]:
+def _system_sources(etc: Path) -> Iterator[tuple[str, list[str], Path | None]]:
     """(uri, suites, signed-by) of every enabled `deb` source of the system."""
-    etc = Path("/etc/apt")
     files = [etc / "sources.list"] + sorted((etc / "sources.list.d").glob("*.list"))
     for f in files:
         if not f.is_file():

@@ -1,0 +1,176 @@
+"""Boot Debian's kernel under TCG and run knfsd over a FUSE mount inside it.
+
+Every verdict here comes from the guest kernel: the probe's JSON holds what the kernel NFS
+client read and the handles the kernel encoded; the host checks them against each other.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import time
+import uuid
+from pathlib import Path
+
+import psutil
+import pytest
+
+from nfsconf.vm import (
+    Kernel,
+    VmBootError,
+    default_cache_dir,
+    guest_python,
+    resolve_kernel,
+    run_in_vm,
+)
+from nfsconf.vm.guest import parse_knfsd_fh
+from nfsconf.vm.runner import check_host
+
+pytestmark = pytest.mark.vm
+
+FSID = 101
+
+
+@pytest.fixture(scope="module")
+def kernel() -> Kernel:
+    problems = check_host()
+    if problems:
+        pytest.skip("VM prerequisites missing: " + "; ".join(problems))
+    return resolve_kernel(None, default_cache_dir())
+
+
+def vm_processes(name: str) -> list[int]:
+    """PIDs whose command line carries this run's VM name (vng, virtme-run, qemu -name)."""
+    found = []
+    for p in psutil.process_iter(["pid", "cmdline"]):
+        if any(name in part for part in p.info["cmdline"] or []):
+            found.append(p.info["pid"])
+    return found
+
+
+def test_knfsd_exports_fuse_to_kernel_clients(kernel, tmp_path):
+    marker = f"nfsconf-{uuid.uuid4().hex}"
+    out = tmp_path / "probe.json"
+    name = f"nfsconf-test-{uuid.uuid4().hex[:8]}"
+    cmd = guest_python(
+        "nfsconf.vm.guest", "probe", "--out", str(out), "--marker", marker, "--fsid", str(FSID)
+    )
+    r = run_in_vm(kernel, cmd, timeout=300, rw_dirs=[tmp_path], name=name)
+    assert vm_processes(name) == []
+    assert out.exists(), f"no probe result; rc={r.returncode}\n{r.console[-3000:]}"
+    res = json.loads(out.read_text())
+    assert res["ok"], res.get("traceback")
+    assert r.returncode == 0
+    assert res["release"] == kernel.release
+    print(
+        f"\n[vm smoke] {kernel.source}: boot-to-command {r.boot_seconds:.1f} s wall "
+        f"(guest clock {r.guest_boot_uptime} s), probe {r.command_seconds:.1f} s, "
+        f"total {r.duration:.1f} s; guest timings {res['timings']}; "
+        f"knfsd {res['knfsd_timings']}"
+    )
+
+    # Content: what the kernel client read is what the host put in (through FUSE + knfsd).
+    clients = {(c["export"], c["version"]): c for c in res["clients"]}
+    assert set(clients) == {
+        ("fuse-nosubtree", "3"),
+        ("fuse-nosubtree", "4.2"),
+        ("fuse-subtree", "3"),
+    }
+    assert all(c["content"] == marker for c in clients.values())
+    assert res["written_back"] == f"{marker}-written-over-v4.2"
+    assert res["grace_ended"] is True
+
+    # Handles: knfsd wraps the FUSE fid that name_to_handle_at gives on the FUSE mount.
+    fuse_file = bytes.fromhex(res["fuse_file"]["hex"])
+    fuse_dir = bytes.fromhex(res["fuse_dir"]["hex"])
+    assert res["fuse_file"]["type"] == 0x81 and len(fuse_file) == 12
+
+    v3 = bytes.fromhex(clients[("fuse-nosubtree", "3")]["server_fh"])
+    v4 = bytes.fromhex(clients[("fuse-nosubtree", "4.2")]["server_fh"])
+    assert v3 == v4, "NFSv3 and NFSv4.2 got different handles for one file of one export"
+    fh = parse_knfsd_fh(v3)
+    assert (fh.version, fh.auth_type, fh.fsid_type, fh.fileid_type) == (1, 0, 1, 0x81)
+    assert int.from_bytes(fh.fsid, "little") == FSID
+    assert fh.fileid == fuse_file
+
+    sub = parse_knfsd_fh(bytes.fromhex(clients[("fuse-subtree", "3")]["server_fh"]))
+    assert (sub.fsid_type, sub.fileid_type) == (1, 0x82)
+    assert int.from_bytes(sub.fsid, "little") == FSID + 1
+    assert sub.fileid == fuse_file + fuse_dir, "subtree_check handle must carry the parent"
+
+    # The exports table the kernel used holds the fsids we asked for.
+    assert f"fsid={FSID}," in res["exports"] and f"fsid={FSID + 1}," in res["exports"]
+
+    # Teardown inside the guest left nothing behind.
+    assert res["teardown_errors"] == []
+    assert res["left_mounted"] == [] and res["left_running"] == []
+
+
+def test_hanging_guest_command_is_killed_at_the_timeout(kernel):
+    name = f"nfsconf-test-{uuid.uuid4().hex[:8]}"
+    start = time.monotonic()
+    r = run_in_vm(
+        kernel,
+        ["sh", "-c", "echo started; exec sleep 100000"],
+        timeout=300,
+        command_timeout=5,
+        name=name,
+    )
+    elapsed = time.monotonic() - start
+    assert r.timed_out and r.returncode is None
+    assert "started" in r.stdout, "the timeout must hit the running command, not the boot"
+    assert r.boot_seconds is not None and elapsed - r.boot_seconds < 5 + 20
+    assert vm_processes(name) == []
+
+
+def test_truncated_kernel_gives_a_boot_error_with_the_console(kernel, tmp_path):
+    # A real header with most of the payload cut off: qemu loads it, it never boots.
+    broken = tmp_path / "vmlinuz-truncated"
+    with open(kernel.image, "rb") as f:
+        broken.write_bytes(f.read(3_000_000))
+    k = Kernel(broken, None, kernel.release, "0" * 64, "truncated")
+    name = f"nfsconf-test-{uuid.uuid4().hex[:8]}"
+    start = time.monotonic()
+    with pytest.raises(VmBootError, match="did not reach the guest command") as e:
+        run_in_vm(k, ["true"], timeout=120, boot_timeout=15, name=name)
+    assert time.monotonic() - start < 15 + 20
+    assert e.value.console_tail.strip(), "the error must show how far the boot got"
+    assert vm_processes(name) == []
+
+
+def test_kernel_that_panics_exits_with_a_boot_error(kernel):
+    # No initramfs init and no root device: the kernel panics, panic=-1 reboots, qemu exits.
+    name = f"nfsconf-test-{uuid.uuid4().hex[:8]}"
+    with pytest.raises(VmBootError, match="exited") as e:
+        run_in_vm(kernel, ["true"], timeout=120, append=["rdinit=/nonexistent"], name=name)
+    assert "panic" in e.value.console_tail.lower()
+    assert vm_processes(name) == []
+
+
+def test_kernel_without_nfsd_is_reported_by_config_name(kernel, tmp_path):
+    # The same kernel with nfsd.ko removed from (a hard-linked copy of) its modules.
+    assert kernel.modules_root is not None
+    root = tmp_path / "root"
+    mods = kernel.modules_root / "lib/modules" / kernel.release
+    dest = root / "lib/modules" / kernel.release
+    dest.parent.mkdir(parents=True)
+    subprocess.run(["cp", "-al", str(mods), str(dest)], check=True)
+    removed = [p for p in dest.rglob("nfsd.ko*")]
+    assert removed, "the Debian kernel ships nfsd as a module"
+    for p in removed:
+        p.unlink()
+    for f in dest.glob("modules.*"):
+        f.unlink()  # hard links to the cache's index; depmod rewrites them below
+    depmod = shutil.which("depmod") or "/usr/sbin/depmod"
+    subprocess.run([depmod, "-b", str(root), kernel.release], check=True)
+    (root / "boot").mkdir()
+    image = root / "boot" / kernel.image.name
+    os.link(kernel.image, image)
+    k = resolve_kernel(str(image), tmp_path)
+    assert k.modules_root == root
+    r = run_in_vm(k, guest_python("nfsconf.vm.guest", "modules"), timeout=300)
+    assert r.returncode == 2, r.console[-2000:]
+    assert "CONFIG_NFSD" in r.console
+    assert "CONFIG_FUSE_FS" not in r.console  # only what is really missing is named
