@@ -61,6 +61,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise UsageError(f"{scenarios}: no such scenarios directory or file")
     home = scenarios if scenarios.is_dir() else scenarios.parent
     out = Path(args.out or f"reports/run-{time.strftime('%Y%m%d-%H%M%S')}-{args.transport}")
+    if (out / "results.jsonl").exists() and not args.resume:
+        raise UsageError(f"{out} already holds a run: give another --out, or --resume {out}")
     out.mkdir(parents=True, exist_ok=True)
     skipped = [p.name for p in BUILTIN if not p.installed()] if not args.profile else []
     if skipped:
@@ -130,20 +132,6 @@ def cmd_profiles(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_matrix(args: argparse.Namespace) -> int:
-    from nfsconf.report.matrix import render
-
-    path = Path(args.dir) / "results.jsonl" if Path(args.dir).is_dir() else Path(args.dir)
-    try:
-        _, results = read_results(path)
-    except OSError as e:
-        raise UsageError(f"{path}: {e.strerror}") from e
-    except ResultsError as e:
-        raise UsageError(str(e)) from e
-    print(render(results))
-    return 0
-
-
 def cmd_chaos(args: argparse.Namespace) -> int:
     from dataclasses import asdict
 
@@ -204,9 +192,6 @@ def build_parser() -> argparse.ArgumentParser:
     profiles = sub.add_parser("profiles", help="list the built-in profiles")
     profiles.set_defaults(func=cmd_profiles)
 
-    matrix = sub.add_parser("matrix", help="print the matrix of a results directory")
-    matrix.add_argument("dir", metavar="DIR")
-    matrix.set_defaults(func=cmd_matrix)
 
     from nfsconf.report.commands import add_parsers
 

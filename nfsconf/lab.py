@@ -4,6 +4,7 @@ with every object the suite made and what it must decode to."""
 from __future__ import annotations
 
 import atexit
+import contextlib
 import itertools
 import os
 import secrets
@@ -12,6 +13,7 @@ import subprocess
 import tarfile
 import tempfile
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -194,6 +196,16 @@ class Lab:
         self.path(rel).mkdir()
         (self.path(rel) / MARKER_NAME).write_text(self._new_marker(rel))
         return self.obj(rel)
+
+    @contextlib.contextmanager
+    def pinned(self, obj: Obj) -> Iterator[None]:
+        """Hold OBJ open: its inode stays cached whatever drops caches meanwhile (another
+        process of this machine may), so a warm decode really is warm."""
+        fd = os.open(self.path(obj.rel), os.O_RDONLY)
+        try:
+            yield
+        finally:
+            os.close(fd)
 
     def refresh(self, obj: Obj, rel: str | None = None) -> None:
         """After a restart the mount has a new st_dev (and maybe new inode numbers): expect

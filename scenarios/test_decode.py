@@ -14,7 +14,8 @@ def test_decode_warm(lab, evidence, kind):
     """DEC-WARM: with the inode still cached, the handle opens the object it named."""
     obj = seed_obj(lab, kind)
     evidence.encoded(kind, lab.encode(obj))
-    outcome = decode(lab, evidence, obj, "warm")
+    with lab.pinned(obj):
+        outcome = decode(lab, evidence, obj, "warm")
     assert outcome == "same", f"warm decode: {outcome}"
 
 

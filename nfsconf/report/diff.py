@@ -152,7 +152,8 @@ def diff(base: Run, new: Run, expect: Expectations | None = None,
         b, n = b_cells.get(key), n_cells.get(key)
         kind = _classify(b, n)
         if kind is not None:
-            level = max((r.level for r in (b, n) if r is not None), key=lambda x: x == "MUST")
+            # a wrong object on either side breaks a MUST, whatever the declared level
+            level = "MUST" if any(r is not None and r.must for r in (b, n)) else "SHOULD"
             out.changes.append(Change(kind[0], key, level, b, n, kind[1]))
     return out
 
