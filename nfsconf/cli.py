@@ -56,6 +56,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             raise UsageError(str(e)) from e
     profiles = _profiles(args.profile)
     _preflight()
+    if args.transport == "knfsd" and not os.environ.get("NFSCONF_IN_GUEST"):
+        return _run_knfsd(args, profiles)
     scenarios = Path(args.scenarios).resolve()
     if not scenarios.exists():
         raise UsageError(f"{scenarios}: no such scenarios directory or file")
@@ -111,6 +113,33 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise UsageError(f"no scenario matched (-k {args.k!r})" if args.k else "no scenarios")
     must = [r for r in results if r.must and r.verdict in ("FAIL", "ERROR")]
     return 1 if (args.strict and must) else 0
+
+
+def _run_knfsd(args: argparse.Namespace, profiles: list[Profile]) -> int:
+    """Boot the kernel under test and run the suite inside it (transports/knfsd.py)."""
+    from nfsconf.transports.knfsd import KnfsdRunError, run_on_vm
+
+    if args.resume:
+        raise UsageError("--resume is not supported with --transport knfsd yet")
+    out = Path(args.out or f"reports/run-{time.strftime('%Y%m%d-%H%M%S')}-knfsd")
+    if (out / "results.jsonl").exists():
+        raise UsageError(f"{out} already holds a run: give another --out")
+    run_args = ["--timeout", str(args.timeout), "--fuzz-budget", str(args.fuzz_budget),
+                "--fuzz-seed", str(args.fuzz_seed)]
+    for spec in args.profile or [p.name for p in profiles]:
+        # the guest sees the host's root but not its working directory
+        run_args += ["--profile", str(Path(spec).resolve()) if spec.endswith(".toml") else spec]
+    if args.k:
+        run_args += ["-k", args.k]
+    if args.strict:
+        run_args.append("--strict")
+    if args.scenarios != str(SCENARIOS):
+        run_args += ["--scenarios", str(Path(args.scenarios).resolve())]
+    try:
+        code = run_on_vm(args.kernel, out, run_args, args.vm_timeout)
+    except KnfsdRunError as e:
+        raise UsageError(str(e)) from e
+    return code
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
@@ -170,6 +199,11 @@ def build_parser() -> argparse.ArgumentParser:
                      help="mutated handles per fuzz scenario (default 200)")
     run.add_argument("--fuzz-seed", type=int, default=1, metavar="SEED",
                      help="seed of the fuzz scenarios; the same seed replays them (default 1)")
+    run.add_argument("--kernel", metavar="SPEC",
+                     help="knfsd: bzImage/vmlinuz with modules beside it, a built tree, or "
+                          "debian:bookworm|trixie|sid (default: Debian's current kernel)")
+    run.add_argument("--vm-timeout", type=float, default=3600.0, metavar="SECONDS",
+                     help="knfsd: the whole VM run's limit; past it the VM is powered off")
     run.add_argument("--strict", action="store_true",
                      help="exit 1 when a MUST scenario fails (for CI gates)")
     run.add_argument("--resume", metavar="DIR",

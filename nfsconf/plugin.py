@@ -282,5 +282,7 @@ def _write_record(item: pytest.Item) -> None:
         flag = "  (claim broken)" if result.claim_broken else ""
         why = f"  {reason}" if verdict != "PASS" and reason else ""
         count = f"[{done:>{len(str(total))}}/{total}]"
-        reporter.write_line(f"{count} {result.row:<24} {result.profile:<18} "
+        where = result.profile if result.transport == "local" else \
+            f"{result.profile} [{result.transport}]"
+        reporter.write_line(f"{count} {result.row:<24} {where:<18} "
                             f"{verdict:<5}{detail}{flag}{why}"[:200])

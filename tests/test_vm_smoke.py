@@ -65,7 +65,8 @@ def test_knfsd_exports_fuse_to_kernel_clients(kernel, tmp_path):
     assert res["release"] == kernel.release
     print(
         f"\n[vm smoke] {kernel.source}: boot-to-command {r.boot_seconds:.1f} s wall "
-        f"(guest clock {r.guest_boot_uptime} s), probe {r.command_seconds:.1f} s, "
+        f"(guest clock {r.guest_boot_uptime} s), probe {r.command_seconds:.1f} s "
+        f"(guest python start {res['uptime_start'] - (r.guest_boot_uptime or 0):.1f} s), "
         f"total {r.duration:.1f} s; guest timings {res['timings']}; "
         f"knfsd {res['knfsd_timings']}"
     )

@@ -22,13 +22,21 @@ def cell(r: Result) -> str:
     return text
 
 
+def columns(results: list[Result]) -> dict[tuple[str, str], str]:
+    """(profile, transport) -> column title; the transport shows only when a run has several
+    (knfsd runs each lab under no_subtree_check and subtree_check)."""
+    keys = list(dict.fromkeys((r.profile, r.transport) for r in results))
+    several = len({t for _, t in keys}) > 1
+    return {k: f"{k[0]} [{k[1]}]" if several else k[0] for k in keys}
+
+
 def matrix_rows(results: list[Result]) -> tuple[list[str], list[list[str]]]:
-    profiles = list(dict.fromkeys(r.profile for r in results))
-    rows: dict[tuple[str, str], dict[str, str]] = {}
+    cols = columns(results)
+    rows: dict[tuple[str, str], dict[tuple[str, str], str]] = {}
     for r in results:
-        rows.setdefault((r.row, _level(results, r.row)), {})[r.profile] = cell(r)
-    header = ["scenario", "level", *profiles]
-    body = [[row, level, *(cells.get(p, "") for p in profiles)]
+        rows.setdefault((r.row, _level(results, r.row)), {})[(r.profile, r.transport)] = cell(r)
+    header = ["scenario", "level", *cols.values()]
+    body = [[row, level, *(cells.get(k, "") for k in cols)]
             for (row, level), cells in rows.items()]
     return header, body
 
@@ -38,12 +46,11 @@ def _level(results: list[Result], row: str) -> str:
 
 
 def summary_rows(results: list[Result]) -> tuple[list[str], list[list[object]]]:
-    profiles = list(dict.fromkeys(r.profile for r in results))
     header = ["profile", "PASS", "FAIL", "ERROR", "SKIP", "XFAIL", "MUST failed",
               "wrong objects", "claims broken"]
     body: list[list[object]] = []
-    for p in profiles:
-        mine = [r for r in results if r.profile == p]
+    for key, p in columns(results).items():
+        mine = [r for r in results if (r.profile, r.transport) == key]
         counts = Counter(r.verdict for r in mine)
         must = sum(1 for r in mine if r.must and r.verdict in ("FAIL", "ERROR"))
         body.append([p, *(counts.get(v, 0) for v in ("PASS", "FAIL", "ERROR", "SKIP", "XFAIL")),

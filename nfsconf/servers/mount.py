@@ -84,17 +84,20 @@ def fusectl_dir() -> Path | None:
         if m.fstype == "fusectl":
             return Path(m.mountpoint)
     if _private_fusectl is None:
-        ctl = tempfile.mkdtemp(prefix="nfsconf-fusectl-")
+        # not under TMPDIR: a run may put its labs on a filesystem it unmounts afterwards
+        ctl = tempfile.mkdtemp(prefix="nfsconf-fusectl-",
+                               dir="/run" if os.path.isdir("/run") else None)
         if subprocess.run(["mount", "-t", "fusectl", "none", ctl],
                           capture_output=True).returncode != 0:
             os.rmdir(ctl)
             return None
         _private_fusectl = ctl
-        atexit.register(_unmount_private_fusectl)
+        atexit.register(release_fusectl)
     return Path(_private_fusectl)
 
 
-def _unmount_private_fusectl() -> None:
+def release_fusectl() -> None:
+    """Take down the private fusectl mount, if this process made one."""
     global _private_fusectl
     if _private_fusectl is not None:
         umount(_private_fusectl, lazy=True)

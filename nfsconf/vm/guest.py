@@ -21,11 +21,13 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
 LOOPBACK = "127.0.0.1"
 DEFAULT_ROOT = Path("/run/nfsconf/knfsd")
@@ -321,13 +323,15 @@ def start_fuse(
     """Start a FUSE server that stays in the foreground and wait until it has mounted."""
     mountpoint = Path(mountpoint)
     mountpoint.mkdir(parents=True, exist_ok=True)
-    proc = subprocess.Popen(
-        list(argv), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
-    )
+    # Output goes to a file, not a pipe: nobody reads a pipe while the server runs, and a
+    # chatty server (-d) would block on a full one.
+    log = tempfile.TemporaryFile()
+    proc = subprocess.Popen(list(argv), stdin=subprocess.DEVNULL, stdout=log, stderr=log)
     deadline = time.monotonic() + timeout
     while not _is_mounted(mountpoint, "fuse"):
         if proc.poll() is not None:
-            out = proc.stdout.read().decode(errors="replace") if proc.stdout else ""
+            log.seek(0)
+            out = log.read().decode(errors="replace").strip()
             raise GuestSetupError(f"{argv[0]} exited {proc.returncode} before mounting: {out}")
         if time.monotonic() > deadline:
             _terminate(proc)
@@ -542,13 +546,19 @@ def _check(argv: Sequence[str]) -> str:
     return out
 
 
+_logs: dict[int, IO[bytes]] = {}  # pid -> output file of a daemon we started
+
+
 def _daemon(argv: list[str]) -> subprocess.Popen[bytes]:
+    # A file, not a pipe: a foreground daemon that logs every request would block on a
+    # full pipe that nobody reads.
+    log = tempfile.TemporaryFile()
     try:
-        return subprocess.Popen(
-            argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-        )
+        p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
     except FileNotFoundError:
         raise GuestSetupError(f"{argv[0]} not found: apt-get install nfs-kernel-server") from None
+    _logs[p.pid] = log
+    return p
 
 
 def _terminate(p: subprocess.Popen[bytes]) -> None:
@@ -563,7 +573,11 @@ def _terminate(p: subprocess.Popen[bytes]) -> None:
 
 def _died(p: subprocess.Popen[bytes] | None, what: str) -> None:
     if p is not None and p.poll() is not None:
-        err = p.stderr.read().decode(errors="replace") if p.stderr else ""
+        err = ""
+        log = _logs.get(p.pid)
+        if log is not None:
+            log.seek(0)
+            err = log.read().decode(errors="replace")
         raise GuestSetupError(f"{what} exited {p.returncode}: {err.strip()}")
 
 

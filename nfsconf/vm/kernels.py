@@ -319,15 +319,23 @@ def _private_apt(suite: str, cache_dir: Path, etc: Path = Path("/etc/apt")) -> _
         "-o", f"Dir::State::Lists={lists}",
         "-o", f"Dir::Cache={cache}",
         "-o", "APT::Get::List-Cleanup=0",
+        "-o", "APT::Sandbox::User=root",  # lists under a root-only cache dir
     )  # fmt: skip
     apt = _Apt(suite, opts)
     stamp = base / "updated"
     fresh = stamp.is_file() and time.time() - stamp.stat().st_mtime < _LIST_MAX_AGE
     if changed or not fresh:
-        out = _run(["apt-get", *opts, "-q", "update"], what=f"apt-get update ({suite})")
-        # apt-get update exits 0 even when a suite does not exist; it only warns.
-        if re.search(r"^(E|W): .*(does not have a Release file|404)", out, re.M):
-            raise KernelError(f"Debian suite {suite!r} not found on {main_uri}:\n{out.strip()}")
+        proc = subprocess.run(
+            ["apt-get", *opts, "-q", "update"],
+            capture_output=True,
+            text=True,
+            stdin=subprocess.DEVNULL,
+        )
+        out = (proc.stdout + proc.stderr).strip()
+        if re.search(r"does not have a Release file|404\s+Not Found", out):
+            raise KernelError(f"Debian suite {suite!r} not found on {main_uri}:\n{out[-1500:]}")
+        if proc.returncode != 0:
+            raise KernelError(f"apt-get update ({suite}) failed:\n{out[-2000:]}")
         stamp.touch()
     return apt
 

@@ -1,0 +1,93 @@
+"""Real kernel acquisition from Debian's archive, and a probe on a second kernel line.
+
+Uses the machine's apt (system config for the default kernel, a private one for other
+suites) and the shared cache, so only the first run downloads.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from nfsconf.vm import default_cache_dir, guest_python, resolve_kernel, run_in_vm
+from nfsconf.vm.kernels import read_image_release
+from nfsconf.vm.runner import check_host
+
+pytestmark = pytest.mark.vm
+
+
+def tree_state(*roots: Path) -> dict[str, tuple[int, int]]:
+    """(size, mtime_ns) of every file under the roots: proves nothing there changed."""
+    state = {}
+    for root in roots:
+        for dirpath, _dirs, files in os.walk(root):
+            for f in files:
+                p = Path(dirpath) / f
+                try:
+                    st = p.stat()
+                except OSError:
+                    continue
+                state[str(p)] = (st.st_size, st.st_mtime_ns)
+    return state
+
+
+def test_default_kernel_is_debian_package_and_cached():
+    cache = default_cache_dir()
+    first = resolve_kernel(None, cache)
+    start = time.monotonic()
+    again = resolve_kernel(None, cache)
+    assert time.monotonic() - start < 5, "a cached kernel must not be downloaded again"
+    assert again == first
+    assert first.source.startswith("debian ") and "linux-image-" in first.source
+    assert read_image_release(first.image) == first.release
+    assert hashlib.sha256(first.image.read_bytes()).hexdigest() == first.sha256
+    moddir = first.modules_root / "lib/modules" / first.release
+    assert (moddir / "modules.dep").is_file()
+    assert list(moddir.rglob("nfsd.ko*")) and list(moddir.rglob("fuse.ko*"))
+    entry = cache / "debian" / first.image.relative_to(cache / "debian").parts[0]
+    assert json.loads((entry / "kernel.json").read_text())["sha256"] == first.sha256
+
+
+@pytest.mark.slow
+def test_other_suite_uses_a_private_apt_config():
+    watched = [Path("/etc/apt"), Path("/var/lib/apt/lists"), Path("/var/cache/apt")]
+    before = tree_state(*watched)
+    bookworm = resolve_kernel(None, default_cache_dir())
+    sid = resolve_kernel("debian:sid", default_cache_dir())
+    assert tree_state(*watched) == before, "the system's apt state must stay untouched"
+    assert sid.source.startswith("debian sid: linux-image-")
+    assert sid.release != bookworm.release
+    assert read_image_release(sid.image) == sid.release
+    mods = sid.modules_root / "lib/modules" / sid.release
+    assert list(mods.rglob("nfsd.ko*")), "sid splits image and modules; both must be fetched"
+
+
+def test_unknown_suite_is_a_clear_error(tmp_path):
+    from nfsconf.vm.kernels import KernelError
+
+    with pytest.raises(KernelError, match="not found"):
+        resolve_kernel("debian:nosuchsuite", tmp_path)
+
+
+@pytest.mark.slow
+def test_probe_on_debian_sid_kernel(tmp_path):
+    # Debian's 7.x kernels lack legacy NFSv4 client tracking: this run needs nfsdcld.
+    if check_host():
+        pytest.skip("VM prerequisites missing: " + "; ".join(check_host()))
+    kernel = resolve_kernel("debian:sid", default_cache_dir())
+    out = tmp_path / "probe.json"
+    marker = uuid.uuid4().hex
+    cmd = guest_python("nfsconf.vm.guest", "probe", "--out", str(out), "--marker", marker)
+    r = run_in_vm(kernel, cmd, timeout=300, rw_dirs=[tmp_path])
+    res = json.loads(out.read_text())
+    assert res["ok"], res.get("traceback")
+    assert r.returncode == 0 and res["release"] == kernel.release
+    assert res["grace_ended"] is True
+    assert [c["content"] for c in res["clients"]] == [marker] * 3
+    print(f"\n[vm sid] {kernel.source}: boot {r.boot_seconds:.1f} s, total {r.duration:.1f} s")
