@@ -20,6 +20,7 @@ import pytest
 
 from nfsconf.servers.mount import MountEntry, ServerProcess, abort_connection, fuse_mount_at
 from nfsconf.servers.profile import Profile
+from nfsconf.servers.refserver import RefServerProcess
 from nfsconf.transports.base import MARKER_NAME, Decoded, Handle, Identity, Obj, Transport
 from nfsconf.transports.local import LocalTransport, fd_identity
 
@@ -49,7 +50,8 @@ class Lab:
         self.token = secrets.token_hex(4)
         self._serial = itertools.count()
         self.markers: dict[str, str] = {}
-        self.server: ServerProcess | None = None
+        self.server: ServerProcess | RefServerProcess | None = None
+        self._values: dict[str, str] = {}
         # the local transport always exists: drops, identity by name, exportfs-level checks
         self.local = LocalTransport(self.mnt)
         self.transport: Transport = self.local
@@ -59,16 +61,24 @@ class Lab:
     # -- life cycle -------------------------------------------------------------------
     def start(self) -> Lab:
         self.mnt.mkdir()
-        values = self._build_source()
-        argv = self.profile.argv(mountpoint=str(self.mnt), **values)
-        self.server = ServerProcess(argv, self.mnt, self.root / "server.log")
+        self._values = self._build_source()
         _live.add(self)
         try:
-            self._mounted(self.server.start(self.profile.mount_timeout))
+            self._spawn()
         except BaseException:
             self.stop()
             raise
         return self
+
+    def _spawn(self, **knobs: str) -> None:
+        """A new server instance on the same source and mountpoint."""
+        if self.profile.refserver is not None:
+            self.server = RefServerProcess({**self.profile.refserver, **knobs},
+                                           Path(self._values["source"]), self.mnt, self.root)
+        else:
+            argv = self.profile.argv(mountpoint=str(self.mnt), **self._values)
+            self.server = ServerProcess(argv, self.mnt, self.root / "server.log")
+        self._mounted(self.server.start(self.profile.mount_timeout))
 
     def _mounted(self, entry: MountEntry) -> None:
         self.local.connection = entry.connection
@@ -107,13 +117,24 @@ class Lab:
             return [f"aborted fuse connection {entry.connection} ({self.profile.name})"]
         return [f"could not abort fuse connection {entry.connection}"]
 
-    def restart(self) -> None:
-        """Unmount and mount again on the same source: a server restart as NFS sees one."""
+    def restart(self, **knobs: str) -> None:
+        """Unmount and mount again on the same source: a server restart as NFS sees one.
+        KNOBS change the reference server's behaviour for the new instance."""
         assert self.server is not None
         self.notes.extend(self._unmount())
-        self.server = ServerProcess(self.server.argv, self.mnt, self.root / "server.log")
-        self._mounted(self.server.start(self.profile.mount_timeout))
+        self._spawn(**knobs)
         self.restarts += 1
+
+    def require_ref(self) -> RefServerProcess:
+        """The reference server behind this lab; scenarios that need it skip otherwise."""
+        if not isinstance(self.server, RefServerProcess):
+            pytest.skip(f"needs the reference server (restart without unmount, hostile "
+                        f"modes); profile {self.profile.name} is {self.profile.binary}")
+        return self.server
+
+    @property
+    def trace_path(self) -> Path | None:
+        return self.server.trace_path if isinstance(self.server, RefServerProcess) else None
 
     def __enter__(self) -> Lab:
         return self.start()

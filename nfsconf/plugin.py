@@ -20,6 +20,7 @@ from nfsconf.lab import Lab, stop_all_labs
 from nfsconf.report.results import Result, ResultsWriter
 from nfsconf.servers.builtin import find_profile, installed_builtins
 from nfsconf.servers.profile import Profile
+from nfsconf.servers.refserver import trace_tail
 from nfsconf.transports.base import Decoded, Handle, Obj, describe, verdict_of
 from nfsconf.watchdog import Watchdog
 
@@ -165,6 +166,9 @@ def lab(request: pytest.FixtureRequest, profile: Profile, transport_name: str,
         yield the_lab
     finally:
         log_tail = the_lab.server.log_tail() if the_lab.server else ""
+        trace = trace_tail(the_lab.trace_path)
+        if trace:  # what the kernel asked the reference server and what it answered
+            evidence.note("trace_tail", trace)
         notes = the_lab.stop()
         if notes:
             evidence.note("teardown", notes)
@@ -224,6 +228,9 @@ def _verdict(phases: dict[str, pytest.TestReport]) -> tuple[str, str]:
         crash = getattr(call.longrepr, "reprcrash", None)
         is_assert = crash is not None and str(crash.message).startswith("AssertionError")
         reason = _reason(call).removeprefix("AssertionError: ")
+        if f"[Errno {errno.EOPNOTSUPP}]" in reason:
+            # not a SKIP: a server that cannot be exported fails every export scenario
+            return "FAIL", f"not exportable (the server turned export support off): {reason}"
         return ("FAIL" if is_assert else "ERROR"), reason
     if teardown is not None and teardown.failed:
         return "ERROR", "teardown: " + _reason(teardown)

@@ -59,7 +59,8 @@ def _fuzz(lab, evidence, request):
             outcome, rel = _classify(lab, known, originals, m)
             outcomes[outcome] += 1
             by_kind.setdefault(f"{m.kind}/{phase}", Counter())[outcome] += 1
-            if outcome in ("wrong", "named") and len(odd) < 20:
+            # keep examples of each odd outcome, not only of the first one met
+            if outcome in ("wrong", "named") and sum(o["outcome"] == outcome for o in odd) < 10:
                 odd.append({**m.to_dict(), "phase": phase, "outcome": outcome, "opened": rel})
     evidence.note("seed", seed)
     evidence.note("handles_tried", len(cases))

@@ -274,6 +274,27 @@ def test_server_v2_lookup_handle_bytes(engine) -> None:
     assert s.node_from_handle(f_fh).ino == f_entry.attr.ino  # the handle finds the file again
 
 
+def test_server_v2_appends_handles_to_create_and_mkdir(engine) -> None:
+    src, make = engine
+    s = make(handle_size=16)
+    out = _init(s, 45, KERNEL_FLAGS | lh.FUSE_HAS_LOOKUP_HANDLE)
+    assert not out.flags64 & abi.INIT["DO_READDIRPLUS"]  # v2 READDIRPLUS cannot carry handles
+    parent_fh = lh.V2.encode_file_handle(lh.FileHandle(b"p" * 16))
+    # CREATE in: create_in, name, the parent's handle; out: entry + handle, then open_out
+    req = abi.pack_request(35, 4, 1, abi.CreateIn(os.O_WRONLY, 0o100644).pack() + b"new\0" +
+                           parent_fh, uid=0, gid=0)
+    err, body = _reply(s, req)
+    assert err == 0 and len(body) == 128 + 8 + 16 + 16
+    entry, fh = lh.V2.decode_entry(body[:-16])
+    assert entry.attr.ino == os.stat(src / "new").st_ino and len(fh.data) == 16
+    assert abi.OpenOut.unpack(body, 128 + 8 + 16).fh != 0
+    req = abi.pack_request(9, 6, 1, abi.MkdirIn(0o755).pack() + b"nd\0" + parent_fh)
+    err, body = _reply(s, req)
+    entry, fh = lh.V2.decode_entry(body)
+    assert err == 0 and entry.attr.ino == os.stat(src / "nd").st_ino
+    assert s.node_from_handle(fh).ino == entry.attr.ino
+
+
 @pytest.mark.parametrize("mode,size", [("zero-handle", 0), ("oversize-handle", 129)])
 def test_server_hostile_handle_sizes(engine, mode: str, size: int) -> None:
     _src, make = engine

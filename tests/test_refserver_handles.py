@@ -6,7 +6,6 @@ the server LOOKUP(nodeid, ".") (and ".." for directories), which is what the kno
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import os
 from collections.abc import Iterator
@@ -25,7 +24,7 @@ from nfsconf.fuse.control import RefServer, trace_records
 class Encoded:
     rel: str
     htype: int
-    handle: ctypes.Array[ctypes.c_char]
+    handle: bytes  # a ready struct file_handle
     ino: int  # of the backing file in the source
     marker: bytes | None  # file content written at setup; None for directories
 
@@ -131,8 +130,12 @@ def _reuse(lab, generation: str) -> tuple[Encoded, tuple[str, int | None, bytes 
     enc = encode(lab.mnt, lab.src, "victim")
     drop_caches()  # the kernel FORGETs A: a volatile server frees its nodeid
     (lab.mnt / "newcomer").write_bytes(b"marker:newcomer")
-    os.stat(lab.mnt / "newcomer")  # keep B cached in the kernel with the reused nodeid
-    got = decode(lab.mnt, enc)
+    # an open fd pins B's inode (with the reused nodeid) even if someone drops caches now
+    pin = os.open(lab.mnt / "newcomer", os.O_RDONLY)
+    try:
+        got = decode(lab.mnt, enc)
+    finally:
+        os.close(pin)
     creates = [r for r in trace_records(srv.trace_path)
                if r.get("op") == "CREATE" and r.get("name") == "newcomer"]
     return enc, got, creates[0]["reply"]["nodeid"] if creates else -1
@@ -179,3 +182,32 @@ def test_stable_handle_of_a_deleted_file_is_estale(lab) -> None:
     os.unlink(lab.mnt / "gone")
     drop_caches()
     assert decode(lab.mnt, enc)[0] == "ESTALE"
+
+
+def test_stable_nodeids_on_a_non_ext4_source_use_the_state_map(tmp_path: Path) -> None:
+    shm = Path("/dev/shm")
+    if not any(m.mountpoint == "/dev/shm" and m.fstype == "tmpfs" for m in su.mountinfo()):
+        pytest.skip("no tmpfs on /dev/shm")
+    import tempfile
+
+    with tempfile.TemporaryDirectory(dir=shm, prefix="nfsconf-ref-") as s:
+        src, mnt, state = Path(s), tmp_path / "mnt", tmp_path / "state"
+        mnt.mkdir()
+        (src / "sub").mkdir()
+        (src / "sub" / "f").write_bytes(b"marker:tmpfs")
+        srv = RefServer(workdir=str(tmp_path / "w1"))
+        try:
+            srv.start(str(src), str(mnt), nodeid="stable", state_dir=str(state))
+            encoded = [encode(mnt, src, rel) for rel in ("sub", "sub/f")]
+        finally:
+            srv.stop()
+        assert (state / "nodeids.jsonl").read_text().count("\n") >= 2  # nodeid -> handle
+        srv = RefServer(workdir=str(tmp_path / "w2"))
+        try:
+            srv.start(str(src), str(mnt), nodeid="stable", state_dir=str(state))
+            drop_caches()
+            for enc in encoded:  # a new instance finds them through the recorded map
+                assert same_object(enc, decode(mnt, enc)), enc.rel
+        finally:
+            srv.stop()
+        assert su.mounts_at(str(mnt)) == []

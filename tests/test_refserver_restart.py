@@ -129,7 +129,8 @@ def test_old_handles_decode_after_a_restart(lab, how: str) -> None:
 
 def test_open_files_and_writes_continue_across_handovers(lab) -> None:
     srv = lab.start(nodeid="stable", timeout=0)
-    with open(lab.mnt / "file", "r+b") as f:
+    f = open(lab.mnt / "file", "r+b")  # closed below, after an abort if need be
+    try:
         srv.live_restart()
         assert f.read() == b"marker:file"  # READ on an fh of the previous instance
         srv.kill_and_takeover()
@@ -137,6 +138,11 @@ def test_open_files_and_writes_continue_across_handovers(lab) -> None:
         f.write(b"MARKER")
         f.flush()
         os.fsync(f.fileno())
+    except BaseException:
+        srv.stop()  # abort first: closing a file of a server-less mount would hang
+        raise
+    finally:
+        f.close()
     assert (lab.src / "file").read_bytes() == b"MARKER:file"
     reopened = [r for r in trace_records(srv.trace_path) if "reopened_fh" in r]
     assert {r["server_pid"] for r in reopened} == set(srv.pids[1:])
@@ -154,6 +160,9 @@ def test_volatile_table_survives_a_graceful_handover_but_not_a_kill(lab) -> None
         with pytest.raises(OSError) as ei:
             os.fstat(fd)  # the new instance has never heard of this nodeid
         assert ei.value.errno == errno.ESTALE
+    except BaseException:
+        srv.stop()  # abort first: closing a file of a server-less mount would hang
+        raise
     finally:
         os.close(fd)
 

@@ -21,18 +21,25 @@ def build_parser() -> argparse.ArgumentParser:
                                  description="nfsconf reference FUSE server (raw /dev/fuse).")
     ap.add_argument("source", help="directory to pass through")
     ap.add_argument("mountpoint")
-    ap.add_argument("--nodeid", choices=("volatile", "stable"), default="stable")
-    ap.add_argument("--generation", choices=("zero", "bump"), default="zero")
-    ap.add_argument("--export", choices=("on", "off"), default="on")
-    ap.add_argument("--forget", choices=("honour", "ignore"), default="honour")
+    ap.add_argument("--nodeid", choices=("volatile", "stable"), default="stable",
+                    help="volatile: a counter, reused after FORGET; stable: derived from the "
+                    "backing file's handle, valid in every server instance")
+    ap.add_argument("--generation", choices=("zero", "bump"), default="zero",
+                    help="bump: a reused volatile nodeid gets generation + 1")
+    ap.add_argument("--export", choices=("on", "off"), default="on",
+                    help="on: FUSE_EXPORT_SUPPORT; off: FUSE_NO_EXPORT_SUPPORT if offered")
+    ap.add_argument("--forget", choices=("honour", "ignore"), default="honour",
+                    help="ignore: FORGET never drops a node (like -o noforget)")
     ap.add_argument("--handle-size", type=int, default=32,
                     help="LOOKUP_HANDLE handle size (used only if the kernel offers it)")
-    ap.add_argument("--hostile", choices=HOSTILE_MODES)
+    ap.add_argument("--hostile", choices=HOSTILE_MODES,
+                    help="misbehave on the decode path (LOOKUP of '.'/'..', LOOKUP_HANDLE)")
     ap.add_argument("--trace", metavar="FILE", help="append every request and reply as JSONL")
     ap.add_argument("--timeout", type=float, default=1.0, help="entry/attr validity, seconds")
-    ap.add_argument("--fsname", default="nfsconf-ref")
-    ap.add_argument("--subtype", default="nfsconf-ref")
-    ap.add_argument("--lookup-handle-dialect", choices=("auto", "v2", "v3"), default="auto")
+    ap.add_argument("--fsname", default="nfsconf-ref", help="mount source name")
+    ap.add_argument("--subtype", default="nfsconf-ref", help="fstype is fuse.SUBTYPE")
+    ap.add_argument("--lookup-handle-dialect", choices=("auto", "v2", "v3"), default="auto",
+                    help="which RFC to speak if the kernel offers FUSE_HAS_LOOKUP_HANDLE")
     ap.add_argument("--state-dir", help="where stable nodeids of non-ext4 sources are recorded")
     ap.add_argument("--stall-first", metavar="OPCODE",
                     help="test hook: never answer the first request of this opcode (e.g. READ)")
@@ -47,14 +54,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    cfg = Config(source=args.source, mountpoint=os.path.realpath(args.mountpoint),
+    # realpath() would stat the mount; during a takeover nobody serves it yet (it would hang)
+    mnt = os.path.abspath(args.mountpoint) if args.takeover else os.path.realpath(args.mountpoint)
+    cfg = Config(source=args.source, mountpoint=mnt,
                  nodeid=args.nodeid, generation=args.generation, export=args.export,
                  forget=args.forget, handle_size=args.handle_size, hostile=args.hostile,
                  trace=args.trace, timeout=args.timeout, fsname=args.fsname,
                  subtype=args.subtype, stall_first=args.stall_first,
                  lookup_handle_dialect=args.lookup_handle_dialect, state_dir=args.state_dir)
     try:
-        server = Server(cfg)
+        server = Server(cfg, takeover=bool(args.takeover))
         if not args.takeover and su.is_mountpoint(cfg.mountpoint):
             server.close()
             raise ValueError(f"{cfg.mountpoint} is already a mount point; refusing to stack "
@@ -71,6 +80,7 @@ def main(argv: list[str] | None = None) -> int:
             if len(fds) != 1:
                 raise hd.HolderError(f"holder sent {len(fds)} fds, expected 1")
             neg = Negotiated(**answer["params"]["negotiated"])
+            cfg.mountpoint = answer["params"]["config"]["mountpoint"]  # as resolved at mount
             neg.epoch += 1
             server.adopt(fds[0], neg, answer.get("state"))
             hd.request(holder, {"cmd": "update",

@@ -48,7 +48,6 @@ class RefServer:
     proc: subprocess.Popen[bytes] | None = None
     holder: subprocess.Popen[bytes] | None = None
     pids: list[int] = field(default_factory=list)  # every server instance, in order
-    _own_workdir: bool = False
 
     # --- public API ------------------------------------------------------------------
     def start(self, source: str, mountpoint: str, **knobs: Any) -> RefServer:
@@ -71,7 +70,6 @@ class RefServer:
         self.knobs = dict(knobs)
         if self.workdir is None:
             self.workdir = tempfile.mkdtemp(prefix="nfsconf-ref-")
-            self._own_workdir = True
         os.makedirs(self.workdir, exist_ok=True)
         try:
             self._start_holder()

@@ -15,7 +15,6 @@ new server instance. How nodeids are chosen is the policy under test:
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import hashlib
 import json
@@ -48,10 +47,10 @@ class Node:
     ino: int
     nlookup: int = 0
     fd: int = -1  # cached O_PATH fd, -1 when closed
-    hbuf: ctypes.Array[ctypes.c_char] | None = field(default=None, repr=False)
+    hbuf: bytes | None = field(default=None, repr=False)
     alias: bool = False  # a hostile-mode stand-in, not indexed by inode
 
-    def handle_buffer(self) -> ctypes.Array[ctypes.c_char]:
+    def handle_buffer(self) -> bytes:
         if self.hbuf is None:
             self.hbuf = su.make_handle_buffer(self.htype, self.hdata)
         return self.hbuf

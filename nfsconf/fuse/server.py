@@ -13,7 +13,6 @@ import json
 import os
 import signal
 import stat
-import struct
 import sys
 import time
 from collections.abc import Callable
@@ -23,13 +22,14 @@ from typing import Any
 from . import abi
 from . import lookup_handle as lh
 from . import sysutil as su
+from .handle_ops import LookupHandleOps
 from .nodes import Node, NodeTable, StaleNode, mode_to_dtype
+from .request import NO_REPLY, Req
 
 HOSTILE_MODES = ("dot-wrong-nodeid", "generation-flip", "reuse-other-file", "zero-handle",
                  "oversize-handle", "no-reply")
 MAX_WRITE = 128 * 1024
 BUFSIZE = MAX_WRITE + 4096
-NO_REPLY = object()  # a handler's "send nothing" (FORGET, withheld replies)
 _IN = abi.InHeader.FMT
 _OUT = abi.OutHeader.FMT
 _ENTRY_HEAD = abi.EntryOut.HEAD
@@ -37,6 +37,12 @@ _ATTR = abi.Attr.FMT
 _DIRENT = abi.DIRENT_HEAD
 _O_STRIP = os.O_CREAT | os.O_EXCL | os.O_NOCTTY | os.O_APPEND
 _NEVER_ANSWERED = (2, 36, 42)  # FORGET, INTERRUPT, BATCH_FORGET: no reply, even on error
+# hot-path decoders: raw struct reads instead of dataclasses for the decode-path opcodes
+_GETATTR_IN = abi.GetattrIn.FMT
+_FORGET_IN = abi.ForgetIn.FMT
+_OPEN_IN = abi.OpenIn.FMT
+_FH_ONLY = abi.ForgetIn.FMT  # the leading u64 fh of release_in / flush_in / read_in
+_OPEN_OUT = abi.OpenOut.FMT
 
 
 @dataclass
@@ -59,7 +65,8 @@ class Config:
     lookup_handle_dialect: str = "auto"  # auto | v2 | v3 (only if offered)
     state_dir: str | None = None
 
-    def validate(self) -> None:
+    def validate(self, takeover: bool = False) -> None:
+        """Check every knob. A takeover must not stat the mountpoint: nobody serves it yet."""
         choices = {"nodeid": ("volatile", "stable"), "generation": ("zero", "bump"),
                    "export": ("on", "off"), "forget": ("honour", "ignore"),
                    "lookup_handle_dialect": ("auto", "v2", "v3")}
@@ -75,7 +82,7 @@ class Config:
             raise ValueError(f"--stall-first: unknown opcode name {self.stall_first!r}")
         if not os.path.isdir(self.source):
             raise ValueError(f"source {self.source!r} is not a directory")
-        if not os.path.isdir(self.mountpoint):
+        if not takeover and not os.path.isdir(self.mountpoint):
             raise ValueError(f"mountpoint {self.mountpoint!r} is not a directory")
         if self.timeout < 0:
             raise ValueError("--timeout must be >= 0")
@@ -95,18 +102,6 @@ class Negotiated:
     dialect: str | None = None
     max_handle_sz: int = 0
     epoch: int = 0  # server instance number on this connection (fh namespace)
-
-
-class Req:
-    """One decoded request; ``info`` collects what the trace line should say about it."""
-
-    __slots__ = ("opcode", "unique", "nodeid", "uid", "gid", "pid", "extlen", "payload", "info")
-
-    def __init__(self, hdr: tuple[int, ...], payload: memoryview | bytes) -> None:
-        (_ln, self.opcode, self.unique, self.nodeid, self.uid, self.gid, self.pid,
-         self.extlen, _pad) = hdr
-        self.payload = payload
-        self.info: dict[str, Any] = {}
 
 
 @dataclass
@@ -147,9 +142,9 @@ def _errname(e: int) -> str:
     return errno.errorcode.get(e, str(e))
 
 
-class Server:
-    def __init__(self, cfg: Config) -> None:
-        cfg.validate()
+class Server(LookupHandleOps):
+    def __init__(self, cfg: Config, takeover: bool = False) -> None:
+        cfg.validate(takeover)
         self.cfg = cfg
         self.table = NodeTable(cfg.source, cfg.nodeid, cfg.generation, cfg.state_dir)
         self.neg = Negotiated()
@@ -236,7 +231,8 @@ class Server:
         data = bytes(r.payload[offset:])
         end = data.find(b"\0")
         name = data if end < 0 else data[:end]
-        r.info["name"] = name
+        if self.tracing:
+            r.info["name"] = name
         return name
 
     def _attr_from_stat(self, st: os.stat_result) -> bytes:
@@ -250,7 +246,8 @@ class Server:
                generation: int | None = None) -> bytes:
         nid = node.nodeid if nodeid is None else nodeid
         gen = node.generation if generation is None else generation
-        r.info["reply"] = {"nodeid": nid, "generation": gen, "ino": st.st_ino}
+        if self.tracing:
+            r.info["reply"] = {"nodeid": nid, "generation": gen, "ino": st.st_ino}
         return _ENTRY_HEAD.pack(nid, gen, self.ttl, self.ttl, self.ttl_ns, self.ttl_ns) + \
             self._attr_from_stat(st)
 
@@ -313,6 +310,10 @@ class Server:
         dialect = lh.choose_dialect(ini.minor, offered, self.cfg.lookup_handle_dialect)
         if dialect is not None:
             want |= lh.FUSE_HAS_LOOKUP_HANDLE
+        if dialect == "v2":
+            # v2 grows fuse_entry_out by the 8-byte handle header inside fuse_direntplus but
+            # leaves no room for handle bytes, and rejects size 0: plain READDIR only.
+            want &= ~abi.INIT["DO_READDIRPLUS"]
         flags = want & offered
         minor = min(ini.minor, abi.KERNEL_MINOR_VERSION if dialect != "v3" else lh.V3.MIN_MINOR)
         lo, hi = abi.InitOut.split_flags(flags)
@@ -344,10 +345,13 @@ class Server:
         return NO_REPLY
 
     def op_forget(self, r: Req) -> object:
-        n = abi.ForgetIn.unpack(r.payload).nlookup
-        r.info["nlookup"] = n
+        (n,) = _FORGET_IN.unpack_from(r.payload)
         if self.cfg.forget == "honour":
-            r.info["dropped"] = self.table.forget(r.nodeid, n)
+            dropped = self.table.forget(r.nodeid, n)
+            if self.tracing:
+                r.info["dropped"] = dropped
+        if self.tracing:
+            r.info["nlookup"] = n
         return NO_REPLY
 
     def op_batch_forget(self, r: Req) -> object:
@@ -458,9 +462,9 @@ class Server:
 
     # ================================================================ attributes ========
     def op_getattr(self, r: Req) -> bytes:
-        gi = abi.GetattrIn.unpack(r.payload)
-        if gi.getattr_flags & abi.GETATTR_FH and gi.fh in self.files:
-            st = os.fstat(self.files[gi.fh])
+        flags, fh = _GETATTR_IN.unpack_from(r.payload)
+        if flags & abi.GETATTR_FH and fh in self.files:
+            st = os.fstat(self.files[fh])
         else:
             st = self._stat(self._node(r))
         return abi.AttrOut.HEAD.pack(self.ttl, self.ttl_ns) + self._attr_from_stat(st)
@@ -538,7 +542,7 @@ class Server:
         if r.uid or r.gid:
             su.fchown_empty(self.table.fd(node), r.uid, r.gid)
             st = self._stat(node)
-        return self._entry(node, st, r)
+        return self._entry(node, st, r) + self._v2_handle(node, r)
 
     def op_mknod(self, r: Req) -> bytes:
         mi = abi.MknodIn.unpack(r.payload)
@@ -570,7 +574,7 @@ class Server:
         parent = self._node(r)
         os.link(self._proc(src), name, dst_dir_fd=self.table.fd(parent), follow_symlinks=True)
         node, st = self._child(parent, name)
-        return self._entry(node, st, r)
+        return self._entry(node, st, r) + self._v2_handle(node, r)
 
     def op_unlink(self, r: Req) -> bytes:
         name = self._name(r)
@@ -602,16 +606,17 @@ class Server:
 
     # ================================================================ files =============
     def op_open(self, r: Req) -> bytes:
-        flags = abi.OpenIn.unpack(r.payload).flags
+        flags = _OPEN_IN.unpack_from(r.payload)[0]
         node = self._node(r)
         fd = self.table.open(node, (flags & ~_O_STRIP) | os.O_CLOEXEC)
         fh = self._new_fh()
         self.files[fh] = fd
-        r.info["fh"] = fh
+        if self.tracing:
+            r.info["fh"] = fh
         # A read-only open has nothing to flush and this server keeps no locks: spare the
         # kernel the synchronous FLUSH on close (FOPEN_NOFLUSH, 7.35).
         oflags = abi.FOPEN_NOFLUSH if flags & os.O_ACCMODE == os.O_RDONLY else 0
-        return abi.OpenOut.FMT.pack(fh, oflags, 0)
+        return _OPEN_OUT.pack(fh, oflags, 0)
 
     def op_create(self, r: Req) -> bytes:
         ci = abi.CreateIn.unpack(r.payload)
@@ -627,7 +632,7 @@ class Server:
         fh = self._new_fh()
         self.files[fh] = fd
         r.info["fh"] = fh
-        return entry + abi.OpenOut.FMT.pack(fh, 0, 0)
+        return entry + _OPEN_OUT.pack(fh, 0, 0)
 
     def op_read(self, r: Req) -> list[bytes]:
         ri = abi.ReadIn.unpack(r.payload)
@@ -659,7 +664,7 @@ class Server:
         return b""
 
     def op_release(self, r: Req) -> bytes:
-        fh = abi.ReleaseIn.unpack(r.payload).fh
+        fh = _FH_ONLY.unpack_from(r.payload)[0]
         fd = self.files.pop(fh, None)
         if fd is not None:
             os.close(fd)
@@ -694,7 +699,7 @@ class Server:
         fh = self._new_fh()
         self.dirs[fh] = dh
         r.info["fh"] = fh
-        return abi.OpenOut.FMT.pack(fh, 0, 0)
+        return _OPEN_OUT.pack(fh, 0, 0)
 
     def _dir(self, r: Req, fh: int, offset: int) -> DirHandle:
         dh = self.dirs.get(fh)
@@ -762,124 +767,6 @@ class Server:
             os.close(fd)
         return b""
 
-    # ================================================================ LOOKUP_HANDLE =====
-    def server_handle(self, node: Node) -> lh.FileHandle:
-        """This server's LOOKUP_HANDLE handle: the backing handle, padded to --handle-size."""
-        raw = struct.pack("<iB", node.htype, len(node.hdata)) + node.hdata
-        if len(raw) > self.cfg.handle_size:
-            raw = raw[:self.cfg.handle_size]  # too small a size loses identity: caller's choice
-        data = raw + b"\0" * (self.cfg.handle_size - len(raw))
-        if self.cfg.hostile == "zero-handle":
-            data = b""
-        elif self.cfg.hostile == "oversize-handle":
-            data = data + b"\xff" * (lh.FUSE_MAX_HANDLE_SZ + 1 - len(data))
-        return lh.FileHandle(data)
-
-    def node_from_handle(self, fh: lh.FileHandle) -> Node:
-        if len(fh.data) < 5:
-            raise OSError(errno.ESTALE, "handle too short")
-        htype, n = struct.unpack_from("<iB", fh.data)
-        hdata = fh.data[5:5 + n]
-        if self.table.mode == "stable":
-            return self.table.get(self.table.stable_id(htype, hdata))
-        for node in self.table.by_id.values():
-            if node.htype == htype and node.hdata == hdata:
-                return node
-        raise StaleNode(0, "volatile server does not know this handle")
-
-    def op_dialect(self, r: Req) -> object:
-        d = self.neg.dialect
-        if d == "v2" and r.opcode == lh.V2.OPCODE_LOOKUP_HANDLE:
-            return self.op_lookup_handle_v2(r)
-        if d == "v3" and r.opcode == lh.V3.OPCODE_COMPOUND:
-            return self.op_compound_v3(r)
-        if d == "v3" and r.opcode == lh.V3.OPCODE_LOOKUP_HANDLE:
-            return self.op_lookup_handle_v3(r)[0]
-        if d == "v3" and r.opcode == lh.V3.OPCODE_MKOBJ_HANDLE:
-            return self.op_mkobj_handle_v3(r)[0]
-        raise OSError(errno.ENOSYS, "not implemented")
-
-    def op_lookup_handle_v2(self, r: Req) -> bytes:
-        name, parent_fh = lh.V2.decode_lookup_request(bytes(r.payload))
-        r.info["name"] = name
-        r.info["parent_handle"] = parent_fh.data.hex() if parent_fh else None
-        parent = self._node(r)
-        if name in (b".", b".."):
-            entry = self._lookup_dot(r, parent, name)
-            if entry is NO_REPLY:
-                return NO_REPLY  # type: ignore[return-value]
-            node = self.table.get(abi.EntryOut.unpack(entry).nodeid)  # type: ignore[arg-type]
-        else:
-            node, st = self._child(parent, name)
-            entry = self._entry(node, st, r)
-        fh = self.server_handle(node)
-        r.info["handle"] = fh.data.hex()
-        return entry + lh.V2.encode_file_handle(fh)  # type: ignore[operator]
-
-    def op_lookup_handle_v3(self, r: Req) -> tuple[bytes, Node]:
-        name, parent_fh = lh.V3.decode_lookup_request(bytes(r.payload), r.extlen)
-        r.info["name"] = name
-        parent = self.node_from_handle(parent_fh) if parent_fh and r.nodeid == 0 else self._node(r)
-        if name == b".":
-            node = parent
-            self.table.looked_up(node)
-        else:
-            node, _st = self._child(parent, name)
-        fh = self.server_handle(node)
-        r.info["reply"] = {"nodeid": node.nodeid, "generation": node.generation,
-                           "handle": fh.data.hex()}
-        return lh.V3.encode_entry_reply(node.nodeid, node.generation, fh, self.ttl,
-                                        self.ttl_ns), node
-
-    def op_mkobj_handle_v3(self, r: Req) -> tuple[bytes, Node, int]:
-        ci, name, _parent_fh = lh.V3.decode_mkobj_request(bytes(r.payload), r.extlen)
-        r.info["name"] = name
-        parent = self._node(r)
-        flags = (ci.flags & ~(os.O_NOCTTY | os.O_APPEND)) | os.O_CREAT | os.O_CLOEXEC
-        fd = os.open(name, flags, ci.mode & 0o7777, dir_fd=self.table.fd(parent))
-        node, _st = self._child(parent, name)
-        fh = self.server_handle(node)
-        return lh.V3.encode_entry_reply(node.nodeid, node.generation, fh, self.ttl,
-                                        self.ttl_ns), node, fd
-
-    def op_compound_v3(self, r: Req) -> bytes:
-        """Run each sub-request; STATX/OPEN after a *_HANDLE op act on that op's result node
-        (the v3 kernel sends FUSE_ROOT_ID as their nodeid because it cannot know it yet)."""
-        head, subs = lh.V3.decode_compound_request(bytes(r.payload))
-        replies: list[bytes] = []
-        prev: Node | None = None
-        pending_fd: int | None = None
-        ops = []
-        for hdr, payload in subs:
-            sub = Req((hdr.len, hdr.opcode, hdr.unique, hdr.nodeid, r.uid, r.gid, r.pid,
-                       hdr.total_extlen, 0), payload)
-            ops.append(self.opnames.get(hdr.opcode, hdr.opcode))
-            try:
-                if hdr.opcode == lh.V3.OPCODE_LOOKUP_HANDLE:
-                    body, prev = self.op_lookup_handle_v3(sub)
-                elif hdr.opcode == lh.V3.OPCODE_MKOBJ_HANDLE:
-                    body, prev, pending_fd = self.op_mkobj_handle_v3(sub)
-                elif hdr.opcode == abi.OP["STATX"] and prev is not None:
-                    body = self._statx_out(self._stat(prev))
-                elif hdr.opcode == abi.OP["OPEN"] and prev is not None:
-                    fh = self._new_fh()
-                    if pending_fd is None:
-                        pending_fd = self.table.open(prev, os.O_RDONLY | os.O_CLOEXEC)
-                    self.files[fh] = pending_fd
-                    pending_fd = None
-                    body = abi.OpenOut.FMT.pack(fh, 0, 0)
-                else:
-                    result = self.handlers.get(hdr.opcode, self.op_dialect)(sub)
-                    body = b"" if result is NO_REPLY else result
-                replies.append(_OUT.pack(_OUT.size + len(body), 0, hdr.unique) + body)
-            except OSError as e:
-                replies.append(_OUT.pack(_OUT.size, -(e.errno or errno.EIO), hdr.unique))
-                if head["flags"] & lh.V3.COMPOUND_ATOMIC:
-                    break
-        if pending_fd is not None:
-            os.close(pending_fd)
-        r.info["compound"] = ops
-        return lh.V3.encode_compound_reply(replies)
 
     # ================================================================ /dev/fuse loop ====
     def mount(self) -> None:

@@ -61,18 +61,16 @@ def name_to_handle_at(dirfd: int, name: bytes | str, flags: int = 0) -> tuple[in
     return htype, buf.raw[_FH_HEAD.size:_FH_HEAD.size + nbytes], mount_id.value
 
 
-def make_handle_buffer(handle_type: int, data: bytes) -> ctypes.Array[ctypes.c_char]:
-    """A ready ``struct file_handle`` for open_by_handle_at (callers may cache it)."""
-    buf = ctypes.create_string_buffer(_FH_HEAD.size + len(data))
-    _FH_HEAD.pack_into(buf, 0, len(data), handle_type)
-    ctypes.memmove(ctypes.addressof(buf) + _FH_HEAD.size, data, len(data))
-    return buf
+def make_handle_buffer(handle_type: int, data: bytes) -> bytes:
+    """A ``struct file_handle`` for open_by_handle_at. Plain bytes: the kernel only reads
+    it, and ctypes passes a bytes object as a pointer without building a buffer."""
+    return _FH_HEAD.pack(len(data), handle_type) + data
 
 
 _open_by_handle_at = _libc.open_by_handle_at
 
 
-def open_by_handle_at(mount_fd: int, handle: ctypes.Array[ctypes.c_char], flags: int) -> int:
+def open_by_handle_at(mount_fd: int, handle: bytes, flags: int) -> int:
     fd = _open_by_handle_at(mount_fd, handle, flags)
     if fd < 0:
         _raise("open_by_handle_at")

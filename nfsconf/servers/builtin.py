@@ -6,6 +6,7 @@ checks them."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from nfsconf.servers.profile import Claims, Profile, ProfileError, load_profile_file
@@ -41,6 +42,28 @@ BUILTIN: tuple[Profile, ...] = (
             package="rclone"),
 )
 
+
+
+def _ref(name: str, description: str, claims: Claims, **knobs: str) -> Profile:
+    argv = (sys.executable, "-m", "nfsconf.fuse", "{source}", "{mountpoint}",
+            *(f"--{k.replace('_', '-')}={v}" for k, v in knobs.items()))
+    return Profile(name, description, argv, package=None, claims=claims, refserver=knobs)
+
+
+# The reference server (nfsconf/fuse) in its modes: every behaviour a knob, every request
+# in its trace.
+REFERENCE: tuple[Profile, ...] = (
+    _ref("ref-stable", "reference server, nodeids from the backing file's handle",
+         Claims(export_support=True, cold_decode=True, restart=True, live_restart=True),
+         nodeid="stable"),
+    _ref("ref-volatile", "reference server, nodeids from a counter, reused, generation 0",
+         Claims(export_support=True), nodeid="volatile", generation="zero"),
+    _ref("ref-volatile-bump", "reference server, counter nodeids, generation bumped on reuse",
+         Claims(export_support=True), nodeid="volatile", generation="bump"),
+    _ref("ref-noexport", "reference server, stable nodeids, FUSE_EXPORT_SUPPORT off",
+         Claims(), nodeid="stable", export="off"),
+)
+BUILTIN = BUILTIN + REFERENCE
 _BY_NAME = {p.name: p for p in BUILTIN}
 
 

@@ -56,6 +56,8 @@ class Profile:
     claims: Claims = field(default_factory=Claims)
     origin: str = "builtin"
     mount_timeout: float = 15.0
+    # knobs of the reference server (nfsconf/fuse) when this profile is one of its modes
+    refserver: dict[str, str] | None = field(default=None, compare=False, hash=False)
 
     @property
     def binary(self) -> str:
@@ -69,6 +71,10 @@ class Profile:
 
     def server_version(self) -> str:
         """The version the server reports, for the environment record."""
+        if self.refserver is not None:
+            import nfsconf
+
+            return f"nfsconf reference server {nfsconf.__version__}"
         try:
             if self.version:
                 out = subprocess.run(shlex.split(self.version), capture_output=True, text=True,
@@ -103,7 +109,7 @@ def _expect(origin: str, key: str, value: Any, want: type | tuple[type, ...]) ->
 
 
 def profile_from_dict(data: dict[str, Any], origin: str) -> Profile:
-    known = {f.name for f in fields(Profile)} - {"origin"}
+    known = {f.name for f in fields(Profile)} - {"origin", "refserver"}
     for key, value in data.items():
         if key not in known:
             raise ProfileError(f"{origin}: unknown key '{key}' (expected one of: "
