@@ -178,6 +178,24 @@ def cmd_chaos(args: argparse.Namespace) -> int:
     return 0 if report.clean else 1
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from nfsconf.bench import ANCHOR, decode_bench
+
+    _preflight()
+    profiles = _profiles([*args.profile, ANCHOR])
+    names = [p.name for p in profiles if p.name != ANCHOR] or ["ref-stable"]
+    print(f"cold decode of {args.n} files, {args.rounds} rounds, anchor {ANCHOR}", flush=True)
+    result = decode_bench(names, args.n, args.rounds)
+    from tabulate import tabulate
+
+    rows = [[name, f"{best:,.0f}", f"{result['ratio_to_anchor'][name]:.2f}"]
+            for name, best in result["best"].items()]
+    print(tabulate(rows, ["profile", "best files/s", f"ratio to {ANCHOR}"]))
+    if args.out:
+        Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="nfsconf", description="NFS re-export conformance suite for FUSE filesystems")
@@ -219,6 +237,15 @@ def build_parser() -> argparse.ArgumentParser:
                        help="scenario time limit inside each run (default 10)")
     chaos.add_argument("--out", metavar="FILE", help="write the counts as JSON")
     chaos.set_defaults(func=cmd_chaos)
+
+    bench = sub.add_parser("bench", help="benchmarks, as ratios to an anchor of the same run")
+    bench.add_argument("what", choices=["decode"], help="decode: cold open_by_handle_at rate")
+    bench.add_argument("--profile", action="append", default=[], metavar="NAME|FILE",
+                       help="profiles to measure (default: ref-stable)")
+    bench.add_argument("-n", type=int, default=5000, help="files per round (default 5000)")
+    bench.add_argument("--rounds", type=int, default=3, help="interleaved rounds; best counts")
+    bench.add_argument("--out", metavar="FILE", help="write the figures as JSON")
+    bench.set_defaults(func=cmd_bench)
 
     doctor = sub.add_parser("doctor", help="what this machine can run, and how to fix the rest")
     doctor.set_defaults(func=cmd_doctor)

@@ -16,8 +16,13 @@ from types import SimpleNamespace
 import pytest
 
 from nfsconf.fuse import sysutil as su
-from nfsconf.fuse.bench import drop_caches
 from nfsconf.fuse.control import RefServer, trace_records
+from nfsconf.transports import local
+
+
+def drop_caches() -> None:
+    os.sync()
+    local.drop_caches()
 
 
 @dataclass

@@ -18,8 +18,13 @@ import pytest
 from test_refserver_handles import decode, encode, same_object
 
 from nfsconf.fuse import sysutil as su
-from nfsconf.fuse.bench import drop_caches
 from nfsconf.fuse.control import RefServer, trace_records
+from nfsconf.transports import local
+
+
+def drop_caches() -> None:
+    os.sync()
+    local.drop_caches()
 
 
 @pytest.fixture

@@ -16,8 +16,8 @@ import pytest
 from test_refserver_handles import decode, encode, same_object
 
 from nfsconf.fuse import sysutil as su
-from nfsconf.fuse.bench import drop_caches
 from nfsconf.fuse.control import RefServer, trace_records
+from nfsconf.transports import local
 
 READER = """
 import sys
@@ -27,6 +27,11 @@ try:
 except OSError as e:
     sys.stdout.write('ERR:' + str(e.errno))
 """
+
+
+def drop_caches() -> None:
+    os.sync()
+    local.drop_caches()
 
 
 @pytest.fixture

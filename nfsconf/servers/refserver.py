@@ -40,7 +40,8 @@ class RefServerProcess:
     def start(self, timeout: float = 15.0, **overrides: Any) -> MountEntry:
         knobs = {**self.knobs, **overrides}
         knobs.setdefault("state_dir", str(self.workdir / "state"))
-        self.srv = RefServer(workdir=str(self.workdir / "ref"), trace=True,
+        trace = knobs.pop("trace", "on") != "off"
+        self.srv = RefServer(workdir=str(self.workdir / "ref"), trace=trace,
                              start_timeout=timeout)
         try:
             self.srv.start(str(self.source), str(self.mountpoint), **knobs)

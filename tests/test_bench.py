@@ -1,0 +1,43 @@
+"""The cold-decode benchmark against real mounts; figures are ratios to an anchor."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from nfsconf.bench import cold_decode_rate, untraced
+from nfsconf.lab import Lab
+from nfsconf.servers.builtin import find_profile
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root for FUSE mounts")
+
+
+def test_cold_decode_rate_of_the_reference_server():
+    with Lab(untraced(find_profile("ref-stable"))) as lab:
+        assert cold_decode_rate(lab, 200) > 0
+        assert [p.name for p in lab.mnt.iterdir() if p.name.startswith("bench-")] == []
+
+
+def test_cold_decode_fails_loudly_where_handles_do_not_decode():
+    with Lab(find_profile("bindfs")) as lab, pytest.raises(OSError):
+        cold_decode_rate(lab, 20)  # plain bindfs forgets: every cold decode is ESTALE
+
+
+def test_bad_count_is_rejected():
+    with Lab(find_profile("bindfs")) as lab, pytest.raises(ValueError, match="positive"):
+        cold_decode_rate(lab, 0)
+
+
+def test_bench_command_reports_ratio_to_anchor(tmp_path):
+    out = tmp_path / "bench.json"
+    r = subprocess.run([sys.executable, "-m", "nfsconf.cli", "bench", "decode", "-n", "300",
+                        "--rounds", "1", "--out", str(out)],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    result = json.loads(out.read_text())
+    assert set(result["best"]) == {"ref-stable", "mergerfs-noforget"}
+    assert result["ratio_to_anchor"]["mergerfs-noforget"] == 1.0
+    assert result["ratio_to_anchor"]["ref-stable"] > 0
+    assert "ratio to mergerfs-noforget" in r.stdout
