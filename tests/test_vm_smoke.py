@@ -16,6 +16,7 @@ import uuid
 import psutil
 import pytest
 
+from nfsconf.handles import decode_nfs_fh
 from nfsconf.vm import (
     Kernel,
     VmBootError,
@@ -24,7 +25,6 @@ from nfsconf.vm import (
     resolve_kernel,
     run_in_vm,
 )
-from nfsconf.vm.guest import parse_knfsd_fh
 from nfsconf.vm.runner import check_host
 
 pytestmark = pytest.mark.vm
@@ -90,15 +90,15 @@ def test_knfsd_exports_fuse_to_kernel_clients(kernel, tmp_path):
     v3 = bytes.fromhex(clients[("fuse-nosubtree", "3")]["server_fh"])
     v4 = bytes.fromhex(clients[("fuse-nosubtree", "4.2")]["server_fh"])
     assert v3 == v4, "NFSv3 and NFSv4.2 got different handles for one file of one export"
-    fh = parse_knfsd_fh(v3)
-    assert (fh.version, fh.auth_type, fh.fsid_type, fh.fileid_type) == (1, 0, 1, 0x81)
+    fh = decode_nfs_fh(v3)  # the codec checks fh_version 1 and auth type 0
+    assert (fh.fsid_type, fh.fileid_type) == (1, 0x81)
     assert int.from_bytes(fh.fsid, "little") == FSID
-    assert fh.fileid == fuse_file
+    assert fh.fid.encode() == fuse_file
 
-    sub = parse_knfsd_fh(bytes.fromhex(clients[("fuse-subtree", "3")]["server_fh"]))
+    sub = decode_nfs_fh(bytes.fromhex(clients[("fuse-subtree", "3")]["server_fh"]))
     assert (sub.fsid_type, sub.fileid_type) == (1, 0x82)
     assert int.from_bytes(sub.fsid, "little") == FSID + 1
-    assert sub.fileid == fuse_file + fuse_dir, "subtree_check handle must carry the parent"
+    assert sub.fid.encode() == fuse_file + fuse_dir, "subtree_check handle must carry the parent"
 
     # The exports table the kernel used holds the fsids we asked for.
     assert f"fsid={FSID}," in res["exports"] and f"fsid={FSID + 1}," in res["exports"]

@@ -220,32 +220,6 @@ def test_short_nfs_client_handle_is_refused():
         guest.nfs_client_server_fh(b"\0" * 12 + (64).to_bytes(2, sys.byteorder) + b"\1" * 8)
 
 
-@given(
-    st.sampled_from(sorted(guest.FSID_LEN.items())),
-    st.integers(1, 255),
-    st.binary(min_size=0, max_size=40),
-    st.data(),
-)
-def test_knfsd_fh_splits_by_fsid_type(fsid_type_len, fileid_type, fileid, data):
-    fsid_type, fsid_len = fsid_type_len
-    fsid = data.draw(st.binary(min_size=fsid_len, max_size=fsid_len))
-    fh = bytes([1, 0, fsid_type, fileid_type]) + fsid + fileid
-    got = guest.parse_knfsd_fh(fh)
-    assert (got.fsid_type, got.fileid_type, got.fsid, got.fileid) == (
-        fsid_type,
-        fileid_type,
-        fsid,
-        fileid,
-    )
-
-
-def test_knfsd_fh_rejects_other_versions_and_fsid_types():
-    with pytest.raises(ValueError, match="version-1"):
-        guest.parse_knfsd_fh(bytes([2, 0, 1, 0x81]) + b"\0" * 16)
-    with pytest.raises(ValueError, match="unknown fsid type"):
-        guest.parse_knfsd_fh(bytes([1, 0, 9, 0x81]) + b"\0" * 16)
-
-
 def test_export_lines_carry_fsid_and_subtree_choice():
     nosub, sub = guest.exports_for(Path("/mnt/fuse"), 101)
     assert (nosub.fsid, sub.fsid) == (101, 102)
@@ -268,18 +242,3 @@ def test_guest_setup_refuses_to_run_on_the_host(monkeypatch):
     assert before == after
 
 
-def test_name_to_handle_on_the_host_matches_the_kernel_rules(tmp_path):
-    # A real syscall on the host's filesystem: two names of one file give one handle,
-    # two different files give different handles.
-    a, b = tmp_path / "a", tmp_path / "b"
-    a.write_text("a")
-    b.write_text("b")
-    os.link(a, tmp_path / "a2")
-    try:
-        ha = guest.name_to_handle(a)
-    except OSError as e:
-        pytest.skip(f"{tmp_path} does not support handles: {e}")
-    assert guest.name_to_handle(tmp_path / "a2") == ha
-    assert guest.name_to_handle(b) != ha
-    with pytest.raises(FileNotFoundError):
-        guest.name_to_handle(tmp_path / "missing")

@@ -114,7 +114,7 @@ class RefServer:
             proc.kill()
         proc.wait()
 
-    def mount_entry(self) -> su.MountInfo | None:
+    def mount_entry(self) -> su.MountEntry | None:
         fstype = f"fuse.{self.knobs.get('subtype', 'nfsconf-ref')}"
         found = [m for m in su.mounts_at(self.mountpoint) if m.fstype == fstype]
         return found[-1] if found else None
@@ -134,7 +134,7 @@ class RefServer:
                 m = self.mount_entry()
                 if m is None:
                     break
-                su.fusectl_abort(m.minor)
+                su.abort_connection(m.connection)
                 try:
                     su.umount2(self.mountpoint, su.MNT_DETACH)
                 except OSError as e:

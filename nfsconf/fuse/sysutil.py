@@ -4,10 +4,16 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
-import errno
 import os
 import struct
-from dataclasses import dataclass
+
+from nfsconf.servers.mount import (  # noqa: F401 - re-exported for the server
+    MountEntry,
+    abort_connection,
+    is_mountpoint,
+    mounts,
+    mounts_at,
+)
 
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
 
@@ -89,90 +95,8 @@ def fchown_empty(fd: int, uid: int, gid: int) -> None:
         _raise("fchownat")
 
 
-@dataclass(frozen=True)
-class MountInfo:
-    mount_id: int
-    major: int
-    minor: int
-    root: str
-    mountpoint: str
-    fstype: str
-    source: str
-    options: str
-
-
-def _unescape(s: str) -> str:
-    # mountinfo escapes space, tab, newline and backslash as \ooo
-    out, i = [], 0
-    while i < len(s):
-        esc = s[i + 1:i + 4]
-        if s[i] == "\\" and len(esc) == 3 and esc.isdigit():
-            out.append(chr(int(esc, 8)))
-            i += 4
-        else:
-            out.append(s[i])
-            i += 1
-    return "".join(out)
-
-
-def mountinfo(path: str = "/proc/self/mountinfo") -> list[MountInfo]:
-    out: list[MountInfo] = []
-    with open(path) as f:
-        for line in f:
-            left, _, right = line.rstrip("\n").partition(" - ")
-            a = left.split()
-            b = right.split()
-            if len(a) < 5 or len(b) < 2:
-                continue
-            major, minor = (int(x) for x in a[2].split(":"))
-            out.append(MountInfo(int(a[0]), major, minor, _unescape(a[3]), _unescape(a[4]),
-                                 b[0], _unescape(b[1]), b[2] if len(b) > 2 else ""))
-    return out
-
-
-def mounts_at(mountpoint: str) -> list[MountInfo]:
-    """Every mount stacked on ``mountpoint`` (resolved), oldest first."""
-    real = os.path.realpath(mountpoint)
-    return [m for m in mountinfo() if m.mountpoint == real]
-
-
-def is_mountpoint(path: str) -> bool:
-    """True if something is mounted on ``path``; reads mountinfo, never stats the path
-    (a stat of a dead FUSE mount would hang)."""
-    target = os.path.abspath(path)
-    return any(m.mountpoint == target for m in mountinfo())
-
-
-FUSECTL = "/sys/fs/fuse/connections"
-
-
-def fusectl_abort(minor: int) -> bool:
-    """Abort FUSE connection ``minor`` through fusectl, mounting fusectl only if needed.
-
-    Returns True if the abort file was written. Unmounts fusectl again if it mounted it.
-    """
-    mounted_here = False
-    if not os.path.isdir(os.path.join(FUSECTL, str(minor))):
-        if not any(m.mountpoint == FUSECTL for m in mountinfo()):
-            try:
-                mount("none", FUSECTL, "fusectl", 0, "")
-                mounted_here = True
-            except OSError:
-                return False
-    try:
-        with open(os.path.join(FUSECTL, str(minor), "abort"), "w") as f:
-            f.write("1")
-        return True
-    except OSError as e:
-        if e.errno not in (errno.ENOENT, errno.ENOTDIR):
-            raise
-        return False
-    finally:
-        if mounted_here:
-            try:
-                umount2(FUSECTL, MNT_DETACH)
-            except OSError:
-                pass
+# The mount table and fusectl have one implementation for the whole suite.
+mountinfo = mounts
 
 
 def raise_nofile_limit() -> int:

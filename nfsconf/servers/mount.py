@@ -7,14 +7,13 @@ import atexit
 import contextlib
 import ctypes
 import os
+import re
 import signal
 import subprocess
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-
-import psutil
 
 MNT_DETACH = 2
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -31,6 +30,7 @@ class MountEntry:
     mountpoint: str
     fstype: str
     source: str
+    options: str = ""  # the filesystem's own options (user_id=, allow_other, ...)
 
     @property
     def is_fuse(self) -> bool:
@@ -43,8 +43,8 @@ class MountEntry:
 
 
 def _unescape(field: str) -> str:
-    # mountinfo escapes space, tab, newline and backslash as octal
-    return field.encode().decode("unicode_escape") if "\\" in field else field
+    # mountinfo escapes space, tab, newline and backslash as \ooo octal
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
 
 
 def mounts() -> list[MountEntry]:
@@ -54,15 +54,25 @@ def mounts() -> list[MountEntry]:
             left, _, right = line.partition(" - ")
             parts, rparts = left.split(), right.split()
             entries.append(MountEntry(int(parts[0]), parts[2], _unescape(parts[4]),
-                                      rparts[0], _unescape(rparts[1])))
+                                      rparts[0], _unescape(rparts[1]),
+                                      rparts[2] if len(rparts) > 2 else ""))
     return entries
 
 
-def fuse_mount_at(mountpoint: str | os.PathLike[str]) -> MountEntry | None:
-    """The topmost FUSE mount on MOUNTPOINT, if any. Reads only mountinfo: a path lookup on
-    a mount whose server hangs would hang too."""
+def mounts_at(mountpoint: str | os.PathLike[str]) -> list[MountEntry]:
+    """Every mount stacked on MOUNTPOINT, oldest first. Reads only mountinfo: a path lookup
+    on a mount whose server hangs would hang too."""
     path = os.path.abspath(mountpoint)
-    found = [m for m in mounts() if m.mountpoint == path and m.is_fuse]
+    return [m for m in mounts() if m.mountpoint == path]
+
+
+def is_mountpoint(path: str | os.PathLike[str]) -> bool:
+    return bool(mounts_at(path))
+
+
+def fuse_mount_at(mountpoint: str | os.PathLike[str]) -> MountEntry | None:
+    """The topmost FUSE mount on MOUNTPOINT, if any."""
+    found = [m for m in mounts_at(mountpoint) if m.is_fuse]
     return found[-1] if found else None
 
 
@@ -137,6 +147,8 @@ def wait_idle(connection: int, timeout: float = 2.0) -> int:
 
 
 def _process_stuck(pid: int) -> bool:
+    import psutil  # here, not at the top: the knfsd guest imports this module without site
+
     try:
         st = psutil.Process(pid).status()
     except psutil.NoSuchProcess:

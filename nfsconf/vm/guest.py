@@ -13,7 +13,6 @@ different fsids and options, e.g. with and without subtree_check.
 from __future__ import annotations
 
 import argparse
-import ctypes
 import errno
 import json
 import os
@@ -29,6 +28,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
+from nfsconf.servers.mount import mounts
+from nfsconf.transports.local import name_to_handle
+
 LOOPBACK = "127.0.0.1"
 DEFAULT_ROOT = Path("/run/nfsconf/knfsd")
 
@@ -41,8 +43,6 @@ KERNEL_FEATURES: dict[str, tuple[str, str | None]] = {
     "nfsv4": ("CONFIG_NFS_V4", "nfs4"),
 }
 
-# Length of the fsid part of a knfsd handle, by fsid type (fs/nfsd/nfsfh.h, key_len()).
-FSID_LEN = {0: 8, 1: 4, 2: 12, 3: 4, 4: 8, 5: 8, 6: 16, 7: 24}
 
 PIPEFS = "/var/lib/nfs/rpc_pipefs"
 CLD_STORAGE = "/var/lib/nfs/nfsdcld"
@@ -357,29 +357,6 @@ def stop_fuse(proc: subprocess.Popen[bytes], mountpoint: Path) -> None:
 # --- handles ------------------------------------------------------------------------------
 
 
-class _FileHandle(ctypes.Structure):
-    _fields_ = [
-        ("handle_bytes", ctypes.c_uint),
-        ("handle_type", ctypes.c_int),
-        ("f_handle", ctypes.c_ubyte * MAX_HANDLE_SZ),
-    ]
-
-
-def name_to_handle(path: Path, flags: int = 0) -> tuple[int, bytes]:
-    """name_to_handle_at(2): (handle type, handle bytes)."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    fh = _FileHandle()
-    fh.handle_bytes = MAX_HANDLE_SZ
-    mount_id = ctypes.c_int()
-    rc = libc.name_to_handle_at(
-        AT_FDCWD, os.fsencode(path), ctypes.byref(fh), ctypes.byref(mount_id), flags
-    )
-    if rc != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, os.strerror(err), str(path))
-    return fh.handle_type, bytes(fh.f_handle[: fh.handle_bytes])
-
-
 def nfs_client_server_fh(raw: bytes) -> bytes:
     """The server's file handle inside a handle the Linux NFS client encoded.
 
@@ -392,26 +369,6 @@ def nfs_client_server_fh(raw: bytes) -> bytes:
     if 14 + size > len(raw):
         raise ValueError(f"NFS client handle claims {size} fh bytes, has {len(raw) - 14}")
     return raw[14 : 14 + size]
-
-
-@dataclass(frozen=True)
-class KnfsdFh:
-    version: int
-    auth_type: int
-    fsid_type: int
-    fileid_type: int
-    fsid: bytes
-    fileid: bytes
-
-
-def parse_knfsd_fh(fh: bytes) -> KnfsdFh:
-    """Split a version-1 knfsd handle: 4 header bytes, the fsid, the filesystem's fid."""
-    if len(fh) < 4 or fh[0] != 1:
-        raise ValueError(f"not a version-1 knfsd handle: {fh.hex()}")
-    fsid_len = FSID_LEN.get(fh[2])
-    if fsid_len is None or len(fh) < 4 + fsid_len:
-        raise ValueError(f"knfsd handle with unknown fsid type {fh[2]}: {fh.hex()}")
-    return KnfsdFh(fh[0], fh[1], fh[2], fh[3], fh[4 : 4 + fsid_len], fh[4 + fsid_len :])
 
 
 # --- probe: the knfsd smoke run ------------------------------------------------------------
@@ -442,10 +399,10 @@ def probe(marker: str, fsid: int, fuse_cmd: Sequence[str], root: Path) -> dict[s
         with t("fuse"):
             argv = [a.replace("{src}", str(src)).replace("{mnt}", str(mnt)) for a in fuse_cmd]
             fuse = start_fuse(argv, mnt)
-        file_t, file_h = name_to_handle(mnt / "d" / "file.txt")
-        dir_t, dir_h = name_to_handle(mnt / "d")
-        res["fuse_file"] = {"type": file_t, "hex": file_h.hex()}
-        res["fuse_dir"] = {"type": dir_t, "hex": dir_h.hex()}
+        file_h = name_to_handle(mnt / "d" / "file.txt")
+        dir_h = name_to_handle(mnt / "d")
+        res["fuse_file"] = {"type": file_h.fh_type, "hex": file_h.data.hex()}
+        res["fuse_dir"] = {"type": dir_h.fh_type, "hex": dir_h.data.hex()}
         with t("knfsd"):
             knfsd = start_knfsd(exports_for(mnt, fsid))
         res["knfsd_timings"] = knfsd.timings
@@ -462,9 +419,9 @@ def probe(marker: str, fsid: int, fuse_cmd: Sequence[str], root: Path) -> dict[s
             mounted.append(mp)
             entry: dict[str, object] = {"export": name, "version": version}
             entry["content"] = (mp / "d" / "file.txt").read_text()
-            h_type, raw = name_to_handle(mp / "d" / "file.txt")
-            entry["client_handle_type"] = h_type
-            entry["server_fh"] = nfs_client_server_fh(raw).hex()
+            client = name_to_handle(mp / "d" / "file.txt")
+            entry["client_handle_type"] = client.fh_type
+            entry["server_fh"] = nfs_client_server_fh(client.data).hex()
             clients.append(entry)
         res["clients"] = clients
         # knfsd loads exports lazily (mountd upcalls), so read the table after the mounts.
@@ -503,7 +460,8 @@ def probe(marker: str, fsid: int, fuse_cmd: Sequence[str], root: Path) -> dict[s
             except GuestSetupError as e:
                 teardown_errors.append(str(e))
         res["teardown_errors"] = teardown_errors
-        res["left_mounted"] = [m for m, _ in _mounts() if m.startswith(str(root))]
+        res["left_mounted"] = [m.mountpoint for m in mounts()
+                               if m.mountpoint.startswith(str(root))]
         res["left_running"] = [p for p in pids if _running(p)]
         res["uptime_end"] = _uptime()
     return res
@@ -612,24 +570,9 @@ def _filesystems() -> set[str]:
     return {line.split()[-1] for line in Path("/proc/filesystems").read_text().splitlines() if line}
 
 
-def _unescape(s: str) -> str:
-    return (
-        s.replace("\\040", " ").replace("\\011", "\t").replace("\\012", "\n").replace("\\134", "\\")
-    )
-
-
-def _mounts() -> list[tuple[str, str]]:
-    """(mountpoint, fstype) of every mount, from /proc/self/mountinfo."""
-    out = []
-    for line in Path("/proc/self/mountinfo").read_text().splitlines():
-        left, _, right = line.partition(" - ")
-        out.append((_unescape(left.split()[4]), right.split()[0]))
-    return out
-
-
 def _is_mounted(mountpoint: Path, fstype_prefix: str) -> bool:
     mp = str(mountpoint)
-    return any(m == mp and t.startswith(fstype_prefix) for m, t in _mounts())
+    return any(m.mountpoint == mp and m.fstype.startswith(fstype_prefix) for m in mounts())
 
 
 def _running(pid: int) -> bool:
