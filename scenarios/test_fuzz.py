@@ -35,6 +35,7 @@ def _fuzz(lab, evidence, request):
     budget = request.config.getoption("--nfsconf-fuzz-budget")
     rels = ["", *SEED_DIRS, *SEED_FILES]
     originals = [(rel, name_to_handle(lab.path(rel))) for rel in rels]
+    evidence.encoded(rels[-1], originals[-1][1])
     known = {lab.markers[rel]: rel for rel in rels}
     cases = list(mutations(seed, [h for _, h in originals], budget))
     if lab.profile.writable:  # handles of files that are gone, nodeids the server forgot

@@ -166,7 +166,8 @@ def _count(rows: list[bytes], rgb: str) -> int:
 def test_html_renders_in_chromium(full_run, tmp_path):
     out, run, _ = full_run
     page = (out / "report.html").as_uri()
-    wrong = next(i for i, r in enumerate(run.results) if r.wrong_object)
+    wrong = next(i for i, r in enumerate(run.results)
+                 if r.wrong_object and r.handle and r.evidence.get("decodes"))
     dom = _chromium(tmp_path / "chrome", "--dump-dom", f"{page}#c{wrong}")
     # every record is a cell the browser laid out, and the fragment opened that cell's panel
     assert f'data-visible-cells="{len(run.results)}"' in dom
