@@ -30,6 +30,7 @@ def test_unlink_stale(lab, evidence, kind, cache):
 def test_reuse_never_opens_new(lab, evidence):
     """REUSE: create, encode, unlink 16 files, then create 256 new ones; no old handle may
     open any new file (a reused nodeid or inode number must come with a new generation)."""
+    lab.require_writable()
     lab.path("old").mkdir()
     old = [lab.make_file(f"old/f{i}") for i in range(16)]
     for obj in old:

@@ -181,10 +181,10 @@ def test_html_renders_in_chromium(full_run, tmp_path):
     assert ">other<" in panel  # a decode that opened another object
 
     shot = tmp_path / "report.png"
-    _chromium(tmp_path / "chrome2", f"--screenshot={shot}", "--window-size=1920,1500",
+    _chromium(tmp_path / "chrome2", f"--screenshot={shot}", "--window-size=2800,1500",
               "--hide-scrollbars", page)
     width, height, rows = _png_pixels(shot.read_bytes())
-    assert (width, height) == (1920, 1500)
+    assert (width, height) == (2800, 1500)
     green, red, dark = (_count(rows, c) for c in ("2e9d4a", "c62828", "5c0000"))
     passes = sum(r.verdict == "PASS" for r in run.results)
     # each visible cell is at least ~90x15 pixels of its colour; the first screen shows most
