@@ -12,6 +12,7 @@ from tabulate import tabulate
 
 from nfsconf.environment import probe_fuse_init
 from nfsconf.servers.builtin import BUILTIN
+from nfsconf.servers.mount import mounts
 from nfsconf.transports.local import name_to_handle
 
 
@@ -33,6 +34,17 @@ def _connectable() -> tuple[bool, str]:
             if e.errno == errno.EINVAL:
                 return False, "name_to_handle_at rejects AT_HANDLE_CONNECTABLE (kernel < 6.13)"
             return False, str(e)
+
+
+def _other_nfsconf_running() -> bool:
+    import psutil
+
+    me = os.getpid()
+    for p in psutil.process_iter(["pid", "cmdline"]):
+        cmd = " ".join(p.info["cmdline"] or [])
+        if p.info["pid"] != me and ("nfsconf" in cmd and "python" in cmd):
+            return True
+    return False
 
 
 def checks() -> list[Check]:
@@ -68,13 +80,24 @@ def checks() -> list[Check]:
         have = shutil.which(tool) is not None
         out.append(Check(tool, have, shutil.which(tool) or "not installed",
                          f"apt-get install {package}", "profile squashfuse"))
-    for tool, package, use in (("qemu-system-x86_64", "qemu-system-x86", "knfsd"),
-                               ("vng", "pip install virtme-ng", "knfsd"),
+    from nfsconf.vm.runner import check_host
+
+    vm_problems = check_host()
+    out.append(Check("VM (qemu, virtme-ng, udev, busybox)", not vm_problems,
+                     "ready" if not vm_problems else "; ".join(vm_problems)[:90],
+                     "make test installs them (see the Makefile's APT_VM)", "knfsd"))
+    for tool, package, use in (("exportfs", "nfs-kernel-server", "knfsd"),
                                ("ganesha.nfsd", "nfs-ganesha nfs-ganesha-vfs", "ganesha"),
                                ("rpcbind", "rpcbind", "ganesha")):
         have = shutil.which(tool) is not None
-        fix = package if package.startswith("pip") else f"apt-get install {package}"
-        out.append(Check(tool, have, shutil.which(tool) or "not installed", fix, use))
+        out.append(Check(tool, have, shutil.which(tool) or "not installed",
+                         f"apt-get install {package}", use))
+    stale = [m.mountpoint for m in mounts() if m.is_fuse and "/nfsconf-" in m.mountpoint]
+    if stale and _other_nfsconf_running():
+        stale = []  # a run going on now owns them
+    out.append(Check("no stale nfsconf mounts", not stale,
+                     ", ".join(stale)[:90] or "none",
+                     "a run was SIGKILLed: umount -l " + " ".join(stale), "local"))
     return out
 
 
@@ -86,4 +109,4 @@ def render(results: list[Check]) -> str:
 
 def local_ready(results: list[Check]) -> bool:
     return all(c.ok for c in results if c.needed_for == "local" and
-               c.what != "AT_HANDLE_CONNECTABLE")
+               c.what not in ("AT_HANDLE_CONNECTABLE", "no stale nfsconf mounts"))
