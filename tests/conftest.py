@@ -35,3 +35,30 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
 def requires_root() -> pytest.MarkDecorator:
     return pytest.mark.skipif(os.geteuid() != 0, reason="needs root for FUSE mounts")
+
+
+@pytest.fixture
+def ref_mounts(tmp_path):
+    """Reference-server instances over tmp_path/src on tmp_path/mnt; at the end every one
+    is stopped and must have left no mount, holder or server process."""
+    from types import SimpleNamespace
+
+    from nfsconf.fuse.control import RefServer
+
+    src, mnt = tmp_path / "src", tmp_path / "mnt"
+    src.mkdir()
+    mnt.mkdir()
+    servers: list[RefServer] = []
+
+    def start(**knobs: object) -> RefServer:
+        srv = RefServer(workdir=str(tmp_path / f"work{len(servers)}"))
+        servers.append(srv)
+        return srv.start(str(src), str(mnt), **knobs)
+
+    yield SimpleNamespace(src=src, mnt=mnt, start=start, servers=servers)
+    for srv in servers:
+        srv.stop()
+    assert [m for m in mounts() if m.mountpoint == str(mnt)] == [], "a mount survived the test"
+    for srv in servers:
+        assert srv.holder is None
+        assert srv.proc is None or srv.proc.returncode is not None, "server still running"

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import errno
 import os
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
@@ -73,25 +72,11 @@ def same_object(enc: Encoded, got: tuple[str, int | None, bytes | None]) -> bool
 
 
 @pytest.fixture
-def lab(tmp_path: Path) -> Iterator[SimpleNamespace]:
-    src, mnt = tmp_path / "src", tmp_path / "mnt"
-    (src / "d1" / "d2").mkdir(parents=True)
-    mnt.mkdir()
+def lab(ref_mounts: SimpleNamespace) -> SimpleNamespace:
+    (ref_mounts.src / "d1" / "d2").mkdir(parents=True)
     for rel in ("top", "d1/mid", "d1/d2/deep"):
-        (src / rel).write_bytes(f"marker:{rel}".encode())
-    servers: list[RefServer] = []
-
-    def start(**knobs: object) -> RefServer:
-        srv = RefServer(workdir=str(tmp_path / f"work{len(servers)}"))
-        servers.append(srv)
-        return srv.start(str(src), str(mnt), **knobs)
-
-    yield SimpleNamespace(src=src, mnt=mnt, start=start)
-    for srv in servers:
-        srv.stop()
-    assert su.mounts_at(str(mnt)) == []
-    for srv in servers:
-        assert srv.holder is None and (srv.proc is None or srv.proc.returncode is not None)
+        (ref_mounts.src / rel).write_bytes(f"marker:{rel}".encode())
+    return ref_mounts
 
 
 TARGETS = ("top", "d1/mid", "d1/d2/deep", "d1", "d1/d2")

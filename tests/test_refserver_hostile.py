@@ -10,14 +10,11 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 from test_refserver_handles import decode, encode, same_object
 
-from nfsconf.fuse import sysutil as su
 from nfsconf.fuse.control import RefServer, trace_records
 from nfsconf.transports import local
 
@@ -28,25 +25,10 @@ def drop_caches() -> None:
 
 
 @pytest.fixture
-def lab(tmp_path: Path) -> Iterator[SimpleNamespace]:
-    src, mnt = tmp_path / "src", tmp_path / "mnt"
-    src.mkdir()
-    mnt.mkdir()
+def lab(ref_mounts: SimpleNamespace) -> SimpleNamespace:
     for name in ("alpha", "beta"):
-        (src / name).write_bytes(f"marker:{name}".encode())
-    servers: list[RefServer] = []
-
-    def start(**knobs: object) -> RefServer:
-        srv = RefServer(workdir=str(tmp_path / f"work{len(servers)}"))
-        servers.append(srv)
-        return srv.start(str(src), str(mnt), **knobs)
-
-    yield SimpleNamespace(src=src, mnt=mnt, start=start)
-    for srv in servers:
-        srv.stop()
-    assert su.mounts_at(str(mnt)) == []
-    for srv in servers:
-        assert srv.holder is None and (srv.proc is None or srv.proc.returncode is not None)
+        (ref_mounts.src / name).write_bytes(f"marker:{name}".encode())
+    return ref_mounts
 
 
 def _dot_lookups(srv: RefServer) -> list[dict]:

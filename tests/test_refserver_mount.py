@@ -10,7 +10,6 @@ import os
 import stat
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -21,24 +20,8 @@ from nfsconf.fuse.control import RefServer, RefServerError, trace_records
 
 
 @pytest.fixture
-def lab(tmp_path: Path) -> Iterator[SimpleNamespace]:
-    src, mnt = tmp_path / "src", tmp_path / "mnt"
-    src.mkdir()
-    mnt.mkdir()
-    servers: list[RefServer] = []
-
-    def start(**knobs: object) -> RefServer:
-        srv = RefServer(workdir=str(tmp_path / f"work{len(servers)}"))
-        servers.append(srv)
-        return srv.start(str(src), str(mnt), **knobs)
-
-    yield SimpleNamespace(src=src, mnt=mnt, start=start, servers=servers)
-    for srv in servers:
-        srv.stop()
-    assert su.mounts_at(str(mnt)) == [], "a mount survived the test"
-    for srv in servers:
-        assert srv.holder is None
-        assert srv.proc is None or srv.proc.returncode is not None, "server still running"
+def lab(ref_mounts: SimpleNamespace) -> SimpleNamespace:
+    return ref_mounts
 
 
 def test_mount_appears_with_fsname_and_options(lab) -> None:

@@ -72,6 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         log(f"cannot start: {e}")
         return 2
     holder = args.holder or args.takeover
+    server.install_signals()
     try:
         if args.takeover:
             # --wait-release: started early by RefServer, proceed when the old server is gone

@@ -838,10 +838,14 @@ class Server(LookupHandleOps):
         if self._in_read:
             raise _Wakeup()
 
-    def serve(self) -> str:
-        """Serve until unmount, SIGTERM/SIGINT ("stop") or SIGUSR1 ("handover")."""
+    def install_signals(self) -> None:
+        """SIGTERM/SIGINT mean "stop", SIGUSR1 "handover": from before the server says it is
+        ready, so a signal sent right after that is never the default (death, no unmount)."""
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1):
             signal.signal(sig, self._on_signal)
+
+    def serve(self) -> str:
+        """Serve until unmount, SIGTERM/SIGINT ("stop") or SIGUSR1 ("handover")."""
         buf = bytearray(BUFSIZE)
         view = memoryview(buf)
         readv = os.readv
