@@ -320,6 +320,9 @@ def _private_apt(suite: str, cache_dir: Path, etc: Path = Path("/etc/apt")) -> _
         "-o", f"Dir::Cache={cache}",
         "-o", "APT::Get::List-Cleanup=0",
         "-o", "APT::Sandbox::User=root",  # lists under a root-only cache dir
+        # A mirror that serves a dated snapshot has Release files past their Valid-Until;
+        # the signatures are still checked, only the freshness is not.
+        "-o", "Acquire::Check-Valid-Until=false",
     )  # fmt: skip
     apt = _Apt(suite, opts)
     stamp = base / "updated"
