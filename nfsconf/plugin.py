@@ -25,8 +25,10 @@ from nfsconf.transports.base import Decoded, Handle, Obj, describe, verdict_of
 from nfsconf.watchdog import Watchdog
 
 TRANSPORTS = ("local", "ganesha", "knfsd")
-# knfsd exports every lab twice over: no_subtree_check (0x81 fids) and subtree_check (0x82)
-TRANSPORT_VARIANTS = {"knfsd": ("knfsd", "knfsd-subtree")}
+# Inside the knfsd VM every lab is exported twice over, no_subtree_check (0x81 fids) and
+# subtree_check (0x82), and the exportfs-level scenarios run there too ("local": the kernel
+# under test's own name_to_handle_at/open_by_handle_at).
+TRANSPORT_VARIANTS = {"knfsd": ("local", "knfsd", "knfsd-subtree")}
 _RESULTS = pytest.StashKey[ResultsWriter]()
 _EVIDENCE = pytest.StashKey["Evidence"]()
 _DONE = pytest.StashKey[int]()
