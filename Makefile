@@ -9,7 +9,7 @@ NFSCONF := $(VENV)/bin/nfsconf
 APT_FUSE := fuse3 mount bindfs fuse-overlayfs squashfuse squashfs-tools unionfs-fuse \
 	mergerfs fuse-zip zip archivemount rclone
 # The Ganesha transport, the knfsd VM (the guest runs on the host's root), the HTML check.
-APT_NFS := nfs-ganesha nfs-ganesha-vfs rpcbind
+APT_NFS := nfs-ganesha nfs-ganesha-vfs rpcbind gcc python3-dev libnfs-dev
 # virtme-ng reads the kernel's version with file(1) and strings(1) (binutils)
 APT_VM := qemu-system-x86 udev busybox-static nfs-kernel-server nfs-common kmod file binutils
 APT_REPORT := chromium
@@ -20,7 +20,7 @@ APT_TEST := $(APT_FUSE) $(APT_NFS) $(APT_VM) $(APT_REPORT)
 run: apt-run venv
 	$(NFSCONF) run --transport local
 
-test: apt-test venv
+test: apt-test venv $(VENV)/.installed-nfs
 	$(PY) -m ruff check nfsconf tests scenarios
 	$(PY) -m pytest -ra tests
 
@@ -46,6 +46,11 @@ $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+# python-libnfs builds against libnfs-dev (apt-test): only the tests and NFS runs need it
+$(VENV)/.installed-nfs: $(VENV)/.installed
+	$(PY) -m pip install -q -e '.[dev,nfs]'
 	touch $@
 
 lint: venv

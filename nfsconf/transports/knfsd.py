@@ -94,7 +94,7 @@ def guest_main(argv: list[str]) -> int:
     from nfsconf.vm.guest import GuestSetupError, load_modules, start_knfsd
 
     try:
-        load_modules(("fuse", "nfsd"))
+        load_modules(("fuse", "nfsd", "nfs", "nfsv3", "nfsv4"))
         knfsd = start_knfsd([])
     except GuestSetupError as e:
         print(f"nfsconf: error: {e}", file=sys.stderr)

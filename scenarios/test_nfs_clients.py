@@ -1,0 +1,73 @@
+"""Independent NFS clients: python-libnfs (user space, path-level: it walks from the export
+root, so it shows what is reachable by name, never what an old handle reaches) and the
+kernel's own NFS client (vers=3 and 4.2 mounts, knfsd VM only: the host kernel has none)."""
+
+import os
+import subprocess
+import tempfile
+
+import pytest
+
+from nfsconf.scenario import SEED
+
+pytestmark = pytest.mark.nfs_only
+
+
+@pytest.mark.scenario("NFS-BYNAME", "MUST")
+def test_reachable_by_name_after_drop(lab, evidence):
+    """NFS-BYNAME: after drop_caches a fresh client (python-libnfs) still reaches the file and
+    the directory by name from the export root, with the content and fileid they had."""
+    try:
+        import libnfs
+    except ImportError:
+        pytest.skip("python-libnfs not installed (pip install libnfs; needs libnfs-dev)")
+    ex = lab.transport.exporter
+    port = f"?nfsport={ex.nfs_port}&mountport={ex.mount_port}" if ex.mount_port else ""
+    lab.drop_caches()
+    nfs = libnfs.NFS(f"nfs://127.0.0.1{ex.mount_path}{port}")
+    try:
+        rel = SEED["file"]
+        stat = nfs.stat(f"/{rel}")
+        evidence.note("stat", stat)
+        if not isinstance(stat, dict):  # libnfs answers a failed call with an error value
+            raise AssertionError(f"stat {rel} by name after drop_caches: {stat}")
+        f = nfs.open(f"/{rel}", mode="r")
+        content = f.read()
+        f.close()
+        listing = nfs.listdir(f"/{SEED['dir']}")
+    finally:
+        del nfs
+    evidence.note("listing", listing)
+    assert content == lab.markers[rel], f"read {content!r}"
+    assert stat["ino"] == lab.obj(rel).identity.st_ino
+    assert ".nfsconf-marker" in listing
+
+
+@pytest.mark.scenario("NFS-KCLIENT", "MUST")
+@pytest.mark.parametrize("vers", ("3", "4.2"))
+def test_kernel_client(lab, evidence, vers):
+    """NFS-KCLIENT: the kernel NFS client mounts the export (vers=3 and 4.2) and, after
+    drop_caches, reads the file by name with its content and the FUSE inode number."""
+    if not lab.transport_name.startswith("knfsd"):
+        pytest.skip("the kernel NFS client exists only in the knfsd VM (the host kernel has "
+                    "no NFS client)")
+    mp = tempfile.mkdtemp(prefix="kclient-", dir=lab.root)
+    if vers == "3":
+        argv = ["mount", "-t", "nfs", "-o", "vers=3,nolock",
+                f"127.0.0.1:{lab.transport.exporter.mount_path}", mp]
+    else:
+        argv = ["mount", "-t", "nfs4", "-o", f"vers={vers}",
+                f"127.0.0.1:{lab.transport.v4_path(lab.mnt)}", mp]
+    r = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, f"{' '.join(argv)}: {r.stderr.strip()}"
+    try:
+        lab.drop_caches()
+        rel = SEED["file"]
+        with open(os.path.join(mp, rel)) as f:
+            content = f.read()
+        ino = os.stat(os.path.join(mp, rel)).st_ino
+        evidence.note("client", {"mount": " ".join(argv), "ino": ino})
+    finally:
+        subprocess.run(["umount", "-l", mp], capture_output=True, timeout=60)
+    assert content == lab.markers[rel], f"read {content!r}"
+    assert ino == lab.obj(rel).identity.st_ino, f"st_ino {ino}"
