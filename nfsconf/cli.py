@@ -49,7 +49,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from nfsconf.report.matrix import render
     from nfsconf.report.resume import annotate_env, resume_args
 
-    if args.resume:
+    # knfsd: the guest resumes (it runs the kernel the run was made on, the host does not)
+    if args.resume and not (args.transport == "knfsd" and not os.environ.get("NFSCONF_IN_GUEST")):
         try:
             resume_args(args)  # the profiles, -k and out of the run being finished
         except ResultsError as e:
@@ -119,14 +120,16 @@ def _run_knfsd(args: argparse.Namespace, profiles: list[Profile]) -> int:
     """Boot the kernel under test and run the suite inside it (transports/knfsd.py)."""
     from nfsconf.transports.knfsd import KnfsdRunError, run_on_vm
 
-    if args.resume:
-        raise UsageError("--resume is not supported with --transport knfsd yet")
-    out = Path(args.out or f"reports/run-{time.strftime('%Y%m%d-%H%M%S')}-knfsd")
-    if (out / "results.jsonl").exists():
-        raise UsageError(f"{out} already holds a run: give another --out")
+    out = Path(args.resume or args.out or
+               f"reports/run-{time.strftime('%Y%m%d-%H%M%S')}-knfsd")
+    if (out / "results.jsonl").exists() and not args.resume:
+        raise UsageError(f"{out} already holds a run: give another --out, or --resume {out}")
     run_args = ["--timeout", str(args.timeout), "--fuzz-budget", str(args.fuzz_budget),
                 "--fuzz-seed", str(args.fuzz_seed)]
-    for spec in args.profile or [p.name for p in profiles]:
+    if args.resume:  # the guest checks that it runs the kernel build the run started on
+        run_args += ["--resume", str(out.resolve())]
+    # resuming, the guest takes the profiles and -k the run was started with
+    for spec in args.profile or ([] if args.resume else [p.name for p in profiles]):
         # the guest sees the host's root but not its working directory
         run_args += ["--profile", str(Path(spec).resolve()) if spec.endswith(".toml") else spec]
     if args.k:
