@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -265,6 +266,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # SIGTERM unwinds like Ctrl-C: every lab, server and VM this process started is ended
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         return args.func(args)
     except UsageError as e:
