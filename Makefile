@@ -10,8 +10,10 @@ APT_FUSE := fuse3 mount bindfs fuse-overlayfs squashfuse squashfs-tools unionfs-
 	mergerfs fuse-zip zip archivemount rclone
 # The Ganesha transport, the knfsd VM (the guest runs on the host's root), the HTML check.
 APT_NFS := nfs-ganesha nfs-ganesha-vfs rpcbind gcc python3-dev libnfs-dev
-# virtme-ng reads the kernel's version with file(1) and strings(1) (binutils)
-APT_VM := qemu-system-x86 udev busybox-static nfs-kernel-server nfs-common kmod file binutils
+# virtme-ng reads the kernel's version with file(1) and strings(1) (binutils) and brings the
+# guest's loopback up with ip(8) (iproute2)
+APT_VM := qemu-system-x86 udev busybox-static nfs-kernel-server nfs-common kmod file binutils \
+	iproute2
 APT_REPORT := chromium
 APT_TEST := $(APT_FUSE) $(APT_NFS) $(APT_VM) $(APT_REPORT)
 

@@ -201,6 +201,10 @@ def stop_knfsd() -> None:
 
 def _bring_up(k: Knfsd, exports: Sequence[Export], threads: int) -> None:
     t = _Timer(k.timings)
+    flags = Path("/sys/class/net/lo/flags")
+    if flags.exists() and not int(flags.read_text(), 16) & 0x1:  # IFF_UP
+        raise GuestSetupError("the guest's loopback is down: virtme-ng brings it up with ip(8); "
+                              "install iproute2 on the host")
     with t("modules"):
         load_modules(("nfsd",))
     with t("nfsd_fs"):
