@@ -17,7 +17,7 @@ from pathlib import Path
 
 import psutil
 
-from nfsconf.servers.mount import mounts
+from nfsconf.servers.mount import abort_connection, mounts, umount
 
 ACTIONS = ("sigkill-server", "sigstop-server", "sigterm-run", "none")
 
@@ -93,9 +93,12 @@ def _one_run(rng: random.Random, profiles: list[str], workdir: Path, timeout: fl
 
 
 def _account(report: ChaosReport, out: Path, labs: Path, text: str) -> None:
-    leaked = [m.mountpoint for m in mounts() if m.mountpoint.startswith(str(labs))]
+    leaked = [m for m in mounts() if m.mountpoint.startswith(str(labs))]
     report.leaked_mounts += len(leaked)
-    report.problems += [f"leaked mount {m}" for m in leaked]
+    report.problems += [f"leaked mount {m.mountpoint} ({m.fstype})" for m in leaked]
+    for m in reversed(leaked):  # count it, then leave the machine as found all the same
+        abort_connection(m.connection)
+        umount(m.mountpoint, lazy=True)
     alive = [p for p in psutil.process_iter(["pid", "environ"])
              if _in_labs(p, labs)]
     report.leaked_processes += len(alive)

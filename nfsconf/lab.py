@@ -18,7 +18,13 @@ from pathlib import Path
 
 import pytest
 
-from nfsconf.servers.mount import MountEntry, ServerProcess, abort_connection, fuse_mount_at
+from nfsconf.servers.mount import (
+    MountEntry,
+    ServerProcess,
+    abort_connection,
+    deferred_signals,
+    fuse_mount_at,
+)
 from nfsconf.servers.profile import Profile
 from nfsconf.servers.refserver import RefServerProcess
 from nfsconf.transports.base import MARKER_NAME, Decoded, Handle, Identity, Obj, Transport
@@ -33,8 +39,9 @@ _live: set[Lab] = set()
 
 def stop_all_labs() -> None:
     """Last resort at exit or on a signal: nothing stays mounted, nothing keeps running."""
-    for lab in list(_live):
-        lab.stop()
+    with deferred_signals():
+        for lab in list(_live):
+            lab.stop()
 
 
 atexit.register(stop_all_labs)
@@ -99,13 +106,14 @@ class Lab:
 
     def stop(self) -> list[str]:
         """Unmount, end the server, remove the lab's files. Returns what had to be forced."""
-        notes = self._unmount()
-        _live.discard(self)
-        if fuse_mount_at(self.mnt) is None:
-            shutil.rmtree(self.root, ignore_errors=True)
-        else:
-            notes.append(f"{self.mnt} still mounted; left {self.root} in place")
-        self.notes.extend(notes)
+        with deferred_signals():
+            notes = self._unmount()
+            _live.discard(self)
+            if fuse_mount_at(self.mnt) is None:
+                shutil.rmtree(self.root, ignore_errors=True)
+            else:
+                notes.append(f"{self.mnt} still mounted; left {self.root} in place")
+            self.notes.extend(notes)
         return notes
 
     def abort(self) -> list[str]:

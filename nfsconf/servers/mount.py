@@ -11,7 +11,9 @@ import re
 import signal
 import subprocess
 import tempfile
+import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -146,6 +148,32 @@ def wait_idle(connection: int, timeout: float = 2.0) -> int:
     return count
 
 
+@contextlib.contextmanager
+def deferred_signals() -> Iterator[None]:
+    """Let a cleanup finish whatever arrives: a second Ctrl-C or SIGTERM during an unmount
+    would otherwise leave the mount behind. The interrupt is raised once the cleanup is
+    done. Only the main thread can hold signals; elsewhere this does nothing."""
+    global _deferring
+    if _deferring or threading.current_thread() is not threading.main_thread():
+        yield  # an outer cleanup already holds them
+        return
+    caught: list[int] = []
+    previous = {sig: signal.signal(sig, lambda s, _f: caught.append(s))
+                for sig in (signal.SIGINT, signal.SIGTERM)}
+    _deferring = True
+    try:
+        yield
+    finally:
+        _deferring = False
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if caught:
+        raise KeyboardInterrupt(f"signal {caught[0]} during cleanup")
+
+
+_deferring = False
+
+
 def _process_stuck(pid: int) -> bool:
     import psutil  # here, not at the top: the knfsd guest imports this module without site
 
@@ -207,21 +235,30 @@ class ServerProcess:
         """Unmount and end the server; never leaves the mount or the process behind.
         Returns notes on what it had to force (evidence for a cell that crashed)."""
         notes: list[str] = []
-        entry = fuse_mount_at(self.mountpoint)
-        if entry is not None:
-            if self.proc is None or _process_stuck(self.proc.pid) or not self.alive():
-                # A dead or stopped server cannot answer; a plain umount could wait on it.
-                if abort_connection(entry.connection):
-                    notes.append(f"aborted fuse connection {entry.connection}")
-            err = umount(self.mountpoint)
-            if err:
-                notes.append(f"umount: {os.strerror(err)}; lazy umount")
-                if abort_connection(entry.connection):
-                    notes.append(f"aborted fuse connection {entry.connection}")
-                umount(self.mountpoint, lazy=True)
-        if self.proc is not None:
-            self._end_process(grace, notes)
+        with deferred_signals():
+            self._unmount(notes)
+            if self.proc is not None:
+                self._end_process(grace, notes)
+            # a server that mounted after the first look, or died leaving its mount
+            if fuse_mount_at(self.mountpoint) is not None:
+                notes.append("mounted after the server ended")
+                self._unmount(notes)
         return notes
+
+    def _unmount(self, notes: list[str]) -> None:
+        entry = fuse_mount_at(self.mountpoint)
+        if entry is None:
+            return
+        if self.proc is None or _process_stuck(self.proc.pid) or not self.alive():
+            # A dead or stopped server cannot answer; a plain umount could wait on it.
+            if abort_connection(entry.connection):
+                notes.append(f"aborted fuse connection {entry.connection}")
+        err = umount(self.mountpoint)
+        if err:
+            notes.append(f"umount: {os.strerror(err)}; lazy umount")
+            if abort_connection(entry.connection):
+                notes.append(f"aborted fuse connection {entry.connection}")
+            umount(self.mountpoint, lazy=True)
 
     def _end_process(self, grace: float, notes: list[str]) -> None:
         assert self.proc is not None
