@@ -48,17 +48,20 @@ def _preflight() -> None:
 def cmd_run(args: argparse.Namespace) -> int:
     from nfsconf.environment import environment_record
     from nfsconf.report.matrix import render
+    from nfsconf.report.results import load_run
     from nfsconf.report.resume import annotate_env, resume_args
+    from nfsconf.report.views import write_views
 
-    # knfsd: the guest resumes (it runs the kernel the run was made on, the host does not)
-    if args.resume and not (args.transport == "knfsd" and not os.environ.get("NFSCONF_IN_GUEST")):
+    boots_vm = args.transport == "knfsd" and not os.environ.get("NFSCONF_IN_GUEST")
+    # with a VM the guest resumes: it runs the kernel the run was made on, the host does not
+    if args.resume and not boots_vm:
         try:
             resume_args(args)  # the profiles, -k and out of the run being finished
         except ResultsError as e:
             raise UsageError(str(e)) from e
     profiles = _profiles(args.profile)
     _preflight()
-    if args.transport == "knfsd" and not os.environ.get("NFSCONF_IN_GUEST"):
+    if boots_vm:
         return _run_knfsd(args, profiles)
     scenarios = Path(args.scenarios).resolve()
     if not scenarios.exists():
@@ -100,9 +103,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     _, results = read_results(out / "results.jsonl")
     text = render(results)
     (out / "matrix.txt").write_text(text + "\n")
-    from nfsconf.report.results import load_run
-    from nfsconf.report.views import write_views
-
     write_views(load_run(out), out, ("markdown", "junit", "html"))
     print("\n" + text)
     print(f"\n{len(results)} results in {elapsed:.1f} s; {out}/results.jsonl, {out}/matrix.txt")
