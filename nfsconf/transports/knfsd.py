@@ -61,7 +61,8 @@ def run_on_vm(kernel_spec: str | None, out: Path, run_args: list[str],
           f"booting under TCG", flush=True)
     inner = guest_python("nfsconf.transports.knfsd", *run_args, "--out", str(out), site=True)
     # after `env`: what the guest's environment record needs to name the kernel build
-    inner[1:1] = [f"NFSCONF_KERNEL_IMAGE={kernel.image}", f"NFSCONF_KERNEL_SOURCE={kernel.source}"]
+    inner[1:1] = [f"NFSCONF_KERNEL_IMAGE={kernel.image}", f"NFSCONF_KERNEL_SOURCE={kernel.source}",
+                  "PYTHONUNBUFFERED=1"]  # its output goes to a file the host tails live
     command = ["sh", "-c", f"{shlex.join(inner)} > {shlex.quote(str(log))} 2>&1"]
     stop = threading.Event()
     started = time.monotonic()
