@@ -57,6 +57,7 @@ def run_on_vm(kernel_spec: str | None, out: Path, run_args: list[str],
     out = out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     log = out / "guest.log"
+    log.unlink(missing_ok=True)  # a resumed run's old log would read as fresh progress
     print(f"knfsd: kernel {kernel.release} ({kernel.source}), sha256 {kernel.sha256[:16]}; "
           f"booting under TCG", flush=True)
     inner = guest_python("nfsconf.transports.knfsd", *run_args, "--out", str(out), site=True)
