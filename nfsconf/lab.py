@@ -63,7 +63,6 @@ class Lab:
         self.local = LocalTransport(self.mnt)
         self.transport: Transport = self.local
         self.notes: list[str] = []
-        self.restarts = 0
 
     # -- life cycle -------------------------------------------------------------------
     def start(self) -> Lab:
@@ -105,7 +104,8 @@ class Lab:
         return self.server.stop() if self.server is not None else []
 
     def stop(self) -> list[str]:
-        """Unmount, end the server, remove the lab's files. Returns what had to be forced."""
+        """Unmount, end the server, remove the lab's files. Returns what had to be forced
+        over the lab's life (restarts and transport teardowns included): cell evidence."""
         with deferred_signals():
             notes = self._unmount()
             _live.discard(self)
@@ -114,7 +114,7 @@ class Lab:
             else:
                 notes.append(f"{self.mnt} still mounted; left {self.root} in place")
             self.notes.extend(notes)
-        return notes
+        return list(self.notes)
 
     def abort(self) -> list[str]:
         """Abort the FUSE connection: everything blocked on the mount fails with ENOTCONN."""
@@ -131,7 +131,6 @@ class Lab:
         assert self.server is not None
         self.notes.extend(self._unmount())
         self._spawn(**knobs)
-        self.restarts += 1
 
     def require_ref(self) -> RefServerProcess:
         """The reference server behind this lab; scenarios that need it skip otherwise."""
@@ -236,10 +235,10 @@ class Lab:
         finally:
             os.close(fd)
 
-    def refresh(self, obj: Obj, rel: str | None = None) -> None:
+    def refresh(self, obj: Obj) -> None:
         """After a restart the mount has a new st_dev (and maybe new inode numbers): expect
         what the name reaches now, with the marker written at setup."""
-        now = self.identity_of(rel or obj.rel)
+        now = self.identity_of(obj.rel)
         obj.identity = Identity(now.st_ino, now.st_dev, obj.identity.is_dir, obj.identity.marker)
 
     # -- handles ----------------------------------------------------------------------

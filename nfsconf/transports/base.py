@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
 # Every directory the suite creates holds this file; its content names the directory.
@@ -52,7 +52,6 @@ class Obj:
     rel: str
     identity: Identity
     handle: Handle | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 # What an NFS status means in the terms the scenarios speak (local errno names).
@@ -98,5 +97,3 @@ class Transport(Protocol):
     def encode(self, path: Any, *, connectable: bool = False) -> Handle: ...
 
     def decode(self, handle: Handle) -> Decoded: ...
-
-    def drop_caches(self) -> None: ...

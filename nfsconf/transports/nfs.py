@@ -20,7 +20,6 @@ from nfsconf.nfs.nfs4 import Nfs4Client
 from nfsconf.nfs.rpc import RpcError
 from nfsconf.nfs.status import FileType, Nfs3Status
 from nfsconf.transports.base import MARKER_NAME, Decoded, Handle, Identity
-from nfsconf.transports.local import drop_caches
 
 NFS_FH = 0  # Handle.fh_type of an NFS file handle: its bytes carry their own types
 
@@ -210,9 +209,6 @@ class NfsTransport:
         ident = Identity(st_ino=attr.attr.fileid, st_dev=self._st_dev, is_dir=is_dir,
                          marker=marker)
         return Decoded(identity=ident)
-
-    def drop_caches(self) -> None:
-        drop_caches()  # the Lab drops through its local transport, which waits for FORGETs
 
 
 def make_transport(name: str, mountpoint: Path, *, fsid: int = 101) -> NfsTransport:
