@@ -15,7 +15,10 @@ APT_NFS := nfs-ganesha nfs-ganesha-vfs rpcbind gcc python3-dev libnfs-dev
 APT_VM := qemu-system-x86 udev busybox-static nfs-kernel-server nfs-common kmod file binutils \
 	iproute2
 APT_REPORT := chromium
-APT_TEST := $(APT_FUSE) $(APT_NFS) $(APT_VM) $(APT_REPORT)
+# `nfsconf kernel build` (the LOOKUP_HANDLE kernel the tests boot); ccache makes a rebuild
+# with another series of the same source cheap
+APT_KBUILD := build-essential flex bison bc libelf-dev libssl-dev cpio xz-utils git ccache
+APT_TEST := $(APT_FUSE) $(APT_NFS) $(APT_VM) $(APT_REPORT) $(APT_KBUILD)
 
 .PHONY: run test apt apt-run apt-test venv lint clean
 

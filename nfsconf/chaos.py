@@ -66,9 +66,19 @@ def _one_run(rng: random.Random, profiles: list[str], workdir: Path, timeout: fl
     strike_at = time.monotonic() + rng.uniform(0.3, 3.0)
     deadline = time.monotonic() + 120 + timeout
     action = "none"
+    first = True  # the first strike of a run waits for a server and hits it
     while proc.poll() is None:
         now = time.monotonic()
-        if now >= strike_at:  # strike again and again, at random points of the run
+        if first and now >= strike_at:
+            servers = _servers_of(run)
+            if servers:
+                first = False
+                action = rng.choice(("sigkill-server", "sigstop-server"))
+                rng.choice(servers).send_signal(
+                    signal.SIGKILL if action == "sigkill-server" else signal.SIGSTOP)
+                report.actions[action] = report.actions.get(action, 0) + 1
+                strike_at = now + rng.uniform(0.3, 3.0)
+        elif now >= strike_at:  # strike again and again, at random points of the run
             strike_at = now + rng.uniform(0.3, 3.0)
             action = rng.choices(ACTIONS, weights=(4, 3, 1, 2))[0]
             servers = _servers_of(run)
@@ -129,12 +139,13 @@ def _in_labs(p: psutil.Process, labs: Path) -> bool:
 
 
 def chaos(duration: float, profiles: list[str], seed: int, timeout: float = 10.0,
-          progress: bool = True) -> ChaosReport:
+          progress: bool = True, runs: int | None = None) -> ChaosReport:
+    """Runs until DURATION seconds have passed, or exactly RUNS runs when given."""
     rng = random.Random(seed)
     report = ChaosReport()
     end = time.monotonic() + duration
     with tempfile.TemporaryDirectory(prefix="nfsconf-chaos-") as work:
-        while time.monotonic() < end:
+        while (report.runs < runs) if runs is not None else (time.monotonic() < end):
             _one_run(rng, profiles, Path(work), timeout, report)
             if progress:
                 print(f"chaos: run {report.runs}, {report.scenarios_finished} scenarios, "

@@ -7,143 +7,31 @@ import json
 import os
 import signal
 import sys
-import time
 from pathlib import Path
 
 import nfsconf
-from nfsconf.report.results import ResultsError, ResultsWriter, read_results
-from nfsconf.servers.builtin import BUILTIN, find_profile, installed_builtins
-from nfsconf.servers.profile import Profile, ProfileError
-
-SCENARIOS = Path(nfsconf.__file__).resolve().parent.parent / "scenarios"
+from nfsconf.errors import NfsconfError, UsageError
+from nfsconf.run import SCENARIOS, RunOptions, preflight, profiles_of, run
+from nfsconf.servers.builtin import BUILTIN
 
 
-class UsageError(Exception):
-    """Bad input from the user: printed as one line, exit status 2."""
-
-
-def _profiles(specs: list[str]) -> list[Profile]:
-    try:
-        profiles = [find_profile(s) for s in specs] if specs else installed_builtins()
-    except ProfileError as e:
-        raise UsageError(str(e)) from e
-    missing = [p for p in profiles if not p.installed()]
-    if missing:
-        raise UsageError(", ".join(f"profile {p.name}: {p.binary} is not installed"
-                                   + (f" (apt-get install {p.package})" if p.package else "")
-                                   for p in missing))
-    if not profiles:
-        raise UsageError("no FUSE server of the built-in profiles is installed; "
-                         "see `nfsconf doctor`")
-    return profiles
-
-
-def _preflight() -> None:
-    if os.geteuid() != 0:
-        raise UsageError("nfsconf run needs root (mount, drop_caches, open_by_handle_at)")
-    if not os.path.exists("/dev/fuse"):
-        raise UsageError("/dev/fuse is missing; see `nfsconf doctor`")
+def options_of(args: argparse.Namespace) -> RunOptions:
+    """The run service's options from `nfsconf run` arguments."""
+    if args.resume and args.out and Path(args.out).resolve() != Path(args.resume).resolve():
+        raise UsageError("--resume DIR writes into DIR; drop --out")
+    return RunOptions(profiles=list(args.profile), transport=args.transport, k=args.k,
+                      out=Path(args.resume or args.out) if (args.resume or args.out) else None,
+                      timeout=args.timeout, fuzz_budget=args.fuzz_budget,
+                      fuzz_seed=args.fuzz_seed, strict=args.strict,
+                      resume=bool(args.resume), scenarios=Path(args.scenarios),
+                      kernel=args.kernel, vm_timeout=args.vm_timeout)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from nfsconf.environment import environment_record
-    from nfsconf.report.matrix import render
-    from nfsconf.report.results import load_run
-    from nfsconf.report.resume import annotate_env, resume_args
-    from nfsconf.report.views import write_views
-
-    boots_vm = args.transport == "knfsd" and not os.environ.get("NFSCONF_IN_GUEST")
-    # with a VM the guest resumes: it runs the kernel the run was made on, the host does not
-    if args.resume and not boots_vm:
-        try:
-            resume_args(args)  # the profiles, -k and out of the run being finished
-        except ResultsError as e:
-            raise UsageError(str(e)) from e
-    profiles = _profiles(args.profile)
-    _preflight()
-    if boots_vm:
-        return _run_knfsd(args, profiles)
-    scenarios = Path(args.scenarios).resolve()
-    if not scenarios.exists():
-        raise UsageError(f"{scenarios}: no such scenarios directory or file")
-    home = scenarios if scenarios.is_dir() else scenarios.parent
-    out = Path(args.out or f"reports/run-{time.strftime('%Y%m%d-%H%M%S')}-{args.transport}")
-    if (out / "results.jsonl").exists() and not args.resume:
-        raise UsageError(f"{out} already holds a run: give another --out, or --resume {out}")
-    out.mkdir(parents=True, exist_ok=True)
-    skipped = [p.name for p in BUILTIN if not p.installed()] if not args.profile else []
-    if skipped:
-        print(f"not installed, not run: {', '.join(skipped)}")
-    print(f"nfsconf {nfsconf.__version__}: transport {args.transport}, profiles "
-          f"{', '.join(p.name for p in profiles)}; results in {out}/results.jsonl", flush=True)
-    writer = ResultsWriter(out / "results.jsonl")
-    writer.write(annotate_env(environment_record(args.transport,
-                                                 {p.name: p.server_version() for p in profiles}),
-                              args, args.profile or [p.name for p in profiles]))
-    writer.close()
-
-    import pytest
-
-    pytest_args = [str(scenarios), "-p", "nfsconf.plugin", "-p", "no:cacheprovider",
-                   "-q", "--no-header", "--tb=no", "-rN", "--rootdir", str(home),
-                   "--confcutdir", str(home), "-c", os.devnull,
-                   "--nfsconf-transport", args.transport, "--nfsconf-out", str(out),
-                   "--nfsconf-timeout", str(args.timeout),
-                   "--nfsconf-fuzz-budget", str(args.fuzz_budget),
-                   "--nfsconf-fuzz-seed", str(args.fuzz_seed)]
-    for spec in args.profile or [p.name for p in profiles]:
-        pytest_args += ["--nfsconf-profile", spec]
-    if args.k:
-        pytest_args += ["-k", args.k]
-    if args.resume:
-        pytest_args.append("--nfsconf-resume")  # skip every scenario already recorded
-    started = time.monotonic()
-    code = pytest.main(pytest_args)
-    elapsed = time.monotonic() - started
-    _, results = read_results(out / "results.jsonl")
-    text = render(results)
-    (out / "matrix.txt").write_text(text + "\n")
-    write_views(load_run(out), out, ("markdown", "junit", "html"))
-    print("\n" + text)
-    print(f"\n{len(results)} results in {elapsed:.1f} s; {out}/results.jsonl, {out}/matrix.txt")
-    if code in (pytest.ExitCode.INTERRUPTED,):
+    outcome = run(options_of(args))
+    if outcome.interrupted:
         print("run interrupted: the results above are what finished", file=sys.stderr)
-        return 130
-    if code in (pytest.ExitCode.INTERNAL_ERROR, pytest.ExitCode.USAGE_ERROR):
-        return 2
-    if code == pytest.ExitCode.NO_TESTS_COLLECTED:
-        raise UsageError(f"no scenario matched (-k {args.k!r})" if args.k else "no scenarios")
-    must = [r for r in results if r.must and r.verdict in ("FAIL", "ERROR")]
-    return 1 if (args.strict and must) else 0
-
-
-def _run_knfsd(args: argparse.Namespace, profiles: list[Profile]) -> int:
-    """Boot the kernel under test and run the suite inside it (transports/knfsd.py)."""
-    from nfsconf.transports.knfsd import KnfsdRunError, run_on_vm
-
-    out = Path(args.resume or args.out or
-               f"reports/run-{time.strftime('%Y%m%d-%H%M%S')}-knfsd")
-    if (out / "results.jsonl").exists() and not args.resume:
-        raise UsageError(f"{out} already holds a run: give another --out, or --resume {out}")
-    run_args = ["--timeout", str(args.timeout), "--fuzz-budget", str(args.fuzz_budget),
-                "--fuzz-seed", str(args.fuzz_seed)]
-    if args.resume:  # the guest checks that it runs the kernel build the run started on
-        run_args += ["--resume", str(out.resolve())]
-    # resuming, the guest takes the profiles and -k the run was started with
-    for spec in args.profile or ([] if args.resume else [p.name for p in profiles]):
-        # the guest sees the host's root but not its working directory
-        run_args += ["--profile", str(Path(spec).resolve()) if spec.endswith(".toml") else spec]
-    if args.k:
-        run_args += ["-k", args.k]
-    if args.strict:
-        run_args.append("--strict")
-    if args.scenarios != str(SCENARIOS):
-        run_args += ["--scenarios", str(Path(args.scenarios).resolve())]
-    try:
-        code = run_on_vm(args.kernel, out, run_args, args.vm_timeout)
-    except KnfsdRunError as e:
-        raise UsageError(str(e)) from e
-    return code
+    return outcome.exit_status
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
@@ -170,8 +58,8 @@ def cmd_chaos(args: argparse.Namespace) -> int:
 
     from nfsconf.chaos import chaos
 
-    profiles = [p.name for p in _profiles(args.profile)]
-    _preflight()
+    profiles = [p.name for p in profiles_of(args.profile)]
+    preflight()
     print(f"chaos for {args.duration:g} s over {', '.join(profiles)} (seed {args.seed})",
           flush=True)
     report = chaos(args.duration, profiles, args.seed, args.timeout)
@@ -185,8 +73,8 @@ def cmd_chaos(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     from nfsconf.bench import ANCHOR, decode_bench
 
-    _preflight()
-    profiles = _profiles([*args.profile, ANCHOR])
+    preflight()
+    profiles = profiles_of([*args.profile, ANCHOR])
     names = [p.name for p in profiles if p.name != ANCHOR] or ["ref-stable"]
     print(f"cold decode of {args.n} files, {args.rounds} rounds, anchor {ANCHOR}", flush=True)
     result = decode_bench(names, args.n, args.rounds)
@@ -197,6 +85,29 @@ def cmd_bench(args: argparse.Namespace) -> int:
     print(tabulate(rows, ["profile", "best files/s", f"ratio to {ANCHOR}"]))
     if args.out:
         Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
+    return 0
+
+
+def cmd_kernel(args: argparse.Namespace) -> int:
+    from nfsconf.vm.build import BuildRequest, build, list_builds, main_say
+    from nfsconf.vm.kernels import default_cache_dir
+
+    cache = Path(args.cache) if args.cache else default_cache_dir()
+    if args.kernel_command == "list":
+        from tabulate import tabulate
+
+        rows = [[r.get("release"), r.get("source_version"), len(r.get("series") or []),
+                 f"{float(r.get('build_seconds') or 0) / 60:.1f} min", str(d)]
+                for d, r in list_builds(cache)]
+        print(tabulate(rows, ["release", "source", "patches", "build", "tree"]))
+        return 0
+    if os.geteuid() != 0:
+        raise UsageError("nfsconf kernel build needs root (apt-get download into the cache)")
+    if args.jobs < 1:
+        raise UsageError("-j must be at least 1")
+    req = BuildRequest(base=args.base, series=Path(args.series) if args.series else None,
+                       config=Path(args.config) if args.config else None, jobs=args.jobs)
+    print(build(req, cache, say=main_say).tree)
     return 0
 
 
@@ -251,6 +162,22 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--out", metavar="FILE", help="write the figures as JSON")
     bench.set_defaults(func=cmd_bench)
 
+    kernel = sub.add_parser("kernel", help="build a kernel with a patch series for the VM")
+    ksub = kernel.add_subparsers(dest="kernel_command", required=True)
+    kb = ksub.add_parser("build", help="Debian's linux-source + a series, built and cached; "
+                                       "prints the tree for `run --kernel`")
+    kb.add_argument("--base", default="debian:sid", metavar="debian[:SUITE]",
+                    help="whose linux-source to build (default debian:sid)")
+    kb.add_argument("--series", metavar="DIR|MBOX",
+                    help="git format-patch files (or a quilt series) or one mbox to apply")
+    kb.add_argument("--config", metavar="FRAGMENT",
+                    help="Kconfig fragment merged over the lean guest configuration")
+    kb.add_argument("-j", "--jobs", type=int, default=os.cpu_count() or 1)
+    kb.add_argument("--cache", metavar="DIR", help="default ~/.cache/nfsconf/kernels")
+    kl = ksub.add_parser("list", help="the kernels built so far")
+    kl.add_argument("--cache", metavar="DIR")
+    kernel.set_defaults(func=cmd_kernel)
+
     doctor = sub.add_parser("doctor", help="what this machine can run, and how to fix the rest")
     doctor.set_defaults(func=cmd_doctor)
 
@@ -270,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         return args.func(args)
-    except UsageError as e:
+    except NfsconfError as e:
         print(f"nfsconf: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

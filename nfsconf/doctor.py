@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import errno
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass
 
 from tabulate import tabulate
@@ -13,7 +11,7 @@ from tabulate import tabulate
 from nfsconf.environment import probe_fuse_init
 from nfsconf.servers.builtin import BUILTIN
 from nfsconf.servers.mount import mounts
-from nfsconf.transports.local import name_to_handle
+from nfsconf.transports.local import connectable_supported
 
 
 @dataclass
@@ -23,17 +21,6 @@ class Check:
     detail: str
     fix: str = ""
     needed_for: str = "local"
-
-
-def _connectable() -> tuple[bool, str]:
-    with tempfile.NamedTemporaryFile(prefix="nfsconf-doctor-") as f:
-        try:
-            h = name_to_handle(f.name, connectable=True)
-            return True, f"type 0x{h.fh_type:x} on {f.name}"
-        except OSError as e:
-            if e.errno == errno.EINVAL:
-                return False, "name_to_handle_at rejects AT_HANDLE_CONNECTABLE (kernel < 6.13)"
-            return False, str(e)
 
 
 def _other_nfsconf_running() -> bool:
@@ -58,15 +45,23 @@ def checks() -> list[Check]:
     if fuse_ok and root:
         try:
             init = probe_fuse_init()
-            out.append(Check("FUSE INIT", True, f"protocol {init['protocol']}, flag bits "
-                             f"{init['flag_bits']}; LOOKUP_HANDLE (bit 43) "
-                             f"{'offered' if 43 in init['flag_bits'] else 'not offered'}"))
+            out.append(Check("FUSE INIT", True, f"protocol {init['protocol']}: "
+                             + " ".join(init["flags"])))
+            lh = init["lookup_handle"]
+            detail = (f"offered: {lh['dialect']} dialect, max_handle_sz {lh['max_handle_sz']} "
+                      f"({lh['why']})" if lh["dialect"] else f"not offered: {lh['why']}")
+            out.append(Check("FUSE_LOOKUP_HANDLE", bool(lh["dialect"]), detail,
+                             "a kernel with the series: nfsconf kernel build --series DIR",
+                             "LOOKUP_HANDLE"))
         except (OSError, RuntimeError, TimeoutError) as e:
             out.append(Check("FUSE INIT", False, str(e), "check that mount(2) is permitted"))
     dc = os.access("/proc/sys/vm/drop_caches", os.W_OK)
     out.append(Check("drop_caches", dc, "/proc/sys/vm/drop_caches writable" if dc else
                      "not writable", "run as root outside a read-only /proc"))
-    ok, detail = _connectable()
+    try:
+        ok, detail = connectable_supported()
+    except OSError as e:
+        ok, detail = False, str(e)
     out.append(Check("AT_HANDLE_CONNECTABLE", ok, detail,
                      "kernel >= 6.13 (scenarios ENC-CONN, PARENT-CONN skip without it)"))
     fusectl = os.path.exists("/sys/fs/fuse/connections")

@@ -12,6 +12,8 @@ import tempfile
 from typing import Any
 
 import nfsconf
+from nfsconf.fuse.initflags import flag_names, lookup_handle_offer
+from nfsconf.fuse.lookup_handle import FUSE_MAX_HANDLE_SZ
 from nfsconf.servers.mount import umount
 
 FUSE_INIT = 26
@@ -45,9 +47,15 @@ def probe_fuse_init(timeout: float = 5.0) -> dict[str, Any]:
     if opcode != FUSE_INIT:
         raise RuntimeError(f"first FUSE request was opcode {opcode}, not INIT")
     major, minor, _, flags, flags2 = _INIT_IN.unpack_from(msg, _IN_HEADER.size)
-    bits = flags | (flags2 << 32)
+    # flags2 counts only when INIT_EXT is set (bit 30)
+    bits = flags | (flags2 << 32 if flags >> 30 & 1 else 0)
+    offer = lookup_handle_offer(minor, bits)
     return {"major": major, "minor": minor, "protocol": f"{major}.{minor}",
-            "flag_bits": [b for b in range(64) if bits >> b & 1]}
+            "flag_bits": [b for b in range(64) if bits >> b & 1],
+            # named by the kernel's own minor: bit 43 is one thing at 7.45, another at 7.46
+            "flags": flag_names(bits, minor, offer.dialect),
+            "lookup_handle": {"dialect": offer.dialect, "why": offer.why,
+                              "max_handle_sz": FUSE_MAX_HANDLE_SZ if offer.dialect else None}}
 
 
 def environment_record(transport: str, profiles: dict[str, str]) -> dict[str, Any]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import errno
 import itertools
 import os
 import secrets
@@ -15,9 +16,11 @@ import tempfile
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from nfsconf.fuse.control import trace_from
 from nfsconf.servers.mount import (
     MountEntry,
     ServerProcess,
@@ -35,6 +38,10 @@ SEED_DIRS = ("d0", "d1", "d1/sub", "d2")
 SEED_FILES = tuple(f"d0/f{i}" for i in range(8)) + ("d1/sub/g0", "d2/h0", "top")
 
 _live: set[Lab] = set()
+
+
+class LabSetupError(RuntimeError):
+    """The lab could not be made on this kernel: which call, on which server, which errno."""
 
 
 def stop_all_labs() -> None:
@@ -71,10 +78,36 @@ class Lab:
         _live.add(self)
         try:
             self._spawn()
+            self._check_seed()
         except BaseException:
             self.stop()
             raise
         return self
+
+    def _check_seed(self) -> None:
+        """Every seed object must be reachable by name through the mount: if the kernel
+        under test cannot even look them up, say so, not a Python error of some scenario."""
+        for rel in (*SEED_DIRS, *SEED_FILES):
+            try:
+                os.stat(self.path(rel))
+            except OSError as e:
+                name = errno.errorcode.get(e.errno or 0, str(e.errno))
+                raise LabSetupError(
+                    f"lab set-up on {self.profile.name}: stat {rel} through the FUSE mount "
+                    f"gave {name} ({e.strerror}), though the source holds it; "
+                    + (self._refused_replies() or "the kernel's LOOKUP or the server's "
+                       "answer to it failed")) from None
+
+    def _refused_replies(self) -> str:
+        """What the reference server's trace says the kernel did not accept."""
+        records, _ = self.trace_since()
+        asked = {r["unique"]: r for r in records if "op" in r and "unique" in r}
+        out = []
+        for ev in (r for r in records if r.get("event") == "reply-error"):
+            req = asked.get(ev.get("unique"), {})
+            out.append(f"the kernel refused the server's {ev.get('bytes')}-byte reply to "
+                       f"{req.get('op', '?')} {req.get('name', '')!r} (write: {ev['errno']})")
+        return "; ".join(out[:2])
 
     def _spawn(self, **knobs: str) -> None:
         """A new server instance on the same source and mountpoint."""
@@ -142,6 +175,23 @@ class Lab:
     @property
     def trace_path(self) -> Path | None:
         return self.server.trace_path if isinstance(self.server, RefServerProcess) else None
+
+    def trace_since(self, offset: int = 0) -> tuple[list[dict[str, Any]], int]:
+        """The reference server's trace records from OFFSET on (none for other servers)."""
+        return trace_from(self.trace_path, offset)
+
+    def negotiated(self) -> dict[str, Any] | None:
+        """What the current server instance's INIT settled (None for other servers): the
+        protocol minor, the LOOKUP_HANDLE dialect and why, max_handle_sz."""
+        records, _ = self.trace_since()
+        inits = [r for r in records if r.get("op") == "INIT" and "reply" in r]
+        if not inits:
+            return None
+        last = inits[-1]
+        return {"minor": last["reply"].get("minor"),
+                "dialect": last["reply"].get("lookup_handle"),
+                "max_handle_sz": last["reply"].get("max_handle_sz"),
+                "why": (last.get("lookup_handle") or {}).get("why", "")}
 
     def __enter__(self) -> Lab:
         return self.start()
@@ -234,6 +284,13 @@ class Lab:
             yield
         finally:
             os.close(fd)
+
+    def remounted(self, obj: Obj) -> None:
+        """After a remount: expect the new mount's st_dev, learnt from the mount root alone,
+        so the objects themselves stay out of the cache until their handles are decoded."""
+        dev = os.stat(self.mnt).st_dev
+        obj.identity = Identity(obj.identity.st_ino, dev, obj.identity.is_dir,
+                                obj.identity.marker)
 
     def refresh(self, obj: Obj) -> None:
         """After a restart the mount has a new st_dev (and maybe new inode numbers): expect

@@ -7,6 +7,8 @@ Loaded by `nfsconf run` with `-p nfsconf.plugin`; scenarios mark themselves with
 from __future__ import annotations
 
 import errno
+import json
+import os
 import re
 import signal
 from collections.abc import Iterator
@@ -15,13 +17,16 @@ from typing import Any
 
 import pytest
 
+from nfsconf.evidence import Evidence
 from nfsconf.kmsg import KmsgWatch, kernel_trouble
 from nfsconf.lab import Lab, stop_all_labs
-from nfsconf.report.results import Result, ResultsWriter
+from nfsconf.report.results import PLANNED, RUNNING, Result, ResultsWriter
+from nfsconf.scenario import Cell
 from nfsconf.servers.builtin import find_profile, installed_builtins
 from nfsconf.servers.profile import Profile
-from nfsconf.servers.refserver import trace_tail
-from nfsconf.transports.base import Decoded, Handle, Obj, describe, verdict_of
+from nfsconf.servers.refserver import read_trace
+from nfsconf.verdict import CellFacts, Phase
+from nfsconf.verdict import verdict as judge
 from nfsconf.watchdog import Watchdog
 
 TRANSPORTS = ("local", "ganesha", "knfsd")
@@ -36,45 +41,6 @@ _LABS = pytest.StashKey[list[Lab]]()
 _TIMEOUT = pytest.StashKey[str]()
 _KMSG = pytest.StashKey[KmsgWatch]()
 _PHASES = pytest.StashKey[dict[str, pytest.TestReport]]()
-
-
-def handle_fields(handle: Handle) -> dict[str, Any]:
-    """The handle as the report shows it: raw bytes and, when a codec knows the type, its
-    named fields."""
-    out = handle.to_dict()
-    try:
-        from nfsconf.handles import decode_fid
-
-        out["fields"] = decode_fid(handle.fh_type, handle.data).to_dict()
-    except (ImportError, ValueError) as e:
-        out["fields_error"] = str(e)
-    return out
-
-
-class Evidence:
-    """What a scenario saw, for the record: decodes, handles, notes."""
-
-    def __init__(self) -> None:
-        self.data: dict[str, Any] = {}
-        self.errno: str | None = None
-        self.handle: dict[str, Any] | None = None
-        self.wrong_object = False
-
-    def note(self, key: str, value: Any) -> None:
-        self.data[key] = value
-
-    def encoded(self, label: str, handle: Handle) -> None:
-        fields = handle_fields(handle)
-        self.data.setdefault("handles", {})[label] = fields
-        if self.handle is None:
-            self.handle = fields
-
-    def decoded(self, label: str, obj: Obj, got: Decoded) -> str:
-        """Record one decode and return its outcome: 'same', 'other' or an error name."""
-        self.data.setdefault("decodes", {})[label] = describe(obj.identity, got)
-        if got.error and self.errno is None:
-            self.errno = got.error
-        return verdict_of(obj.identity, got)
 
 
 # -- options and parametrization ---------------------------------------------------------
@@ -105,6 +71,15 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if finished:
         config.hook.pytest_deselected(items=finished)
         items[:] = [item for item in items if item.nodeid not in done]
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """What the run sets out to record (after -k), so that a run that ends short can name
+    what is missing. A resumed run keeps the plan of the run it finishes."""
+    out = session.config.getoption("--nfsconf-out")
+    if out and not (Path(out) / PLANNED).exists():
+        _write_json(Path(out) / PLANNED,
+                    [i.nodeid for i in session.items if i.get_closest_marker("scenario")])
 
 
 def selected_profiles(config: pytest.Config) -> list[Profile]:
@@ -156,10 +131,11 @@ def evidence(request: pytest.FixtureRequest) -> Evidence:
 @pytest.fixture
 def lab(request: pytest.FixtureRequest, profile: Profile, transport_name: str,
         evidence: Evidence) -> Iterator[Lab]:
-    if transport_name != "local" and request.node.get_closest_marker("local_only"):
+    where = _where(request.node)
+    if transport_name != "local" and where == "local":
         pytest.skip("exportfs-level check (name_to_handle_at on the FUSE mount): "
                     "runs on the local transport")
-    if transport_name == "local" and request.node.get_closest_marker("nfs_only"):
+    if transport_name == "local" and where == "nfs":
         pytest.skip("NFS wire check: runs on the ganesha and knfsd transports")
     the_lab = Lab(profile, transport_name).start()
     request.node.stash.setdefault(_LABS, []).append(the_lab)
@@ -168,13 +144,32 @@ def lab(request: pytest.FixtureRequest, profile: Profile, transport_name: str,
         yield the_lab
     finally:
         log_tail = the_lab.server.log_tail() if the_lab.server else ""
-        trace = trace_tail(the_lab.trace_path)
-        if trace:  # what the kernel asked the reference server and what it answered
-            evidence.note("trace_tail", trace)
+        trace = read_trace(the_lab.trace_path)
+        if trace.tail:  # what the kernel asked the reference server and what it answered
+            evidence.note("trace_tail", trace.tail)
+        if trace.exceptions:  # a bug of ours: the cell's verdict cannot be trusted
+            evidence.note("server_exceptions", trace.exceptions)
         notes = the_lab.stop()
         if notes:
             evidence.note("teardown", notes)
             evidence.note("server_log", log_tail)
+
+
+@pytest.fixture
+def cell(lab: Lab, evidence: Evidence) -> Cell:
+    """The scenario API (nfsconf/scenario.py): the lab, with every encode and decode
+    recorded in the cell's evidence."""
+    return Cell(lab, evidence)
+
+
+def _where(node: pytest.Item) -> str:
+    marker = node.get_closest_marker("scenario")
+    where = marker.kwargs.get("where", "any") if marker else "any"
+    if node.get_closest_marker("local_only"):
+        return "local"
+    if node.get_closest_marker("nfs_only"):
+        return "nfs"
+    return where
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -191,6 +186,36 @@ def pytest_report_teststatus(report: pytest.TestReport, config: pytest.Config
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_setup(item: pytest.Item) -> None:
     item.stash[_KMSG] = KmsgWatch()
+    out = item.config.getoption("--nfsconf-out")
+    cell = cell_fields(item)
+    if out and cell is not None:  # if the kernel crashes now, the host knows which cell
+        _write_json(Path(out) / RUNNING, cell)
+
+
+def _write_json(path: Path, data: Any) -> None:
+    tmp = path.with_suffix(".tmp")
+    with open(tmp, "w") as f:
+        json.dump(data, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def cell_fields(item: pytest.Item) -> dict[str, Any] | None:
+    """The identity of a scenario cell: what its record and a crash record are keyed by."""
+    marker = item.get_closest_marker("scenario")
+    if marker is None:
+        return None
+    params = getattr(item, "callspec", None)
+    profile: Profile | None = params.params.get("profile") if params else None
+    claim = marker.kwargs.get("claim")
+    variant = "-".join(str(v) for k, v in params.params.items()
+                       if k not in ("profile", "transport_name")) if params else ""
+    return {"id": marker.args[0], "variant": variant, "level": marker.args[1],
+            "profile": profile.name if profile else "-",
+            "transport": params.params.get("transport_name", "-") if params else "-",
+            "claim": claim, "claimed": bool(claim and profile and getattr(profile.claims, claim)),
+            "node": item.nodeid}
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -214,29 +239,13 @@ def _reason(rep: pytest.TestReport) -> str:
     return str(rep.longrepr).strip().splitlines()[-1][:300] if rep.longrepr else ""
 
 
-def _verdict(phases: dict[str, pytest.TestReport]) -> tuple[str, str]:
-    setup, call, teardown = (phases.get(k) for k in ("setup", "call", "teardown"))
-    if setup is not None and setup.failed:
-        return "ERROR", "setup: " + _reason(setup)
-    if setup is not None and setup.skipped:
-        return "SKIP", _reason(setup)
-    if call is None:
-        return "ERROR", "scenario did not run"
-    if hasattr(call, "wasxfail"):
-        return ("XFAIL", call.wasxfail) if call.skipped else ("PASS", "")
-    if call.skipped:
-        return "SKIP", _reason(call)
-    if call.failed:
-        crash = getattr(call.longrepr, "reprcrash", None)
-        is_assert = crash is not None and str(crash.message).startswith("AssertionError")
-        reason = _reason(call).removeprefix("AssertionError: ")
-        if f"[Errno {errno.EOPNOTSUPP}]" in reason:
-            # not a SKIP: a server that cannot be exported fails every export scenario
-            return "FAIL", f"not exportable (the server turned export support off): {reason}"
-        return ("FAIL" if is_assert else "ERROR"), reason
-    if teardown is not None and teardown.failed:
-        return "ERROR", "teardown: " + _reason(teardown)
-    return "PASS", ""
+def _phase(rep: pytest.TestReport | None) -> Phase | None:
+    if rep is None:
+        return None
+    crash = getattr(rep.longrepr, "reprcrash", None)
+    is_assert = crash is not None and str(crash.message).startswith("AssertionError")
+    xfail = getattr(rep, "wasxfail", None)
+    return Phase(rep.outcome, _reason(rep), is_assert, xfail)
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -249,40 +258,33 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 
 
 def _write_record(item: pytest.Item) -> None:
-    marker = item.get_closest_marker("scenario")
-    if marker is None:
+    cell = cell_fields(item)
+    if cell is None:
         return
-    params = getattr(item, "callspec", None)
-    profile: Profile | None = params.params.get("profile") if params else None
     phases = item.stash[_PHASES]
-    verdict, reason = _verdict(phases)
     ev = item.stash.get(_EVIDENCE, Evidence())
-    if _TIMEOUT in item.stash:
-        verdict, reason = "ERROR", item.stash[_TIMEOUT]
+    trouble: list[str] = []
     watch = item.stash.get(_KMSG, None)
     if watch is not None:
         trouble = kernel_trouble(watch.new_lines())
         watch.close()
         if trouble:
             ev.note("kernel_log", trouble[:50])
-            verdict, reason = "FAIL", f"kernel: {trouble[0][:200]}"
+    facts = CellFacts(kernel_trouble=tuple(trouble), wrong_object=ev.wrong_object,
+                      timeout=item.stash.get(_TIMEOUT, None),
+                      server_errors=tuple(ev.data.get("server_exceptions", ())))
+    judged = judge(*(_phase(phases.get(k)) for k in ("setup", "call", "teardown")), facts)
+    verdict, reason = judged.verdict, judged.reason
     if ev.errno is None and (m := re.search(r"\[Errno (\d+)\]", reason)):
         ev.errno = errno.errorcode.get(int(m.group(1)), m.group(1))
-    claim = marker.kwargs.get("claim")
-    variant = "-".join(str(v) for k, v in params.params.items()
-                       if k not in ("profile", "transport_name")) if params else ""
-    result = Result(
-        id=marker.args[0], variant=variant, level=marker.args[1], wrong_object=ev.wrong_object,
-        profile=profile.name if profile else "-",
-        transport=params.params.get("transport_name", "-") if params else "-",
-        verdict=verdict, reason=reason, errno=ev.errno, claim=claim,
-        claimed=bool(claim and profile and getattr(profile.claims, claim)),
-        handle=ev.handle, duration=round(sum(r.duration for r in phases.values()), 3),
-        evidence=ev.data, node=item.nodeid,
-    )
+    result = Result(**cell, wrong_object=ev.wrong_object, verdict=verdict, reason=reason,
+                    errno=ev.errno, handle=ev.handle,
+                    duration=round(sum(r.duration for r in phases.values()), 3),
+                    evidence=ev.data)
     writer = item.config.stash.get(_RESULTS, None)
     if writer is not None:
         writer.write(result)
+        (writer.path.parent / RUNNING).unlink(missing_ok=True)
     reporter = item.config.pluginmanager.get_plugin("terminalreporter")
     if reporter is not None and writer is not None:
         done = item.config.stash[_DONE] = item.config.stash.get(_DONE, 0) + 1

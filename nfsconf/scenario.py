@@ -1,18 +1,199 @@
-"""Small steps the scenarios share: picking objects, removing them, judging decodes."""
+"""The scenario API: a `cell` is what one scenario works with.
+
+    @scenario("DEC-COLD", "SHOULD", claim="cold_decode", certify=2)
+    @pytest.mark.parametrize("kind", KINDS)
+    def test_decode_cold(cell, kind):
+        assert cell.roundtrip(cell.seed(kind)) == "same"
+
+Every encode and decode a scenario makes through the cell lands in the evidence by itself,
+with the handle's decoded fields and, for the reference server, the requests the kernel
+sent to find the object again; a decode that opens another object fails the cell at MUST
+level at once. The `require_*` gates skip with the reason in one place.
+"""
 
 from __future__ import annotations
 
 import os
+import time
+from collections.abc import Callable
+from typing import Any
 
-from nfsconf.lab import Lab
-from nfsconf.plugin import Evidence
-from nfsconf.transports.base import MARKER_NAME, Obj, as_errno_name
+import pytest
+
+from nfsconf.evidence import Evidence
+from nfsconf.lab import SEED_DIRS, SEED_FILES, Lab
+from nfsconf.transports.base import MARKER_NAME, Handle, Identity, Obj, as_errno_name
+from nfsconf.transports.local import connectable_supported
 
 # Seed objects every profile serves, read-only images included.
 SEED = {"file": "d0/f1", "dir": "d1/sub"}
+SEEDS = {"file": SEED_FILES, "dir": SEED_DIRS}
 KINDS = ("file", "dir")
+CACHES = ("warm", "cold")
+# where a scenario runs: exportfs level (name_to_handle_at on the FUSE mount), NFS wire, both
+WHERE = ("local", "nfs", "any")
 
 
+def scenario(sid: str, level: str, *, claim: str | None = None, certify: int | None = None,
+             where: str = "any") -> pytest.MarkDecorator:
+    """The one marker of a scenario: its stable ID, MUST/SHOULD, the profile claim it checks,
+    the certification level it counts for (docs/certification.md) and where it runs."""
+    if level not in ("MUST", "SHOULD") or where not in WHERE:
+        raise ValueError(f"{sid}: level {level!r} / where {where!r}")
+    return pytest.mark.scenario(sid, level, claim=claim, certify=certify, where=where)
+
+
+class Cell:
+    def __init__(self, lab: Lab, evidence: Evidence) -> None:
+        self.lab = lab
+        self.ev = evidence
+        self._trace_at = 0
+
+    # -- objects ------------------------------------------------------------------------
+    def seed(self, kind: str) -> Obj:
+        return self.lab.obj(SEED[kind])
+
+    def seeds(self, kind: str) -> list[Obj]:
+        return [self.lab.obj(rel) for rel in SEEDS[kind]]
+
+    def fresh(self, kind: str, rel: str) -> Obj:
+        return self.lab.make_file(rel) if kind == "file" else self.lab.make_dir(rel)
+
+    def remove(self, obj: Obj) -> None:
+        path = self.lab.path(obj.rel)
+        if obj.identity.is_dir:
+            os.unlink(path / MARKER_NAME)
+            os.rmdir(path)
+        else:
+            os.unlink(path)
+
+    # -- handles ------------------------------------------------------------------------
+    def encode(self, obj: Obj, label: str | None = None, *, connectable: bool = False) -> Handle:
+        handle = self.lab.encode(obj, connectable=connectable)
+        self.ev.encoded(label or obj.rel, handle)
+        return handle
+
+    def decode(self, obj: Obj, label: str) -> str:
+        """Present OBJ's handle; record the outcome ('same', 'other' or an error name) and
+        what the kernel asked the reference server meanwhile. Another object fails the
+        cell at once: that is never acceptable, whatever the scenario is about."""
+        _, start = self.lab.trace_since(self._trace_at)
+        got = self.lab.decode(obj)
+        outcome = self.ev.decoded(label, obj, got)
+        asked = self._kernel_requests(start)
+        if asked:
+            self.ev.data["decodes"][label]["kernel_asked"] = asked
+        if outcome == "other":
+            self.ev.wrong_object = True
+            seen = self.ev.data["decodes"][label]["got"]
+            raise AssertionError(f"WRONG OBJECT: {label}: handle of {obj.rel} opened ino "
+                                 f"{seen['st_ino']} marker {seen['marker']!r}")
+        return outcome
+
+    def _kernel_requests(self, start: int) -> list[str]:
+        """How the kernel looked the object up again: LOOKUP / LOOKUP_HANDLE of '.' and '..'
+        (with the parent's handle, if it sent one) and what the server answered."""
+        records, self._trace_at = self.lab.trace_since(start)
+        out = []
+        for r in records:
+            if r.get("op") not in ("LOOKUP", "LOOKUP_HANDLE") or r.get("name") not in (".", ".."):
+                continue
+            handle = r.get("parent_handle")
+            via = f", handle {handle}" if handle else (", no handle" if r["op"] ==
+                                                      "LOOKUP_HANDLE" else "")
+            reply = r.get("reply") or {}
+            answer = f"nodeid {reply['nodeid']:#x}" if "nodeid" in reply else r.get("result")
+            out.append(f"{r['op']}({r.get('nodeid', 0):#x}, {r['name']!r}{via}) -> {answer}")
+        return out
+
+    def drop_caches(self) -> None:
+        self.lab.drop_caches()
+
+    def wait_trace(self, match: Callable[[dict[str, Any]], bool], since: int = 0,
+                   timeout: float = 10.0) -> dict[str, Any]:
+        """The first record of the reference server's trace from offset SINCE that MATCH
+        accepts, waited for: the state a scenario needs, seen rather than slept for."""
+        deadline = time.monotonic() + timeout
+        offset = since
+        while True:
+            records, offset = self.lab.trace_since(offset)
+            for r in records:
+                if match(r):
+                    return r
+            if time.monotonic() >= deadline:
+                raise AssertionError(f"the server's trace never showed what the scenario "
+                                     f"waited for within {timeout:g} s")
+            time.sleep(0.02)
+
+    def roundtrip(self, obj: Obj, *, change: Callable[[], object] | None = None,
+                  cold: bool = True, label: str | None = None) -> str:
+        """Encode OBJ, make the CHANGE, drop caches (cold) or hold OBJ open (warm), decode."""
+        kind = "dir" if obj.identity.is_dir else "file"
+        if cold:
+            self.encode(obj, kind)
+            if change is not None:
+                change()
+            self.drop_caches()
+            return self.decode(obj, label or "cold")
+        # pinned before the encode: a dentry whose entry timed out is dropped with its
+        # inode the moment nothing holds it, and a forgetful server then forgets the nodeid
+        with self.lab.pinned(obj):
+            self.encode(obj, kind)
+            if change is not None:
+                change()
+            return self.decode(obj, label or "warm")
+
+    def note(self, key: str, value: Any) -> None:
+        self.ev.note(key, value)
+
+    # -- what a scenario needs, or SKIP with the reason ------------------------------------
+    def require_writable(self) -> None:
+        self.lab.require_writable()
+
+    def require_ref(self) -> Any:
+        return self.lab.require_ref()
+
+    def require_lookup_handle(self) -> dict[str, Any]:
+        """The reference server negotiated LOOKUP_HANDLE with the kernel under test."""
+        self.lab.require_ref()
+        neg = self.lab.negotiated() or {}
+        if not neg.get("dialect"):
+            pytest.skip("LOOKUP_HANDLE not negotiated: " + (neg.get("why") or "no INIT seen"))
+        self.note("lookup_handle", neg)
+        return neg
+
+    def require_connectable(self, obj: Obj) -> Handle:
+        """A connectable handle of OBJ; SKIP on a kernel without AT_HANDLE_CONNECTABLE
+        (probed on the suite's own tmpdir, so a FUSE error is never taken for that)."""
+        if not connectable_supported()[0]:
+            pytest.skip("kernel lacks AT_HANDLE_CONNECTABLE (name_to_handle_at: EINVAL)")
+        return self.encode(obj, f"{'dir' if obj.identity.is_dir else 'file'}-connectable",
+                           connectable=True)
+
+
+def opened_rel(lab: Lab, ident: Identity | None, rels: list[str]) -> str | None:
+    """Which of RELS (or of their directories' marker files) a decode opened, by marker
+    and type: a directory's marker file carries the directory's marker, yet is a file."""
+    if ident is None or ident.marker is None:
+        return None
+    for rel in rels:
+        if lab.markers.get(rel) == ident.marker:
+            is_dir = rel in SEED_DIRS or rel == "" or lab.path(rel).is_dir()
+            if is_dir == ident.is_dir:
+                return rel
+            if is_dir and not ident.is_dir:
+                return f"{rel}/{MARKER_NAME}" if rel else MARKER_NAME
+    return None
+
+
+def expect_same_or(outcome: str, allowed: tuple[str, ...], what: str) -> None:
+    """OUTCOME is 'same' or one of the ALLOWED errno names (an NFS status counts as the
+    errno it stands for: NFS3ERR_STALE as ESTALE)."""
+    assert outcome == "same" or as_errno_name(outcome) in allowed, (
+        f"{what}: {outcome} (expected the same object or {', '.join(allowed)})")
+
+
+# -- the older spelling, while scenarios move to `cell` -------------------------------------
 def seed_obj(lab: Lab, kind: str) -> Obj:
     return lab.obj(SEED[kind])
 
@@ -31,19 +212,4 @@ def remove(lab: Lab, rel: str, kind: str) -> None:
 
 
 def decode(lab: Lab, ev: Evidence, obj: Obj, label: str) -> str:
-    """Decode OBJ's handle, record it, and fail at MUST level at once if it opened another
-    object: that is never acceptable, whatever the scenario is about."""
-    outcome = ev.decoded(label, obj, lab.decode(obj))
-    if outcome == "other":
-        ev.wrong_object = True
-        got = ev.data["decodes"][label]["got"]
-        raise AssertionError(f"WRONG OBJECT: {label}: handle of {obj.rel} opened ino "
-                             f"{got['st_ino']} marker {got['marker']!r}")
-    return outcome
-
-
-def expect_same_or(outcome: str, allowed: tuple[str, ...], what: str) -> None:
-    """OUTCOME is 'same' or one of the ALLOWED errno names (an NFS status counts as the
-    errno it stands for: NFS3ERR_STALE as ESTALE)."""
-    assert outcome == "same" or as_errno_name(outcome) in allowed, (
-        f"{what}: {outcome} (expected the same object or {', '.join(allowed)})")
+    return Cell(lab, ev).decode(obj, label)

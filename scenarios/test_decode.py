@@ -13,8 +13,8 @@ from nfsconf.scenario import KINDS, decode, expect_same_or, seed_obj
 def test_decode_warm(lab, evidence, kind):
     """DEC-WARM: with the inode still cached, the handle opens the object it named."""
     obj = seed_obj(lab, kind)
-    evidence.encoded(kind, lab.encode(obj))
-    with lab.pinned(obj):
+    with lab.pinned(obj):  # from before the encode: nothing may evict it in between
+        evidence.encoded(kind, lab.encode(obj))
         outcome = decode(lab, evidence, obj, "warm")
     assert outcome == "same", f"warm decode: {outcome}"
 

@@ -10,6 +10,7 @@ import pytest
 
 from nfsconf.fuzz import Mutation, mutations
 from nfsconf.lab import SEED_DIRS, SEED_FILES
+from nfsconf.scenario import opened_rel
 from nfsconf.transports.base import Handle
 from nfsconf.transports.local import name_to_handle
 
@@ -20,7 +21,9 @@ def _classify(lab, known, originals, m):
     got = lab.transport.decode(m.handle)
     if not got.opened:
         return f"error:{got.error}", None
-    rel = known.get(got.identity.marker)
+    rel = opened_rel(lab, got.identity, list(known.values()))
+    if rel is None and got.identity.marker is None:
+        return "unverified", None  # the right kind of answer cannot be told: no accusation
     if m.source >= 0 and rel == originals[m.source][0]:
         return "original", rel
     if rel is not None:

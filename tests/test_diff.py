@@ -143,10 +143,13 @@ def test_bad_input_is_one_line(runs, tmp_path):
 
 
 # -- pure code --------------------------------------------------------------------------
-def _r(row, verdict, profile="p", wrong=False, errno=None, level="MUST"):
+def _r(row, verdict, profile="p", wrong=False, errno=None, level="MUST", decodes=None):
     rid, _, variant = row.partition("/")
+    evidence = {"decodes": {label: {"outcome": outcome, "error": outcome
+                                    if outcome not in ("same", "other") else None}
+                            for label, outcome in (decodes or {}).items()}}
     return Result(rid, variant, level, profile, "local", verdict, errno=errno,
-                  wrong_object=wrong)
+                  wrong_object=wrong, evidence=evidence)
 
 
 def test_classification_rules():
@@ -161,10 +164,38 @@ def test_classification_rules():
     d = diff(base, new)
     kinds = {c.key[0]: c.kind for c in d.changes}
     assert kinds == {"A": "regression", "B": "fix", "C": "newly-skipped", "D": "new-failure",
-                     "E": "regression", "F": "evidence", "G": "only-base", "H": "only-new",
+                     "E": "regression", "F": "info", "G": "only-base", "H": "only-new",
                      "S": "regression"}
     assert {c.key[0] for c in d.must_regressions} == {"A", "E"}
-    assert "errno: ESTALE -> ENOENT" in next(c.detail for c in d.changes if c.key[0] == "F")
+    info = next(c for c in d.changes if c.key[0] == "F")
+    assert info.level == "info" and "errno: ESTALE -> ENOENT" in info.detail
+
+
+def test_accepted_outcomes_are_one_class():
+    """UNLINK accepts ESTALE and ENOENT: two runs that got one each are the same evidence,
+    at any level. A move between classes (an error -> the object, or -> another object) is
+    a change; so is a FAIL that turns ERROR."""
+    base = Run("b", [{"kernel": "k"}], [
+        _r("UNLINK/file-warm", "PASS", errno="ESTALE", decodes={"after": "ESTALE"}),
+        _r("UNLINK/dir-cold", "PASS", errno="NFS3ERR_STALE", decodes={"after": "NFS3ERR_STALE"}),
+        _r("DEC-COLD/file", "FAIL", errno="ESTALE", level="SHOULD", decodes={"cold": "ESTALE"}),
+        _r("RESTART/dir", "FAIL", errno="ESTALE", level="SHOULD", decodes={"a": "ESTALE"}),
+        _r("X", "FAIL", errno="ESTALE")])
+    new = Run("n", [{"kernel": "k"}], [
+        _r("UNLINK/file-warm", "PASS", errno="ENOENT", decodes={"after": "ENOENT"}),
+        _r("UNLINK/dir-cold", "PASS", errno="ESTALE", decodes={"after": "ESTALE"}),
+        _r("DEC-COLD/file", "FAIL", errno="EIO", level="SHOULD", decodes={"cold": "EIO"}),
+        _r("RESTART/dir", "FAIL", level="SHOULD", decodes={"a": "same"}),
+        _r("X", "ERROR", errno="ESTALE")])
+    d = diff(base, new)
+    kinds = {c.key[0]: (c.kind, c.level) for c in d.changes}
+    assert kinds == {"UNLINK/file-warm": ("info", "info"), "UNLINK/dir-cold": ("info", "info"),
+                     "DEC-COLD/file": ("info", "info"), "RESTART/dir": ("evidence", "SHOULD"),
+                     "X": ("evidence", "MUST")}
+    assert "decode a: error -> same" in next(c.detail for c in d.changes
+                                             if c.key[0] == "RESTART/dir")
+    assert "verdict FAIL -> ERROR" in next(c.detail for c in d.changes if c.key[0] == "X")
+    assert not d.must_regressions
 
 
 def test_expectation_file_errors():

@@ -10,6 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from nfsconf.fuse import abi
+from nfsconf.fuse.initflags import flag_names
 
 # Sizes as sizeof() gives them for include/uapi/linux/fuse.h 7.45 on x86-64.
 C_SIZES = {
@@ -106,11 +107,11 @@ def test_init_in_forms_and_flags2() -> None:
     # What this kernel sent (recorded from a real INIT): flags 0x73fffffb, flags2 0x5fd.
     raw = struct.pack("<IIIII", 7, 45, 131072, 0x73FFFFFB, 0x5FD) + b"\0" * 44
     ini = abi.InitIn.unpack(raw)
-    names = abi.flag_names(ini.flags64)
+    names = flag_names(ini.flags64, ini.minor)
     for want in ("EXPORT_SUPPORT", "INIT_EXT", "NO_EXPORT_SUPPORT", "HAS_RESEND",
                  "REQUEST_TIMEOUT", "SECURITY_CTX"):
         assert want in names
-    assert "HAS_LOOKUP_HANDLE" not in names
+    assert not any("LOOKUP_HANDLE" in n for n in names)
     # flags2 only counts when INIT_EXT is set
     no_ext = abi.InitIn(7, 45, 0, abi.INIT["EXPORT_SUPPORT"], 0x5FD)
     assert no_ext.flags64 == abi.INIT["EXPORT_SUPPORT"]
@@ -133,9 +134,16 @@ def test_init_out_layout() -> None:
     assert abi.InitOut.split_flags(1 << 38 | 1 << 4) == (1 << 4, 1 << 6)
 
 
-def test_flag_names_cover_every_bit() -> None:
-    assert abi.flag_names(1 << 4 | 1 << 38 | 1 << 43 | 1 << 63) == [
-        "EXPORT_SUPPORT", "NO_EXPORT_SUPPORT", "HAS_LOOKUP_HANDLE", "bit63"]
+def test_flags_are_named_by_the_kernels_minor() -> None:
+    bits = 1 << 4 | 1 << 38 | 1 << 43 | 1 << 63
+    # 7.45 defines no bit 43 (nor 63); 7.46 names bit 43 after mainline's io_uring bufpool
+    assert flag_names(bits, 45) == ["EXPORT_SUPPORT", "NO_EXPORT_SUPPORT", "bit43", "bit63"]
+    assert flag_names(bits, 46) == ["EXPORT_SUPPORT", "NO_EXPORT_SUPPORT",
+                                    "HAS_IO_URING_BUFPOOL", "bit63"]
+    # the RFC's name only where the decision says the kernel carries that RFC
+    assert flag_names(1 << 43, 45, "v2") == ["HAS_LOOKUP_HANDLE(v2)"]
+    # a bit is unnamed below the minor that introduced it
+    assert flag_names(1 << 42, 42) == ["bit42"] and flag_names(1 << 42, 43) == ["REQUEST_TIMEOUT"]
     assert abi.INIT["HAS_RESEND"] == 1 << 39 and abi.INIT["REQUEST_TIMEOUT"] == 1 << 42
 
 

@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 from nfsconf.fuse import abi
 from nfsconf.fuse import lookup_handle as lh
+from nfsconf.fuse.initflags import lookup_handle_offer
 from nfsconf.fuse.server import Config, Server
 
 handles = st.binary(min_size=0, max_size=lh.FUSE_MAX_HANDLE_SZ)
@@ -196,12 +197,22 @@ def test_v3_compound_errors() -> None:
 
 def test_dialect_choice_never_claims_what_is_not_offered() -> None:
     here = 0x73FFFFFB | 0x5FD << 32  # the INIT flags this kernel sends
-    assert lh.choose_dialect(45, here) is None
-    assert lh.choose_dialect(45, here, "v3") is None
-    assert lh.choose_dialect(45, here | lh.FUSE_HAS_LOOKUP_HANDLE) == "v2"
-    assert lh.choose_dialect(46, here | lh.FUSE_HAS_LOOKUP_HANDLE) == "v3"
+    bit43 = lh.FUSE_HAS_LOOKUP_HANDLE
+
+    def offer(minor, flags, wanted="auto"):
+        return lookup_handle_offer(minor, flags, wanted).dialect
+
+    assert offer(45, here) is None
+    assert offer(45, here, "v3") is None
+    assert offer(45, here | bit43) == "v2"  # 7.45 defines no bit 43: the RFC v2 series
+    assert offer(45, here | bit43, "off") is None
+    # 7.46 (Linux 7.3) owns bit 43: FUSE_HAS_IO_URING_BUFPOOL, offered with io_uring on
+    assert offer(46, here | bit43) is None
+    assert offer(46, here | bit43, "v2") is None
+    assert "HAS_IO_URING_BUFPOOL" in lookup_handle_offer(46, here | bit43).why
+    assert offer(46, here | bit43, "v3") == "v3"  # only when asked for by name
     with pytest.raises(ValueError):
-        lh.choose_dialect(46, lh.FUSE_HAS_LOOKUP_HANDLE, "v9")
+        lookup_handle_offer(46, bit43, "v9")
     assert lh.opcode_names("v3")[56] == "MKOBJ_HANDLE" and lh.opcode_names(None) == {}
 
 # ------------------------------------------------------------------ server engine ------
@@ -308,7 +319,7 @@ def test_server_hostile_handle_sizes(engine, mode: str, size: int) -> None:
 
 def test_server_v3_compound_lookup_handle_statx(engine) -> None:
     src, make = engine
-    s = make()
+    s = make(lookup_handle="v3")  # 7.46 owns bit 43: v3 only when asked for by name
     out = _init(s, 46, KERNEL_FLAGS | lh.FUSE_HAS_LOOKUP_HANDLE)
     assert out.minor == 46 and out.flags64 & lh.FUSE_HAS_LOOKUP_HANDLE
     payload, extlen = lh.V3.encode_lookup_request(b"d")

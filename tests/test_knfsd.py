@@ -38,5 +38,5 @@ def test_knfsd_smoke(tmp_path):
         assert held["evidence"]["decodes"]["cold"]["got"]["marker"].startswith("nfsconf ")
         # NFSv4.1 session: PUTFH/GETFH round trip and fileid = st_ino
         assert cell[("NFS-V4-FH", "dir", "bindfs-noforget", transport)]["verdict"] == "PASS"
-    assert "knfsd: VM done" in r.stdout
+    assert "knfsd: VM 1 done" in r.stdout
     assert not subprocess.run(["pgrep", "-f", f"rwdir={out}"], capture_output=True).stdout

@@ -75,6 +75,21 @@ def test_server_killed_or_stopped_mid_scenario_run_goes_on(tmp_path):
     assert list((tmp_path / "labs").iterdir()) == []  # every lab removed its files
 
 
+def test_reference_server_exception_makes_the_cell_error(tmp_path):
+    r = _run("--profile", "ref-stable", "--scenarios", str(CRASH), "-k", "SERVER-BUG",
+             out=tmp_path)
+    assert r.returncode == 0, r.stderr
+    _, results = _records(tmp_path)
+    (cell,) = results
+    assert "decodes" in cell["evidence"], (cell["verdict"], cell["reason"])
+    # the decode ended in an error the scenario accepts: only the trace tells the truth
+    assert cell["evidence"]["decodes"]["cold"]["error"] in ("ESTALE", "EIO")
+    assert cell["verdict"] == "ERROR", cell
+    assert cell["reason"].startswith("reference server raised: LOOKUP: RuntimeError: injected")
+    assert "server.py:" in cell["reason"]  # where it raised
+    assert _mounts_under(tmp_path) == []
+
+
 def test_no_matching_scenario_is_an_error(tmp_path):
     r = _run("--profile", "bindfs", "-k", "NO_SUCH_SCENARIO", out=tmp_path)
     assert r.returncode == 2 and "no scenario matched" in r.stderr

@@ -13,7 +13,7 @@ from dataclasses import asdict
 
 from . import holder as hd
 from . import sysutil as su
-from .server import HOSTILE_MODES, Config, Negotiated, Server, log
+from .server import FAULTS, HOSTILE_MODES, Config, Negotiated, Server, log
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -38,11 +38,22 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--timeout", type=float, default=1.0, help="entry/attr validity, seconds")
     ap.add_argument("--fsname", default="nfsconf-ref", help="mount source name")
     ap.add_argument("--subtype", default="nfsconf-ref", help="fstype is fuse.SUBTYPE")
-    ap.add_argument("--lookup-handle-dialect", choices=("auto", "v2", "v3"), default="auto",
-                    help="which RFC to speak if the kernel offers FUSE_HAS_LOOKUP_HANDLE")
+    ap.add_argument("--lookup-handle", choices=("auto", "off", "v2", "v3"), default="auto",
+                    help="auto: speak LOOKUP_HANDLE (RFC v2) when the kernel really offers it; "
+                    "off: decline it; v2/v3: only that dialect")
+    ap.add_argument("--handle-size-by-name", action="store_true",
+                    help="test hook: an object named hsN gets a handle of N bytes")
+    ap.add_argument("--handle-salt", choices=("none", "instance"), default="none",
+                    help="instance: handles carry a salt of this server instance, so a "
+                    "successor does not recognise them")
+    ap.add_argument("--proto-minor", type=int, default=45,
+                    help="the newest FUSE protocol minor to speak (23..45), like an older "
+                    "libfuse")
     ap.add_argument("--state-dir", help="where stable nodeids of non-ext4 sources are recorded")
     ap.add_argument("--stall-first", metavar="OPCODE",
                     help="test hook: never answer the first request of this opcode (e.g. READ)")
+    ap.add_argument("--fault", choices=FAULTS,
+                    help="test hook: a handler raises, as a bug of this server would")
     ap.add_argument("--ready-fd", type=int, help="write 'ready' to this fd once serving")
     ap.add_argument("--holder", metavar="SOCK", help="deposit the /dev/fuse fd with this holder")
     ap.add_argument("--takeover", metavar="SOCK",
@@ -60,8 +71,10 @@ def main(argv: list[str] | None = None) -> int:
                  nodeid=args.nodeid, generation=args.generation, export=args.export,
                  forget=args.forget, handle_size=args.handle_size, hostile=args.hostile,
                  trace=args.trace, timeout=args.timeout, fsname=args.fsname,
-                 subtype=args.subtype, stall_first=args.stall_first,
-                 lookup_handle_dialect=args.lookup_handle_dialect, state_dir=args.state_dir)
+                 subtype=args.subtype, stall_first=args.stall_first, fault=args.fault,
+                 lookup_handle=args.lookup_handle,
+                 handle_size_by_name=args.handle_size_by_name, handle_salt=args.handle_salt,
+                 proto_minor=args.proto_minor, state_dir=args.state_dir)
     try:
         server = Server(cfg, takeover=bool(args.takeover))
         if not args.takeover and su.is_mountpoint(cfg.mountpoint):

@@ -12,6 +12,8 @@ import struct
 from dataclasses import dataclass, fields
 from typing import Any, ClassVar, TypeVar
 
+from .initflags import MAINLINE
+
 KERNEL_VERSION = 7
 KERNEL_MINOR_VERSION = 45  # what this server speaks; the negotiated minor is min(kernel, this)
 ROOT_ID = 1
@@ -43,27 +45,8 @@ NOTIFY_RESEND = 7
 NOTIFY_INC_EPOCH = 8
 
 # --- INIT flags: bits 0..31 travel in flags, 32..63 in flags2 (needs INIT_EXT) ---------
-INIT_FLAG_BITS: dict[int, str] = {
-    0: "ASYNC_READ", 1: "POSIX_LOCKS", 2: "FILE_OPS", 3: "ATOMIC_O_TRUNC",
-    4: "EXPORT_SUPPORT", 5: "BIG_WRITES", 6: "DONT_MASK", 7: "SPLICE_WRITE",
-    8: "SPLICE_MOVE", 9: "SPLICE_READ", 10: "FLOCK_LOCKS", 11: "HAS_IOCTL_DIR",
-    12: "AUTO_INVAL_DATA", 13: "DO_READDIRPLUS", 14: "READDIRPLUS_AUTO", 15: "ASYNC_DIO",
-    16: "WRITEBACK_CACHE", 17: "NO_OPEN_SUPPORT", 18: "PARALLEL_DIROPS",
-    19: "HANDLE_KILLPRIV", 20: "POSIX_ACL", 21: "ABORT_ERROR", 22: "MAX_PAGES",
-    23: "CACHE_SYMLINKS", 24: "NO_OPENDIR_SUPPORT", 25: "EXPLICIT_INVAL_DATA",
-    26: "MAP_ALIGNMENT", 27: "SUBMOUNTS", 28: "HANDLE_KILLPRIV_V2", 29: "SETXATTR_EXT",
-    30: "INIT_EXT", 31: "INIT_RESERVED", 32: "SECURITY_CTX", 33: "HAS_INODE_DAX",
-    34: "CREATE_SUPP_GROUP", 35: "HAS_EXPIRE_ONLY", 36: "DIRECT_IO_ALLOW_MMAP",
-    37: "PASSTHROUGH", 38: "NO_EXPORT_SUPPORT", 39: "HAS_RESEND", 40: "ALLOW_IDMAP",
-    41: "OVER_IO_URING", 42: "REQUEST_TIMEOUT",
-    43: "HAS_LOOKUP_HANDLE",  # proposed (RFC v2/v3), not in any released kernel
-}
-INIT = {name: 1 << bit for bit, name in INIT_FLAG_BITS.items()}
-
-
-def flag_names(flags: int) -> list[str]:
-    """Names of every set bit of a 64-bit INIT flag word; unknown bits as ``bit<N>``."""
-    return [INIT_FLAG_BITS.get(b, f"bit{b}") for b in range(64) if flags >> b & 1]
+# Names by protocol minor (a bit means different things at different minors): initflags.
+INIT = {name: 1 << bit for bit, (name, _since) in MAINLINE.items()}
 
 
 # --- misc flag constants -----------------------------------------------------------------

@@ -28,7 +28,8 @@ from . import sysutil as su
 
 _PKG_PARENT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 _KNOBS = ("nodeid", "generation", "export", "forget", "handle_size", "hostile", "timeout",
-          "fsname", "subtype", "lookup_handle_dialect", "state_dir", "stall_first")
+          "fsname", "subtype", "lookup_handle", "state_dir", "stall_first", "fault",
+          "handle_size_by_name", "handle_salt", "proto_minor")
 
 
 class RefServerError(RuntimeError):
@@ -52,7 +53,7 @@ class RefServer:
     # --- public API ------------------------------------------------------------------
     def start(self, source: str, mountpoint: str, **knobs: Any) -> RefServer:
         """Mount ``source`` on ``mountpoint``. Knobs: nodeid, generation, export, forget,
-        handle_size, hostile, timeout, fsname, subtype, lookup_handle_dialect, state_dir,
+        handle_size, hostile, timeout, fsname, subtype, lookup_handle, state_dir,
         stall_first (test hook, first instance only)."""
         bad = set(knobs) - set(_KNOBS)
         if bad:
@@ -209,7 +210,9 @@ class RefServer:
         args: list[str] = []
         for k in _KNOBS:
             v = knobs.get(k)
-            if v is not None:
+            if v is True:  # a switch
+                args.append(f"--{k.replace('_', '-')}")
+            elif v is not None and v is not False:
                 args += [f"--{k.replace('_', '-')}", str(v)]
         if self.trace_path:
             args += ["--trace", self.trace_path]
@@ -285,13 +288,25 @@ class RefServer:
 
 def trace_records(path: str) -> list[dict[str, Any]]:
     """Parse a trace file (JSONL) into dicts; tolerate a torn last line of a killed server."""
+    return trace_from(path)[0]
+
+
+def trace_from(path: str | os.PathLike[str] | None,
+               offset: int = 0) -> tuple[list[dict[str, Any]], int]:
+    """Every record of the trace from byte OFFSET on, and the offset after the last whole
+    line: call again with it to read only what came since."""
     import json
 
-    out: list[dict[str, Any]] = []
-    with open(path) as f:
-        for line in f:
-            try:
-                out.append(json.loads(line))
-            except ValueError:
-                continue
-    return out
+    if path is None or not os.path.exists(path):
+        return [], offset
+    with open(path, "rb") as f:
+        f.seek(offset)
+        data = f.read()
+    end = data.rfind(b"\n") + 1  # a line being written stays for the next call
+    out = []
+    for line in data[:end].splitlines():
+        try:
+            out.append(json.loads(line))
+        except ValueError:
+            continue
+    return out, offset + end

@@ -51,11 +51,13 @@ class LookupHandleOps:
         def _new_fh(self) -> int: ...
 
     def server_handle(self, node: Node) -> lh.FileHandle:
-        """This server's LOOKUP_HANDLE handle: the backing handle, padded to --handle-size."""
-        raw = struct.pack("<iB", node.htype, len(node.hdata)) + node.hdata
-        if len(raw) > self.cfg.handle_size:
-            raw = raw[:self.cfg.handle_size]  # too small a size loses identity: caller's choice
-        data = raw + b"\0" * (self.cfg.handle_size - len(raw))
+        """This server's LOOKUP_HANDLE handle: the backing handle (after the instance's salt
+        with --handle-salt instance), filled with a pattern to --handle-size (or to the size
+        an `hsN` name asks for): a handle the kernel truncates or moves shows in its bytes."""
+        size = self.handle_sizes.get(node.nodeid, self.cfg.handle_size)
+        raw = self.salt + struct.pack("<iB", node.htype, len(node.hdata)) + node.hdata
+        raw = raw[:size]  # too small a size loses identity: the caller's choice
+        data = raw + bytes((i * 37 + 11) & 0xFF for i in range(len(raw), size))
         if self.cfg.hostile == "zero-handle":
             data = b""
         elif self.cfg.hostile == "oversize-handle":
@@ -63,10 +65,11 @@ class LookupHandleOps:
         return lh.FileHandle(data)
 
     def node_from_handle(self, fh: lh.FileHandle) -> Node:
-        if len(fh.data) < 5:
-            raise OSError(errno.ESTALE, "handle too short")
-        htype, n = struct.unpack_from("<iB", fh.data)
-        hdata = fh.data[5:5 + n]
+        salt = len(self.salt)
+        if len(fh.data) < salt + 5 or fh.data[:salt] != self.salt:
+            raise OSError(errno.ESTALE, "handle too short or of another server instance")
+        htype, n = struct.unpack_from("<iB", fh.data, salt)
+        hdata = fh.data[salt + 5:salt + 5 + n]
         if self.table.mode == "stable":
             return self.table.get(self.table.stable_id(htype, hdata))
         for node in self.table.by_id.values():
@@ -99,9 +102,7 @@ class LookupHandleOps:
         else:
             node, st = self._child(parent, name)
             entry = self._entry(node, st, r)
-        fh = self.server_handle(node)
-        r.info["handle"] = fh.data.hex()
-        return entry + lh.V2.encode_file_handle(fh)  # type: ignore[operator]
+        return entry + self._v2_wire(self.server_handle(node), r)  # type: ignore[operator]
 
     def op_lookup_handle_v3(self, r: Req) -> tuple[bytes, Node]:
         name, parent_fh = lh.V3.decode_lookup_request(bytes(r.payload), r.extlen)
@@ -173,7 +174,14 @@ class LookupHandleOps:
         SYMLINK, LINK as well as LOOKUP_HANDLE); nothing without that dialect."""
         if self.neg.dialect != "v2":
             return b""
-        fh = self.server_handle(node)
-        if self.tracing:
-            r.info["handle"] = fh.data.hex()
-        return lh.V2.encode_file_handle(fh)
+        return self._v2_wire(self.server_handle(node), r)
+
+    def _v2_wire(self, fh: lh.FileHandle, r: Req) -> bytes:
+        """The fuse_file_handle as sent; hostile short-handle sends a quarter of the bytes
+        its size field announces."""
+        wire = lh.V2.encode_file_handle(fh)
+        if self.cfg.hostile == "short-handle":
+            wire = wire[:lh.V2.FH_HEAD.size + len(fh.data) // 4]
+            r.info["announced_size"] = len(fh.data)
+        r.info["handle"] = wire[lh.V2.FH_HEAD.size:].hex()
+        return wire

@@ -15,12 +15,14 @@ status, quit.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
 import socket
 import struct
 import sys
+from collections.abc import Iterator
 from typing import Any
 
 _LEN = struct.Struct(">I")
@@ -62,13 +64,28 @@ def recv_msg(sock: socket.socket) -> tuple[dict[str, Any], list[int]]:
     return json.loads(_recv_exact(sock, size)), list(fds)
 
 
+@contextlib.contextmanager
+def _reachable(path: str) -> Iterator[str]:
+    """AF_UNIX paths end at 107 bytes; a socket in a deep work directory (a pytest tmp_path,
+    a long TMPDIR) is reached through an fd of its directory instead."""
+    if len(os.fsencode(path)) < 100:
+        yield path
+        return
+    fd = os.open(os.path.dirname(path) or ".", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        yield f"/proc/self/fd/{fd}/{os.path.basename(path)}"
+    finally:
+        os.close(fd)
+
+
 def request(path: str, obj: dict[str, Any], fds: list[int] | None = None,
             timeout: float | None = 10.0) -> tuple[dict[str, Any], list[int]]:
     """Send one command to the holder at ``path``; return (answer, fds received)."""
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
         s.settimeout(timeout)
         try:
-            s.connect(path)
+            with _reachable(path) as addr:
+                s.connect(addr)
         except OSError as e:
             raise HolderError(f"holder at {path} unreachable: {e}") from e
         send_msg(s, obj, fds)
@@ -158,7 +175,8 @@ class Holder:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as srv:
             if os.path.exists(self.path):
                 os.unlink(self.path)
-            srv.bind(self.path)
+            with _reachable(self.path) as addr:
+                srv.bind(addr)
             os.chmod(self.path, 0o600)
             srv.listen(8)
             if ready_fd is not None:

@@ -15,8 +15,8 @@
   The parent's handle travels as a ``FUSE_EXT_HANDLE`` (33) request extension. Attributes
   come from a FUSE_STATX sent in the same compound.
 
-Nothing here talks to a kernel; the server uses these codecs only if the kernel offers
-``FUSE_HAS_LOOKUP_HANDLE``, which no kernel on this machine does.
+Nothing here talks to a kernel; whether the kernel under test offers a dialect is decided
+in initflags.lookup_handle_offer (bit 43 belongs to mainline from 7.46 on).
 """
 
 from __future__ import annotations
@@ -40,20 +40,6 @@ class FileHandle:
 
     data: bytes
     type: int = 0
-
-
-def choose_dialect(kernel_minor: int, kernel_flags: int, wanted: str = "auto") -> str | None:
-    """Which dialect to speak for this INIT, or None. Never claims one the kernel did not offer.
-
-    v2 was written against 7.45 and v3 bumps the protocol to 7.46, so "auto" picks by minor.
-    """
-    if not kernel_flags & FUSE_HAS_LOOKUP_HANDLE:
-        return None
-    if wanted in ("v2", "v3"):
-        return wanted
-    if wanted != "auto":
-        raise ValueError(f"unknown LOOKUP_HANDLE dialect {wanted!r} (auto, v2, v3)")
-    return "v3" if kernel_minor >= V3.MIN_MINOR else "v2"
 
 
 class V2:

@@ -11,10 +11,12 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
 import signal
 import stat
 import sys
 import time
+import traceback
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -23,13 +25,17 @@ from . import abi
 from . import lookup_handle as lh
 from . import sysutil as su
 from .handle_ops import LookupHandleOps
+from .initflags import flag_names, lookup_handle_offer
 from .nodes import Node, NodeTable, StaleNode, mode_to_dtype
 from .request import NO_REPLY, Req
 
 HOSTILE_MODES = ("dot-wrong-nodeid", "generation-flip", "reuse-other-file", "zero-handle",
-                 "oversize-handle", "no-reply")
+                 "oversize-handle", "short-handle", "no-reply")
+# test hooks: "lookup-dot" makes LOOKUP(nodeid, ".") raise, as a bug in a hostile branch would
+FAULTS = ("lookup-dot",)
 MAX_WRITE = 128 * 1024
 BUFSIZE = MAX_WRITE + 4096
+_HS_NAME = re.compile(rb"hs(\d{1,3})")
 _IN = abi.InHeader.FMT
 _OUT = abi.OutHeader.FMT
 _ENTRY_HEAD = abi.EntryOut.HEAD
@@ -56,20 +62,28 @@ class Config:
     export: str = "on"  # on | off
     forget: str = "honour"  # honour | ignore
     handle_size: int = 32  # LOOKUP_HANDLE handle size, only if the kernel offers it
+    # test hook: an object named hsN (N = 1..128) gets a handle of N bytes
+    handle_size_by_name: bool = False
+    handle_salt: str = "none"  # none | instance: handles of one server instance only
+    proto_minor: int = abi.KERNEL_MINOR_VERSION  # the newest 7.x minor to speak
     hostile: str | None = None
     trace: str | None = None
     timeout: float = 1.0  # entry and attribute validity, seconds
     fsname: str = "nfsconf-ref"
     subtype: str = "nfsconf-ref"
     stall_first: str | None = None  # test hook: withhold the reply of the first such opcode
-    lookup_handle_dialect: str = "auto"  # auto | v2 | v3 (only if offered)
+    # auto: speak LOOKUP_HANDLE when the kernel really offers it (initflags); off: decline;
+    # v2 / v3: that dialect only
+    lookup_handle: str = "auto"
     state_dir: str | None = None
+    fault: str | None = None  # test hook, one of FAULTS
 
     def validate(self, takeover: bool = False) -> None:
         """Check every knob. A takeover must not stat the mountpoint: nobody serves it yet."""
         choices = {"nodeid": ("volatile", "stable"), "generation": ("zero", "bump"),
                    "export": ("on", "off"), "forget": ("honour", "ignore"),
-                   "lookup_handle_dialect": ("auto", "v2", "v3")}
+                   "lookup_handle": ("auto", "off", "v2", "v3"),
+                   "handle_salt": ("none", "instance")}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"--{name.replace('_', '-')} must be one of {allowed}, "
@@ -78,12 +92,16 @@ class Config:
             raise ValueError(f"--hostile must be one of {HOSTILE_MODES}, not {self.hostile!r}")
         if not 1 <= self.handle_size <= lh.FUSE_MAX_HANDLE_SZ:
             raise ValueError(f"--handle-size must be 1..{lh.FUSE_MAX_HANDLE_SZ}")
+        if self.fault is not None and self.fault not in FAULTS:
+            raise ValueError(f"--fault must be one of {FAULTS}, not {self.fault!r}")
         if self.stall_first is not None and self.stall_first not in abi.OP:
             raise ValueError(f"--stall-first: unknown opcode name {self.stall_first!r}")
         if not os.path.isdir(self.source):
             raise ValueError(f"source {self.source!r} is not a directory")
         if not takeover and not os.path.isdir(self.mountpoint):
             raise ValueError(f"mountpoint {self.mountpoint!r} is not a directory")
+        if not 23 <= self.proto_minor <= abi.KERNEL_MINOR_VERSION:
+            raise ValueError(f"--proto-minor must be 23..{abi.KERNEL_MINOR_VERSION}")
         if self.timeout < 0:
             raise ValueError("--timeout must be >= 0")
 
@@ -138,6 +156,14 @@ def _json_default(o: object) -> object:
     return str(o)
 
 
+def _where(e: BaseException) -> str:
+    """The traceback's last line and the frame that raised: what a bug report needs."""
+    frames = traceback.extract_tb(e.__traceback__)
+    at = f" ({os.path.basename(frames[-1].filename)}:{frames[-1].lineno} in " \
+        f"{frames[-1].name})" if frames else ""
+    return f"{type(e).__name__}: {e}{at}"
+
+
 def _errname(e: int) -> str:
     return errno.errorcode.get(e, str(e))
 
@@ -162,6 +188,8 @@ class Server(LookupHandleOps):
         self._in_read = False
         self.opnames = dict(abi.OPCODES)
         self.flip: dict[int, int] = {}
+        self.handle_sizes: dict[int, int] = {}  # nodeid -> handle size asked by its name
+        self.salt = os.urandom(4) if cfg.handle_salt == "instance" else b""
         self.handlers: dict[int, Callable[[Req], Any]] = {
             1: self.op_lookup, 2: self.op_forget, 3: self.op_getattr, 4: self.op_setattr,
             5: self.op_readlink, 6: self.op_symlink, 8: self.op_mknod, 9: self.op_mkdir,
@@ -197,7 +225,8 @@ class Server(LookupHandleOps):
                 r.info["why"] = e.strerror
         except Exception as e:  # a bug must cost one request, not the mount
             err = errno.EIO
-            r.info["exception"] = f"{type(e).__name__}: {e}"
+            r.info["exception"] = _where(e)
+            log(f"{self.opnames.get(r.opcode, r.opcode)} raised {r.info['exception']}")
         if result is NO_REPLY or r.opcode in _NEVER_ANSWERED:
             self._trace(r, None if result is NO_REPLY else err)
             return None
@@ -233,6 +262,8 @@ class Server(LookupHandleOps):
         name = data if end < 0 else data[:end]
         if self.tracing:
             r.info["name"] = name
+            if end < 0:  # the protocol says NUL-terminated; the kernel under test did not
+                r.info["name_unterminated"] = data.hex()
         return name
 
     def _attr_from_stat(self, st: os.stat_result) -> bytes:
@@ -260,6 +291,8 @@ class Server(LookupHandleOps):
         htype, hdata, _mnt = su.name_to_handle_at(pfd, name)
         node = self.table.node_for(htype, hdata, st.st_ino)
         self.table.looked_up(node)
+        if self.cfg.handle_size_by_name and (m := _HS_NAME.fullmatch(name)):
+            self.handle_sizes[node.nodeid] = min(int(m.group(1)), lh.FUSE_MAX_HANDLE_SZ + 1)
         return node, st
 
     def _node(self, r: Req) -> Node:
@@ -295,7 +328,7 @@ class Server(LookupHandleOps):
         offered = ini.flags64
         r.info["kernel"] = {"major": ini.major, "minor": ini.minor,
                             "max_readahead": ini.max_readahead, "flags": hex(ini.flags),
-                            "flags2": hex(ini.flags2), "offered": abi.flag_names(offered)}
+                            "flags2": hex(ini.flags2)}
         if ini.major > abi.KERNEL_VERSION:  # kernel will retry INIT with our major
             return abi.InitOut(abi.KERNEL_VERSION, abi.KERNEL_MINOR_VERSION, 0, 0).pack()[:8]
         if ini.major < abi.KERNEL_VERSION or ini.minor < 23:
@@ -307,7 +340,11 @@ class Server(LookupHandleOps):
             want |= abi.INIT["EXPORT_SUPPORT"]
         else:
             want |= abi.INIT["NO_EXPORT_SUPPORT"]
-        dialect = lh.choose_dialect(ini.minor, offered, self.cfg.lookup_handle_dialect)
+        wanted = self.cfg.lookup_handle if self.cfg.proto_minor >= 45 else "off"
+        offer = lookup_handle_offer(ini.minor, offered, wanted)
+        dialect = offer.dialect
+        r.info["kernel"]["offered"] = flag_names(offered, ini.minor, offer.dialect)
+        r.info["lookup_handle"] = {"dialect": dialect, "why": offer.why}
         if dialect is not None:
             want |= lh.FUSE_HAS_LOOKUP_HANDLE
         if dialect == "v2":
@@ -315,7 +352,7 @@ class Server(LookupHandleOps):
             # leaves no room for handle bytes, and rejects size 0: plain READDIR only.
             want &= ~abi.INIT["DO_READDIRPLUS"]
         flags = want & offered
-        minor = min(ini.minor, abi.KERNEL_MINOR_VERSION if dialect != "v3" else lh.V3.MIN_MINOR)
+        minor = min(ini.minor, self.cfg.proto_minor if dialect != "v3" else lh.V3.MIN_MINOR)
         lo, hi = abi.InitOut.split_flags(flags)
         out = abi.InitOut(abi.KERNEL_VERSION, minor, ini.max_readahead, lo,
                           max_background=16, congestion_threshold=12, max_write=MAX_WRITE,
@@ -325,9 +362,11 @@ class Server(LookupHandleOps):
         self.neg = Negotiated(ini.major, ini.minor, offered, ini.max_readahead, minor, flags,
                               MAX_WRITE, dialect, out.max_handle_sz, self.neg.epoch)
         self.opnames.update(lh.opcode_names(dialect))
-        r.info["reply"] = {"minor": minor, "flags": abi.flag_names(flags),
-                           "lookup_handle": dialect, "max_write": MAX_WRITE}
-        if self.cfg.hostile in ("zero-handle", "oversize-handle") and dialect is None:
+        r.info["reply"] = {"minor": minor, "flags": flag_names(flags, minor, dialect),
+                           "lookup_handle": dialect, "max_handle_sz": out.max_handle_sz,
+                           "max_write": MAX_WRITE}
+        if self.cfg.hostile in ("zero-handle", "oversize-handle", "short-handle") \
+                and dialect is None:
             r.info["note"] = f"hostile {self.cfg.hostile} is inert: no LOOKUP_HANDLE offered"
         return out.pack()
 
@@ -397,6 +436,8 @@ class Server(LookupHandleOps):
                     return self._entry(target, st, r)
             self.table.looked_up(target)
             return self._entry(target, st, r)
+        if self.cfg.fault == "lookup-dot":
+            raise RuntimeError("injected fault (--fault lookup-dot)")
         st = self.table.fresh_stat(node)
         if st.st_nlink == 0 and not stat.S_ISDIR(st.st_mode):
             raise StaleNode(node.nodeid, "backing file was unlinked")
@@ -831,7 +872,12 @@ class Server(LookupHandleOps):
             if e.errno == errno.ENODEV:
                 self.stop_reason = "unmounted"
             elif e.errno != errno.ENOENT:  # ENOENT: the request was interrupted meanwhile
-                self.tracer.write({"event": "reply-error", "errno": _errname(e.errno)})
+                head = reply[0] if isinstance(reply, list) else reply
+                # the kernel refused the reply itself (a size it did not expect: EINVAL)
+                self.tracer.write({"event": "reply-error", "errno": _errname(e.errno),
+                                   "unique": _OUT.unpack_from(head)[2],
+                                   "bytes": sum(map(len, reply)) if isinstance(reply, list)
+                                   else len(reply)})
 
     def _on_signal(self, signum: int, _frame: object) -> None:
         self.stop_reason = "handover" if signum == signal.SIGUSR1 else "stop"

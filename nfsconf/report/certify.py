@@ -31,14 +31,18 @@ LEVELS: tuple[Level, ...] = (
           ("RENAME", "MOVE", "HARDLINK")),
     Level(3, "survives server restart (remount)", ("RESTART-SAFE", "RESTART")),
     # Restart in place needs a server that hands its /dev/fuse fd over the way nfsconf's
-    # reference server does; FUSE_LOOKUP_HANDLE scenarios come when a kernel offers it.
-    Level(4, "survives live restart / handles from LOOKUP_HANDLE",
-          ("LIVE-RESTART-SAFE", "LIVE-RESTART", "IN-FLIGHT")),
+    # reference server does.
+    Level(4, "survives live restart", ("LIVE-RESTART-SAFE", "LIVE-RESTART", "IN-FLIGHT")),
+    # Only on a kernel that offers FUSE_LOOKUP_HANDLE: elsewhere these SKIP, and a level of
+    # nothing but SKIP is not earned.
+    Level(5, "handles from LOOKUP_HANDLE survive restart",
+          ("LH-ENC", "LH-SIZE", "LH-RESTART", "LH-STALE"),
+          ("LH-CONN", "LH-PARENT", "LH-SIZE-RANGE")),
 )
 
 # What the kernel does with a hostile (reference) server: kernel conformance, no level.
 KERNEL_ONLY: tuple[str, ...] = ("HOSTILE-DOT", "HOSTILE-GEN", "HOSTILE-REUSE",
-                                "HOSTILE-NOREPLY", "HOSTILE-HANDLE")
+                                "HOSTILE-NOREPLY", "HOSTILE-HANDLE", "COMPAT-LOOKUP", "LH-REUSE")
 
 
 @dataclass

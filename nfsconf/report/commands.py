@@ -4,29 +4,12 @@ Every bad input (a missing or foreign results file, an unknown profile) is one l
 from __future__ import annotations
 
 import argparse
-import functools
 import json
-import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 
-from nfsconf.report.results import ResultsError, Run, load_run
-
-
-def _usage(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
-    @functools.wraps(func)
-    def wrapper(args: argparse.Namespace) -> int:
-        # `python -m nfsconf.cli` runs a second copy of the cli module as __main__, whose
-        # UsageError is another class: report errors here, in the cli's words.
-        from nfsconf import cli
-
-        try:
-            return func(args)
-        except (ResultsError, cli.UsageError) as e:
-            print(f"nfsconf: error: {e}", file=sys.stderr)
-            return 2
-    return wrapper
+from nfsconf.errors import ResultsError
+from nfsconf.report.results import Run, load_run
 
 
 def _expectations(path: str | None):  # -> Expectations | None
@@ -35,7 +18,6 @@ def _expectations(path: str | None):  # -> Expectations | None
     return Expectations(Path(path)) if path else None
 
 
-@_usage
 def cmd_report(args: argparse.Namespace) -> int:
     from nfsconf.report.views import FORMATS, terminal, write_views
 
@@ -52,7 +34,6 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
-@_usage
 def cmd_diff(args: argparse.Namespace) -> int:
     from nfsconf.report.diff import diff, render_diff
 
@@ -67,34 +48,31 @@ def cmd_diff(args: argparse.Namespace) -> int:
     return 1 if d.must_regressions else 0
 
 
-@_usage
 def cmd_certify(args: argparse.Namespace) -> int:
-    from nfsconf.cli import build_parser, cmd_run
     from nfsconf.report.certify import certify, render_certificate
+    from nfsconf.run import RunOptions, run
 
     if args.results:
-        run = load_run(args.results)
+        results = load_run(args.results)
         profiles = [_profile_name(p) for p in args.profile] or list(
-            dict.fromkeys(r.profile for r in run.results))
+            dict.fromkeys(r.profile for r in results.results))
     else:
         # no --profile: every installed built-in, as `nfsconf run` does
         names = "+".join(Path(p).stem for p in args.profile) or "builtins"
-        out = args.out or f"reports/certify-{names}-{time.strftime('%Y%m%d-%H%M%S')}"
-        argv = ["run", "--out", out, "--transport", args.transport]
-        for p in args.profile:
-            argv += ["--profile", p]
-        code = cmd_run(build_parser().parse_args(argv))
-        if code not in (0, 1):
+        out = Path(args.out or f"reports/certify-{names}-{time.strftime('%Y%m%d-%H%M%S')}")
+        outcome = run(RunOptions(profiles=list(args.profile), transport=args.transport,
+                                 out=out, kernel=args.kernel))
+        if outcome.interrupted or outcome.missing or outcome.exit_status == 2:
             print("nfsconf certify: the run did not complete; no certificate")
-            return code
-        run = load_run(out)
+            return outcome.exit_status or 1
+        results = load_run(out)
         # the certificate names profiles as the run recorded them (a TOML file's `name`)
-        profiles = list(dict.fromkeys(r.profile for r in run.results))
-    certs = [certify(run, p) for p in profiles]
+        profiles = list(dict.fromkeys(r.profile for r in results.results))
+    certs = [certify(results, p) for p in profiles]
     print()
     for c in certs:
         print(render_certificate(c) + "\n")
-    target = run.path.parent / "certificate.json"
+    target = results.path.parent / "certificate.json"
     target.write_text(json.dumps([c.to_dict() for c in certs], indent=1) + "\n")
     print(f"certificate: {target}")
     low = [c.profile for c in certs if c.level < args.min_level]
@@ -147,7 +125,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                    help="profile to certify (repeatable; default: every installed built-in)")
     c.add_argument("--results", metavar="DIR", help="certify from an earlier run, run nothing")
     c.add_argument("--out", metavar="DIR", help="results directory of the certification run")
-    c.add_argument("--transport", default="local", help="as for `nfsconf run`")
+    c.add_argument("--transport", default="local", choices=["local", "ganesha", "knfsd"],
+                   help="as for `nfsconf run`")
+    c.add_argument("--kernel", metavar="SPEC", help="knfsd: the kernel to boot, as for run")
     c.add_argument("--min-level", type=int, default=0, metavar="N",
                    help="exit 1 when a profile earns less than level N")
     c.set_defaults(func=cmd_certify)

@@ -14,8 +14,8 @@ from nfsconf.report.expect import Expectations, xpass
 from nfsconf.report.matrix import cell
 from nfsconf.report.results import Result, ResultsError, Run
 from nfsconf.report.views import env_rows
+from nfsconf.verdict import BAD, outcome_class
 
-BAD = ("FAIL", "ERROR")
 # section key -> title, in report order
 SECTIONS = {
     "regression": "Regressions (passed in BASE, fail in NEW, or now open wrong objects)",
@@ -24,7 +24,8 @@ SECTIONS = {
     "fix": "Fixes (failed in BASE, pass in NEW)",
     "newly-skipped": "Newly skipped",
     "xpass": "Expected failures now passing (remove them from the expectations file)",
-    "evidence": "Same verdict, changed evidence",
+    "evidence": "Same verdict, changed evidence (another outcome class or handle type)",
+    "info": "Same outcome, another error name (information only)",
     "only-base": "Cells NEW did not run",
     "only-new": "Cells new in NEW",
 }
@@ -57,17 +58,23 @@ class Diff:
 
 
 def signature(r: Result) -> dict[str, Any]:
-    """What 'the same evidence' means: the errno, the kind of object each decode opened and
-    the handle's type and size — not the handle's bytes nor inode numbers, which differ from
-    one mount to the next."""
+    """What 'the same evidence' means: the outcome class of each decode (the same object, an
+    error, another object), wrong objects, and the handle's type and size. Not which error
+    (ESTALE and ENOENT are both accepted for an unlinked file, and which one comes is a
+    matter of dentry timing), nor handle bytes or inode numbers, which differ per mount."""
     decodes = r.evidence.get("decodes") or {}
     return {
-        "errno": r.errno,
         "wrong_object": r.wrong_object,
         "handle": (r.handle or {}).get("type"), "handle_len": (r.handle or {}).get("len"),
-        "decodes": {k: (d.get("outcome"), d.get("error")) for k, d in decodes.items()
+        "decodes": {k: outcome_class(d.get("outcome")) for k, d in decodes.items()
                     if isinstance(d, dict)},
     }
+
+
+def _errors(r: Result) -> dict[str, Any]:
+    decodes = r.evidence.get("decodes") or {}
+    return {"errno": r.errno,
+            "decodes": {k: d.get("error") for k, d in decodes.items() if isinstance(d, dict)}}
 
 
 def _changed(a: dict[str, Any], b: dict[str, Any]) -> str:
@@ -84,10 +91,8 @@ def _changed(a: dict[str, Any], b: dict[str, Any]) -> str:
     return "; ".join(out)
 
 
-def _fmt(d: tuple[str | None, str | None] | None) -> str:
-    if d is None:
-        return "none"
-    return d[1] or str(d[0])
+def _fmt(d: str | None) -> str:
+    return "none" if d is None else str(d)
 
 
 def _index(run: Run, with_transport: bool, rename: dict[str, str]) -> dict[Key, Result]:
@@ -127,6 +132,8 @@ def _classify(b: Result | None, n: Result | None) -> tuple[str, str] | None:
             changed = f"verdict {b.verdict} -> {n.verdict}" + (f"; {changed}" if changed else "")
         if changed:
             return "evidence", changed
+        if n.verdict != "SKIP" and (moved := _changed(_errors(b), _errors(n))):
+            return "info", moved
     return None
 
 
@@ -154,6 +161,8 @@ def diff(base: Run, new: Run, expect: Expectations | None = None,
         if kind is not None:
             # a wrong object on either side breaks a MUST, whatever the declared level
             level = "MUST" if any(r is not None and r.must for r in (b, n)) else "SHOULD"
+            if kind[0] == "info":
+                level = "info"
             out.changes.append(Change(kind[0], key, level, b, n, kind[1]))
     return out
 

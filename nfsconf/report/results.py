@@ -9,12 +9,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from nfsconf.errors import ResultsError
+from nfsconf.verdict import claim_broken, is_must
+
 SCHEMA = 1
-VERDICTS = ("PASS", "FAIL", "ERROR", "SKIP", "XFAIL")
+# the other files of a run directory that the suite itself reads back
+PLANNED = "planned.json"  # every cell the run collected (written once, at the first start)
+RUNNING = "running.json"  # the cell now running; gone once its record is written
 
 
-class ResultsError(ValueError):
-    """A results file this version cannot read."""
 
 
 @dataclass
@@ -42,13 +45,16 @@ class Result:
 
     @property
     def must(self) -> bool:
-        """A MUST scenario, or any cell where a handle opened another object: that breaks a
-        MUST whatever the scenario's declared level."""
-        return self.level == "MUST" or self.wrong_object
+        return is_must(self.level, self.wrong_object, self.kernel_trouble)
+
+    @property
+    def kernel_trouble(self) -> bool:
+        """The kernel under test warned, oopsed or hung while this cell ran."""
+        return bool(self.evidence.get("kernel_crash") or self.evidence.get("kernel_log"))
 
     @property
     def claim_broken(self) -> bool:
-        return self.claimed and self.verdict == "FAIL"
+        return claim_broken(self.claimed, self.verdict)
 
 
 class ResultsWriter:

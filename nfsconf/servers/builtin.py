@@ -52,16 +52,29 @@ def _ref(name: str, description: str, claims: Claims, **knobs: str) -> Profile:
 
 # The reference server (nfsconf/fuse) in its modes: every behaviour a knob, every request
 # in its trace.
+# All but the ref-lh ones decline LOOKUP_HANDLE: on a kernel with the series they are the
+# classic 0x81 servers, so the same kernel is tested both ways.
 REFERENCE: tuple[Profile, ...] = (
     _ref("ref-stable", "reference server, nodeids from the backing file's handle",
          Claims(export_support=True, cold_decode=True, restart=True, live_restart=True),
-         nodeid="stable"),
+         nodeid="stable", lookup_handle="off"),
     _ref("ref-volatile", "reference server, nodeids from a counter, reused, generation 0",
-         Claims(export_support=True), nodeid="volatile", generation="zero"),
+         Claims(export_support=True), nodeid="volatile", generation="zero",
+         lookup_handle="off"),
     _ref("ref-volatile-bump", "reference server, counter nodeids, generation bumped on reuse",
-         Claims(export_support=True), nodeid="volatile", generation="bump"),
+         Claims(export_support=True), nodeid="volatile", generation="bump",
+         lookup_handle="off"),
     _ref("ref-noexport", "reference server, stable nodeids, FUSE_EXPORT_SUPPORT off",
-         Claims(), nodeid="stable", export="off"),
+         Claims(), nodeid="stable", export="off", lookup_handle="off"),
+    _ref("ref-lh", "reference server speaking LOOKUP_HANDLE where the kernel offers it; "
+                   "handles and nodeids from the backing file's handle",
+         Claims(export_support=True, cold_decode=True, restart=True, live_restart=True,
+                lookup_handle=True),
+         nodeid="stable", lookup_handle="auto"),
+    _ref("ref-lh-volatile", "reference server speaking LOOKUP_HANDLE; counter nodeids and "
+                            "handles salted per server instance: nothing survives a restart",
+         Claims(export_support=True, lookup_handle=True), nodeid="volatile",
+         generation="zero", lookup_handle="auto", handle_salt="instance"),
 )
 BUILTIN = BUILTIN + REFERENCE
 _BY_NAME = {p.name: p for p in BUILTIN}

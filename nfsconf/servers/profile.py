@@ -28,12 +28,12 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from nfsconf.errors import ProfileError
+
 SOURCE_KINDS = ("dir", "overlay", "squashfs", "zip", "tar")
 PLACEHOLDERS = ("source", "mountpoint", "lower", "upper", "work")
 
 
-class ProfileError(ValueError):
-    """A profile that cannot be used; the message names the file and key."""
 
 
 @dataclass(frozen=True)
@@ -42,6 +42,7 @@ class Claims:
     cold_decode: bool = False
     restart: bool = False
     live_restart: bool = False
+    lookup_handle: bool = False  # speaks FUSE_LOOKUP_HANDLE where the kernel offers it
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from collections import deque
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -81,17 +82,30 @@ class RefServerProcess:
         return []
 
 
-def trace_tail(path: Path | None, n: int = 40) -> list[dict[str, Any]]:
-    """The last N requests of the trace, for the evidence of a cell."""
+@dataclass
+class Trace:
+    tail: list[dict[str, Any]] = field(default_factory=list)  # the last requests
+    exceptions: list[str] = field(default_factory=list)  # what the server's handlers raised
+
+
+def read_trace(path: Path | None, n: int = 40) -> Trace:
+    """The last N requests of the trace and every exception a handler raised, for the
+    evidence of a cell."""
+    out = Trace()
     if path is None or not path.exists():
-        return []
-    out: deque[dict[str, Any]] = deque(maxlen=n)
+        return out
+    tail: deque[dict[str, Any]] = deque(maxlen=n)
     with open(path, errors="replace") as f:
         for line in f:
             try:
                 rec = json.loads(line)
             except json.JSONDecodeError:
                 continue
-            out.append({k: rec[k] for k in ("op", "nodeid", "name", "result", "reply", "instance")
-                        if k in rec})
-    return list(out)
+            if "exception" in rec:
+                out.exceptions.append(f"{rec.get('op')}: {rec['exception']}")
+            if "op" in rec:
+                tail.append({k: rec[k] for k in ("op", "nodeid", "name", "result", "reply",
+                                                 "instance") if k in rec})
+    out.tail = list(tail)
+    return out
+

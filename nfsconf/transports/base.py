@@ -7,6 +7,7 @@ from typing import Any, Protocol
 
 # Every directory the suite creates holds this file; its content names the directory.
 MARKER_NAME = ".nfsconf-marker"
+NFS_FH = 0  # Handle.fh_type of an NFS file handle: its bytes carry their own types
 
 
 @dataclass(frozen=True)
@@ -64,16 +65,23 @@ def as_errno_name(outcome: str) -> str:
     return EQUIVALENT.get(outcome, outcome)
 
 
+UNVERIFIED = "UNVERIFIED"  # opened the right inode, but its marker could not be read
+
+
 def verdict_of(expected: Identity, got: Decoded) -> str:
     """'same', 'other' or the error name. 'other' is the worst outcome there is: the handle
-    opened an object it did not name."""
+    opened an object it did not name — shown by another inode or another marker. An object
+    with the expected inode whose marker cannot be read is UNVERIFIED (an error), never
+    'other': the suite cannot tell, so it does not accuse."""
     if not got.opened:
         return got.error or "error"
     ident = got.identity
     assert ident is not None
-    same = (ident.st_ino == expected.st_ino and ident.st_dev == expected.st_dev
-            and ident.is_dir == expected.is_dir and ident.marker == expected.marker)
-    return "same" if same else "other"
+    inode = (ident.st_ino, ident.st_dev, ident.is_dir) == \
+        (expected.st_ino, expected.st_dev, expected.is_dir)
+    if inode and ident.marker is None and expected.marker is not None:
+        return UNVERIFIED
+    return "same" if inode and ident.marker == expected.marker else "other"
 
 
 def describe(expected: Identity, got: Decoded) -> dict[str, Any]:

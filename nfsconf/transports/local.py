@@ -7,8 +7,10 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import errno
+import functools
 import os
 import stat
+import tempfile
 import time
 from pathlib import Path
 
@@ -73,6 +75,20 @@ def name_to_handle(path: str | os.PathLike[str], *, connectable: bool = False,
     return Handle(fh_type=fh.handle_type, data=data, mount_id=mount_id.value)
 
 
+@functools.cache
+def connectable_supported() -> tuple[bool, str]:
+    """Whether this kernel knows AT_HANDLE_CONNECTABLE (6.13+), asked once of a plain file
+    of the suite's own tmpdir, so a FUSE server's error is never taken for the answer."""
+    with tempfile.NamedTemporaryFile(prefix="nfsconf-probe-") as f:
+        try:
+            h = name_to_handle(f.name, connectable=True)
+            return True, f"type 0x{h.fh_type:x} on {f.name}"
+        except OSError as e:
+            if e.errno == errno.EINVAL:
+                return False, "name_to_handle_at rejects AT_HANDLE_CONNECTABLE (kernel < 6.13)"
+            raise
+
+
 def open_by_handle(mount_fd: int, handle: Handle, flags: int = os.O_RDONLY) -> int:
     """Decode HANDLE against the mount open at MOUNT_FD; returns an fd or raises OSError."""
     if len(handle.data) > MAX_HANDLE_SZ:
@@ -110,8 +126,8 @@ def fd_identity(fd: int) -> Identity:
                 os.close(mfd)
         else:
             marker = os.pread(fd, 4096, 0).decode(errors="replace")
-    except OSError as e:
-        marker = f"<unreadable: {errno.errorcode.get(e.errno, e.errno)}>"
+    except OSError:
+        marker = None  # unreadable: the identity stays unverified, it is not another object
     return Identity(st_ino=st.st_ino, st_dev=st.st_dev, is_dir=is_dir, marker=marker)
 
 
@@ -164,7 +180,10 @@ class LocalTransport:
 
     def drop_caches(self) -> None:
         if self.connection is not None:
-            wait_idle(self.connection)
+            busy = wait_idle(self.connection)
+            if busy:  # an inode a request still holds would stay cached: no cold decode
+                raise OSError(errno.EBUSY, f"drop_caches: {busy} FUSE request(s) still in "
+                                           "flight after 2 s; the objects would stay cached")
         drop_caches(self._mount_fd)
         # Eviction queues FORGETs, which the server reads before most requests but answers
         # nothing to; a few STATFS round trips (never cached) give it time to act on them,

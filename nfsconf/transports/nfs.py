@@ -17,11 +17,9 @@ from typing import Protocol
 from nfsconf.nfs.mount3 import Mount3Client
 from nfsconf.nfs.nfs3 import Nfs3Client
 from nfsconf.nfs.nfs4 import Nfs4Client
-from nfsconf.nfs.rpc import RpcError
+from nfsconf.nfs.rpc import RpcError, RpcRejected
 from nfsconf.nfs.status import FileType, Nfs3Status
-from nfsconf.transports.base import MARKER_NAME, Decoded, Handle, Identity
-
-NFS_FH = 0  # Handle.fh_type of an NFS file handle: its bytes carry their own types
+from nfsconf.transports.base import MARKER_NAME, NFS_FH, Decoded, Handle, Identity
 
 
 class Exporter(Protocol):
@@ -196,19 +194,25 @@ class NfsTransport:
                 return Decoded(error=_status_name(attr.status))
             is_dir = attr.attr.type == FileType.DIR
             fh = handle.data
+            marker, why = None, None  # an unreadable marker leaves the identity unverified
             if is_dir:
                 found = self.client.lookup(fh, MARKER_NAME)
                 fh = found.fh if found.ok else b""
-            marker = None
+                if not found.ok:
+                    why = f"LOOKUP {MARKER_NAME}: {_status_name(found.status)}"
             if fh:
                 read = self.client.read(fh, 0, 4096)
-                marker = (read.data.decode(errors="replace") if read.ok
-                          else f"<unreadable: {_status_name(read.status)}>")
-        except (RpcError, OSError) as e:
+                if read.ok:
+                    marker = read.data.decode(errors="replace")
+                else:
+                    why = f"READ: {_status_name(read.status)}"
+        except RpcRejected as e:  # the server refused the call at RPC level: an answer
             return Decoded(error=f"RPC: {e}")
+        # anything else (a timeout, a dropped connection, bytes our client cannot parse) is
+        # no answer about the handle: it propagates and the cell is an ERROR
         ident = Identity(st_ino=attr.attr.fileid, st_dev=self._st_dev, is_dir=is_dir,
                          marker=marker)
-        return Decoded(identity=ident)
+        return Decoded(identity=ident, path=f"marker unreadable: {why}" if why else None)
 
 
 def make_transport(name: str, mountpoint: Path, *, fsid: int = 101) -> NfsTransport:

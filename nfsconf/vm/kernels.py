@@ -19,13 +19,14 @@ import json
 import os
 import re
 import shutil
-import subprocess
 import tempfile
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+from nfsconf.errors import KernelError
+from nfsconf.vm.apt import Apt, AptError, depends, private_apt, run, system_apt
 
 # Offsets in the x86 boot protocol header (Documentation/arch/x86/boot.rst).
 _BOOT_FLAG_OFF = 0x1FE
@@ -37,13 +38,9 @@ _SETUP_BASE = 0x200
 # Debian 13+ splits the kernel into linux-binary-* (image) and linux-modules-*; older
 # suites ship both in linux-image-*. Every dependency with one of these prefixes is fetched.
 _KERNEL_PKG_PREFIXES = ("linux-image-", "linux-binary-", "linux-modules-")
-_DEBIAN_KEYRING = Path("/usr/share/keyrings/debian-archive-keyring.gpg")
 _META = "kernel.json"
-_LIST_MAX_AGE = 6 * 3600.0
 
 
-class KernelError(Exception):
-    """The kernel spec cannot be turned into a bootable kernel; the message says why."""
 
 
 @dataclass(frozen=True)
@@ -196,42 +193,55 @@ def _tree_kernel(tree: Path) -> Kernel:
     modular = re.search(r"^CONFIG_MODULES=y$", config.read_text(errors="replace"), re.M)
     if modular and not (tree / "modules.order").is_file():
         raise KernelError(f"{tree}: CONFIG_MODULES=y but modules are not built (make modules)")
-    return Kernel(image, tree, release, _sha256(image), f"tree {tree}", tree=tree)
+    return Kernel(image, tree, release, _sha256(image), _tree_source(tree), tree=tree)
+
+
+def _tree_source(tree: Path) -> str:
+    """What a tree is: `nfsconf kernel build` leaves its recipe in the tree."""
+    try:
+        rec = json.loads((tree / "nfsconf-build.json").read_text())
+    except (OSError, ValueError):
+        return f"tree {tree}"
+    series = rec.get("series") or []
+    patches = f" + {len(series)} patches ({str(rec.get('series_sha256', ''))[:8]})" \
+        if series else ""
+    return f"built {rec.get('source_package')} {rec.get('source_version')}{patches}, tree {tree}"
 
 
 # --- Debian packages ----------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class _Apt:
-    suite: str
-    opts: tuple[str, ...]  # -o options selecting a private configuration; () = the system's
-
-
 def _debian_kernel(suite: str | None, cache_dir: Path) -> Kernel:
     cache_dir.mkdir(parents=True, exist_ok=True)
-    with _locked(cache_dir / ".lock"):
-        apt = _system_apt() if suite is None else _private_apt(suite, cache_dir)
-        meta = _apt_show(apt, "linux-image-amd64")
-        if meta is None:
-            raise KernelError(f"package linux-image-amd64 not found in Debian {apt.suite}")
-        image_pkg = next((d for d in _depends(meta) if d.startswith("linux-image-")), None)
-        if image_pkg is None:
-            raise KernelError(f"linux-image-amd64 in {apt.suite} depends on no linux-image-*")
-        image_meta = _apt_show(apt, image_pkg)
-        if image_meta is None:
-            raise KernelError(f"package {image_pkg} (from linux-image-amd64) not found")
-        version = image_meta["version"]
-        key = f"{image_pkg}_{version}".replace(":", "%")
-        dest = cache_dir / "debian" / key
-        source = f"debian {apt.suite}: {image_pkg} {version}"
-        cached = _load_cached(dest)
-        if cached is not None:
-            return cached
-        pkgs = [image_pkg] + [
-            d for d in _depends(image_meta) if d.startswith(_KERNEL_PKG_PREFIXES) and d != image_pkg
-        ]
-        return _download_and_unpack(apt, pkgs, dest, source)
+    with locked(cache_dir / ".lock"):
+        try:
+            apt = system_apt() if suite is None else private_apt(suite, cache_dir)
+            return _debian_image(apt, cache_dir)
+        except AptError as e:
+            raise KernelError(str(e)) from None
+
+
+def _debian_image(apt: Apt, cache_dir: Path) -> Kernel:
+    meta = apt.show("linux-image-amd64")
+    if meta is None:
+        raise KernelError(f"package linux-image-amd64 not found in Debian {apt.suite}")
+    image_pkg = next((d for d in depends(meta) if d.startswith("linux-image-")), None)
+    if image_pkg is None:
+        raise KernelError(f"linux-image-amd64 in {apt.suite} depends on no linux-image-*")
+    image_meta = apt.show(image_pkg)
+    if image_meta is None:
+        raise KernelError(f"package {image_pkg} (from linux-image-amd64) not found")
+    version = image_meta["version"]
+    key = f"{image_pkg}_{version}".replace(":", "%")
+    dest = cache_dir / "debian" / key
+    source = f"debian {apt.suite}: {image_pkg} {version}"
+    cached = _load_cached(dest)
+    if cached is not None:
+        return cached
+    pkgs = [image_pkg] + [
+        d for d in depends(image_meta) if d.startswith(_KERNEL_PKG_PREFIXES) and d != image_pkg
+    ]
+    return _download_and_unpack(apt, pkgs, dest, source)
 
 
 def _load_cached(dest: Path) -> Kernel | None:
@@ -248,7 +258,7 @@ def _load_cached(dest: Path) -> Kernel | None:
     return Kernel(image, root, meta["release"], meta["sha256"], meta["source"])
 
 
-def _download_and_unpack(apt: _Apt, pkgs: list[str], dest: Path, source: str) -> Kernel:
+def _download_and_unpack(apt: Apt, pkgs: list[str], dest: Path, source: str) -> Kernel:
     dest.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=".unpack-", dir=dest.parent))
     try:
@@ -256,20 +266,14 @@ def _download_and_unpack(apt: _Apt, pkgs: list[str], dest: Path, source: str) ->
         debs.mkdir()
         versions = []
         for pkg in pkgs:
-            ver = _apt_show(apt, pkg)
+            ver = apt.show(pkg)
             if ver is None:
                 raise KernelError(f"package {pkg} not found in Debian {apt.suite}")
             versions.append(f"{pkg}={ver['version']}")
-        # The download runs as root into a root-owned dir; apt's _apt sandbox user could not
-        # write there, so the sandbox is turned off for this one command.
-        _run(
-            ["apt-get", *apt.opts, "-o", "APT::Sandbox::User=root", "-q", "download", *versions],
-            cwd=debs,
-            what="apt-get download",
-        )
+        apt.download(versions, debs)
         root = work / "root"
         for deb in sorted(debs.glob("*.deb")):
-            _run(["dpkg-deb", "-x", str(deb), str(root)], what=f"dpkg-deb -x {deb.name}")
+            run(["dpkg-deb", "-x", str(deb), str(root)], what=f"dpkg-deb -x {deb.name}")
         shutil.rmtree(debs)
         images = _images_in_dir(root)
         if not images:
@@ -280,7 +284,7 @@ def _download_and_unpack(apt: _Apt, pkgs: list[str], dest: Path, source: str) ->
         if tmp_mods is None:
             raise KernelError(f"{source}: no lib/modules/{release} in the packages")
         # Generate modules.dep now, once, instead of letting every boot's vng do it.
-        _run(["depmod", "-b", str(tmp_mods), release], what="depmod")
+        run(["depmod", "-b", str(tmp_mods), release], what="depmod")
         work.rename(dest)
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
@@ -292,171 +296,8 @@ def _download_and_unpack(apt: _Apt, pkgs: list[str], dest: Path, source: str) ->
     return kernel
 
 
-def _system_apt() -> _Apt:
-    return _Apt(_os_codename(), ())
-
-
-def _private_apt(suite: str, cache_dir: Path, etc: Path = Path("/etc/apt")) -> _Apt:
-    main_uri, security_uri, keyring = system_debian_uris(etc)
-    base = cache_dir / "apt" / suite
-    lists = base / "lists"
-    cache = base / "cache"
-    for d in (lists / "partial", cache / "archives" / "partial"):
-        d.mkdir(parents=True, exist_ok=True)
-    opt = f"[signed-by={keyring}]"
-    lines = [f"deb {opt} {main_uri} {suite} main"]
-    if suite not in ("sid", "unstable", "experimental"):
-        lines.append(f"deb {opt} {main_uri} {suite}-updates main")
-        if security_uri:
-            lines.append(f"deb {opt} {security_uri} {suite}-security main")
-    sources = base / "sources.list"
-    text = "\n".join(lines) + "\n"
-    changed = not sources.is_file() or sources.read_text() != text
-    sources.write_text(text)
-    opts = (
-        "-o", f"Dir::Etc::sourcelist={sources}",
-        "-o", "Dir::Etc::sourceparts=-",
-        "-o", f"Dir::State::Lists={lists}",
-        "-o", f"Dir::Cache={cache}",
-        "-o", "APT::Get::List-Cleanup=0",
-        "-o", "APT::Sandbox::User=root",  # lists under a root-only cache dir
-        # A mirror that serves a dated snapshot has Release files past their Valid-Until;
-        # the signatures are still checked, only the freshness is not.
-        "-o", "Acquire::Check-Valid-Until=false",
-    )  # fmt: skip
-    apt = _Apt(suite, opts)
-    stamp = base / "updated"
-    fresh = stamp.is_file() and time.time() - stamp.stat().st_mtime < _LIST_MAX_AGE
-    if changed or not fresh:
-        proc = subprocess.run(
-            ["apt-get", *opts, "-q", "update"],
-            capture_output=True,
-            text=True,
-            stdin=subprocess.DEVNULL,
-        )
-        out = (proc.stdout + proc.stderr).strip()
-        if re.search(r"does not have a Release file|404\s+Not Found", out):
-            raise KernelError(f"Debian suite {suite!r} not found on {main_uri}:\n{out[-1500:]}")
-        if proc.returncode != 0:
-            raise KernelError(f"apt-get update ({suite}) failed:\n{out[-2000:]}")
-        stamp.touch()
-    return apt
-
-
-def _os_codename() -> str:
-    try:
-        text = Path("/etc/os-release").read_text()
-    except OSError:
-        text = ""
-    m = re.search(r"^VERSION_CODENAME=\"?([a-z]+)", text, re.M)
-    return m.group(1) if m else "system"
-
-
-def system_debian_uris(etc: Path = Path("/etc/apt")) -> tuple[str, str | None, Path]:
-    """The Debian archive and security URIs (and keyring) the system's apt already uses."""
-    entries = list(_system_sources(etc))
-    main = next(
-        (e for e in entries if any(not s.endswith("-security") for s in e[1]) and _is_debian(e)),
-        None,
-    )
-    if main is None:
-        raise KernelError(
-            f"no Debian mirror found in {etc}/sources.list or {etc}/sources.list.d/*.sources"
-        )
-    security = next((e for e in entries if any(s.endswith("-security") for s in e[1])), None)
-    keyring = main[2] or _DEBIAN_KEYRING
-    return main[0], security[0] if security else None, keyring
-
-
-def _is_debian(entry: tuple[str, list[str], Path | None]) -> bool:
-    uri, suites, keyring = entry
-    return uri.rstrip("/").endswith("/debian") or (
-        keyring is not None and "debian-archive" in keyring.name
-    )
-
-
-def _system_sources(etc: Path) -> Iterator[tuple[str, list[str], Path | None]]:
-    """(uri, suites, signed-by) of every enabled `deb` source of the system."""
-    files = [etc / "sources.list"] + sorted((etc / "sources.list.d").glob("*.list"))
-    for f in files:
-        if not f.is_file():
-            continue
-        for line in f.read_text(errors="replace").splitlines():
-            line = line.split("#", 1)[0].strip()
-            m = re.match(r"deb\s+(?:\[([^\]]*)\]\s+)?(\S+)\s+(\S+)", line)
-            if m:
-                sb = re.search(r"signed-by=(\S+)", m.group(1) or "")
-                yield m.group(2), [m.group(3)], Path(sb.group(1)) if sb else None
-    for f in sorted((etc / "sources.list.d").glob("*.sources")):
-        for stanza in re.split(r"\n\s*\n", f.read_text(errors="replace")):
-            fields = _deb822(stanza)
-            if "deb" not in fields.get("types", "").split():
-                continue
-            if fields.get("enabled", "yes").lower() == "no":
-                continue
-            sb = fields.get("signed-by", "")
-            keyring = Path(sb) if sb.startswith("/") else None
-            for uri in fields.get("uris", "").split():
-                yield uri, fields.get("suites", "").split(), keyring
-
-
-def _deb822(stanza: str) -> dict[str, str]:
-    fields: dict[str, str] = {}
-    key = None
-    for line in stanza.splitlines():
-        if line.startswith("#") or not line.strip():
-            continue
-        if line[0] in " \t" and key:
-            fields[key] += "\n" + line.strip()
-            continue
-        if ":" in line:
-            key, val = line.split(":", 1)
-            key = key.strip().lower()
-            fields[key] = val.strip()
-    return fields
-
-
-def _apt_show(apt: _Apt, pkg: str) -> dict[str, str] | None:
-    proc = subprocess.run(
-        ["apt-cache", *apt.opts, "show", "--no-all-versions", pkg],
-        capture_output=True,
-        text=True,
-    )
-    if proc.returncode != 0 or not proc.stdout.strip():
-        if "No packages found" in proc.stderr or "Unable to locate" in proc.stderr:
-            return None
-        if not proc.stdout.strip():
-            hint = " (run apt-get update?)" if not apt.opts else ""
-            raise KernelError(f"apt-cache show {pkg} failed{hint}: {proc.stderr.strip()}")
-    return _deb822(proc.stdout.split("\n\n", 1)[0])
-
-
-def _depends(meta: dict[str, str]) -> list[str]:
-    """Package names of Depends; for an alternative `a | b` the first is taken."""
-    out = []
-    for dep in meta.get("depends", "").replace("\n", " ").split(","):
-        first = dep.split("|", 1)[0].strip()
-        name = re.split(r"[\s(:]", first, maxsplit=1)[0]
-        if name:
-            out.append(name)
-    return out
-
-
-def _run(argv: list[str], *, what: str, cwd: Path | None = None) -> str:
-    try:
-        proc = subprocess.run(
-            argv, cwd=cwd, capture_output=True, text=True, stdin=subprocess.DEVNULL
-        )
-    except FileNotFoundError:
-        raise KernelError(f"{what}: command {argv[0]!r} not found") from None
-    out = proc.stdout + proc.stderr
-    if proc.returncode != 0:
-        raise KernelError(f"{what} failed (exit {proc.returncode}):\n{out.strip()[-2000:]}")
-    return out
-
-
 @contextmanager
-def _locked(path: Path) -> Iterator[None]:
+def locked(path: Path) -> Iterator[None]:
     with open(path, "a") as f:
         fcntl.flock(f, fcntl.LOCK_EX)
         try:

@@ -46,6 +46,12 @@ FAST_BOOT_BLACKLIST = (
     "crct10dif_pclmul",
 )  # fmt: skip
 
+# The guest's root is the host's, read-only over 9p. virtme mounts it uncached, so every
+# stat and open of Python's imports is a round trip to the host; the guest never writes it
+# (overlays take the writes) and the host does not change it during a run, so the guest
+# may cache it. The last rootflags= on the kernel command line is the one that counts.
+ROOT_9P_CACHED = "rootflags=version=9p2000.L,trans=virtio,access=any,msize=524288,cache=loose"
+
 # Host programs the VM needs, with the Debian package that provides each.
 HOST_REQUIREMENTS = {
     "qemu-system-x86_64": "qemu-system-x86",
@@ -143,9 +149,12 @@ def run_in_vm(
     append: list[str] | None = None,
     fast_boot: bool = True,
     name: str | None = None,
+    console_path: Path | None = None,
 ) -> VmResult:
     """Boot `kernel`, run `command` (argv, run by the guest's /bin/sh) and return its result.
 
+    The kernel console goes to `console_path` when given (kept after the run: the oops of a
+    kernel under test is evidence), else to a temporary file.
     `timeout` bounds the whole run (boot included); `command_timeout`, if given, bounds the
     guest command alone (boot time varies with host load). When either passes, every
     process of the run (vng, virtme-run, qemu) is killed and `timed_out` is set. A kernel
@@ -176,6 +185,7 @@ def run_in_vm(
     kargs = list(append or [])
     if fast_boot:
         kargs.append("module_blacklist=" + ",".join(FAST_BOOT_BLACKLIST))
+        kargs.append(ROOT_9P_CACHED)
     for a in kargs:
         argv += ["--append", a]
     if cwd is not None:
@@ -184,7 +194,7 @@ def run_in_vm(
 
     with tempfile.TemporaryDirectory(prefix="nfsconf-vm-") as tmp:
         out_path = Path(tmp) / "stdout"
-        con_path = Path(tmp) / "console"
+        con_path = console_path or Path(tmp) / "console"
         result = _supervise(
             argv,
             out_path,

@@ -22,8 +22,8 @@ def test_server_killed_mid_scenario(lab, evidence):
 def test_server_stopped_mid_scenario(lab, evidence):
     obj = lab.obj("d0/f3")
     evidence.encoded("file", lab.encode(obj))
+    lab.drop_caches()  # before the stop: the decode itself must ask the stopped server
     os.kill(lab.server.pid, signal.SIGSTOP)
-    lab.drop_caches()  # the decode must now ask the stopped server
     outcome = decode(lab, evidence, obj, "after SIGSTOP")
     assert outcome == "same", f"decode with the server stopped: {outcome}"
 
@@ -31,8 +31,9 @@ def test_server_stopped_mid_scenario(lab, evidence):
 @pytest.mark.scenario("AFTER-CRASH", "MUST")
 def test_next_scenario_runs(lab, evidence):
     obj = lab.obj("d0/f2")
-    evidence.encoded("file", lab.encode(obj))
-    assert decode(lab, evidence, obj, "warm") == "same"
+    with lab.pinned(obj):
+        evidence.encoded("file", lab.encode(obj))
+        assert decode(lab, evidence, obj, "warm") == "same"
 
 
 @pytest.mark.scenario("KERNEL-LOG", "MUST")
@@ -40,3 +41,16 @@ def test_kernel_warning_fails_scenario(lab, evidence):
     # stands in for a kernel WARN during a scenario: the plugin must fail the cell on it
     with open("/dev/kmsg", "w") as kmsg:
         kmsg.write("<4>nfsconf self-test: WARNING: CPU: 0 PID: 1 at fs/fuse/export.c:1\n")
+
+
+@pytest.mark.scenario("SERVER-BUG", "MUST")
+def test_server_exception_is_no_refusal(lab, evidence):
+    # like HOSTILE-DOT, this accepts ESTALE or EIO; a handler of the reference server that
+    # raises answers EIO too, which must make the cell ERROR, never PASS
+    lab.require_ref()
+    lab.restart(fault="lookup-dot")
+    obj = lab.obj("d0/f5")
+    lab.encode(obj)
+    lab.drop_caches()
+    outcome = evidence.decoded("cold", obj, lab.decode(obj))
+    assert outcome in ("ESTALE", "EIO"), outcome

@@ -1,0 +1,240 @@
+"""The run service: `run(RunOptions)` runs the suite and returns where its results are.
+
+Everything that runs scenarios goes through here: `nfsconf run`, `nfsconf certify`, the
+knfsd lane on the host (which boots the kernel under test, vm/lane.py) and inside the guest
+(which calls `run_here` on that kernel). The scenarios run under pytest with the nfsconf
+plugin; results.jsonl is written as each cell ends, and the views are written at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import nfsconf
+from nfsconf.errors import ResultsError, UsageError
+from nfsconf.report.results import PLANNED, Result, ResultsWriter, load_run, read_results
+
+SCENARIOS = Path(nfsconf.__file__).resolve().parent.parent / "scenarios"
+TRANSPORTS = ("local", "ganesha", "knfsd")
+# exit status of a run that ended without every cell it planned (resume it)
+INCOMPLETE = 3
+
+
+@dataclass
+class RunOptions:
+    profiles: list[str] = field(default_factory=list)  # names or TOML files; [] = installed
+    transport: str = "local"
+    k: str | None = None
+    out: Path | None = None
+    timeout: float = 120.0
+    fuzz_budget: int = 200
+    fuzz_seed: int = 1
+    strict: bool = False
+    resume: bool = False  # `out` holds a run to finish
+    scenarios: Path = SCENARIOS
+    kernel: str | None = None  # knfsd: what to boot
+    vm_timeout: float = 3600.0
+
+    def to_json(self) -> str:
+        d = asdict(self)
+        d.update(out=str(self.out) if self.out else None, scenarios=str(self.scenarios))
+        return json.dumps(d, indent=1)
+
+    @classmethod
+    def from_json(cls, text: str) -> RunOptions:
+        d = json.loads(text)
+        known = {f.name for f in fields(cls)}
+        opts = cls(**{k: v for k, v in d.items() if k in known})
+        opts.out = Path(opts.out) if opts.out else None
+        opts.scenarios = Path(opts.scenarios)
+        return opts
+
+
+@dataclass
+class RunOutcome:
+    out: Path
+    results: list[Result]
+    missing: list[str]  # node ids planned but without a record
+    interrupted: bool = False
+    exit_status: int = 0
+
+
+def default_out(transport: str) -> Path:
+    return Path(f"reports/run-{time.strftime('%Y%m%d-%H%M%S')}-{transport}")
+
+
+def run(opts: RunOptions) -> RunOutcome:
+    """Run the suite as OPTS ask; the knfsd transport boots the kernel under test first."""
+    if opts.transport not in TRANSPORTS:
+        raise UsageError(f"unknown transport {opts.transport!r} ({', '.join(TRANSPORTS)})")
+    if opts.transport == "knfsd":
+        from nfsconf.vm.lane import run_lane
+
+        return run_lane(opts)
+    return run_here(opts)
+
+
+def preflight() -> None:
+    if os.geteuid() != 0:
+        raise UsageError("nfsconf needs root (mount, drop_caches, open_by_handle_at)")
+    if not os.path.exists("/dev/fuse"):
+        raise UsageError("/dev/fuse is missing; see `nfsconf doctor`")
+
+
+def profiles_of(specs: list[str]) -> list[Any]:
+    """The Profile objects of SPECS (all installed built-ins when empty), each installed."""
+    from nfsconf.servers.builtin import find_profile, installed_builtins
+
+    profiles = [find_profile(s) for s in specs] if specs else installed_builtins()
+    missing = [p for p in profiles if not p.installed()]
+    if missing:
+        raise UsageError(", ".join(f"profile {p.name}: {p.binary} is not installed"
+                                   + (f" (apt-get install {p.package})" if p.package else "")
+                                   for p in missing))
+    if not profiles:
+        raise UsageError("no FUSE server of the built-in profiles is installed; "
+                         "see `nfsconf doctor`")
+    return profiles
+
+
+def take_resumed(opts: RunOptions, check_kernel: bool = True) -> None:
+    """Resuming: the profiles and -k the run started with (unless given again), and a check
+    that this is the kernel build and transport it ran on: one results file, one kernel."""
+    from nfsconf.report.kernel import kernel_image
+
+    assert opts.out is not None
+    existing = load_run(opts.out)
+    if not existing.envs:
+        raise ResultsError(f"{existing.path}: no env record: not the results of `nfsconf run`")
+    env, recorded = existing.env, existing.env.get("run") or {}
+    if check_kernel:
+        if env.get("kernel") != platform.release():
+            raise ResultsError(f"{opts.out} was run on kernel {env.get('kernel')}, this is "
+                               f"{platform.release()}: resume it on the kernel it started on")
+        then = (env.get("kernel_image") or {}).get("build_id")
+        now = kernel_image()["build_id"]
+        if then and now and then != now:
+            raise ResultsError(f"{opts.out} was run on kernel build {then[:16]}, this is "
+                               f"{now[:16]} (same release, another build)")
+    if env.get("transport") not in (opts.transport, None):
+        raise ResultsError(f"{opts.out} was run with transport {env.get('transport')}; "
+                           f"give --transport {env.get('transport')}")
+    if not opts.profiles:
+        opts.profiles = list(recorded.get("profiles") or env.get("profiles") or [])
+    if opts.k is None:
+        opts.k = recorded.get("k")
+
+
+def run_here(opts: RunOptions, transport_name: str | None = None) -> RunOutcome:
+    """Run the scenarios on the running kernel. TRANSPORT_NAME overrides what the env record
+    and the plugin are told (the guest of the knfsd lane runs `knfsd`)."""
+    from nfsconf.environment import environment_record
+    from nfsconf.report.kernel import kernel_image
+
+    transport = transport_name or opts.transport
+    out = Path(opts.out) if opts.out else default_out(transport)
+    opts.out = out
+    if opts.resume:
+        take_resumed(opts)
+    elif (out / "results.jsonl").exists():
+        raise UsageError(f"{out} already holds a run: give another --out, or --resume {out}")
+    profiles = profiles_of(opts.profiles)
+    preflight()
+    scenarios = Path(opts.scenarios).resolve()
+    if not scenarios.exists():
+        raise UsageError(f"{scenarios}: no such scenarios directory or file")
+    out.mkdir(parents=True, exist_ok=True)
+    if not opts.profiles:
+        from nfsconf.servers.builtin import BUILTIN
+
+        skipped = [p.name for p in BUILTIN if not p.installed()]
+        if skipped:
+            print(f"not installed, not run: {', '.join(skipped)}")
+    specs = opts.profiles or [p.name for p in profiles]
+    print(f"nfsconf {nfsconf.__version__}: transport {transport}, profiles "
+          f"{', '.join(p.name for p in profiles)}; results in {out}/results.jsonl", flush=True)
+    env = environment_record(transport, {p.name: p.server_version() for p in profiles})
+    env["kernel_image"] = kernel_image()
+    env["run"] = {"profiles": specs, "k": opts.k}
+    if opts.resume:
+        env["resumed"] = True
+    writer = ResultsWriter(out / "results.jsonl")
+    writer.write(env)
+    writer.close()
+    code, elapsed = _pytest(opts, scenarios, transport, specs)
+    outcome = finish(out, interrupted=code == "interrupted")
+    print(f"\n{len(outcome.results)} results in {elapsed:.1f} s; {out}/results.jsonl, "
+          f"{out}/matrix.txt")
+    if code == "no-tests":
+        raise UsageError(f"no scenario matched (-k {opts.k!r})" if opts.k else "no scenarios")
+    if code == "internal":
+        outcome.exit_status = 2
+    elif opts.strict and any(r.must and r.verdict in ("FAIL", "ERROR") for r in outcome.results):
+        outcome.exit_status = max(outcome.exit_status, 1)
+    return outcome
+
+
+def _pytest(opts: RunOptions, scenarios: Path, transport: str,
+            specs: list[str]) -> tuple[str, float]:
+    import pytest
+
+    home = scenarios if scenarios.is_dir() else scenarios.parent
+    args = [str(scenarios), "-p", "nfsconf.plugin", "-p", "no:cacheprovider",
+            "-q", "--no-header", "--tb=no", "-rN", "--rootdir", str(home),
+            "--confcutdir", str(home), "-c", os.devnull,
+            "--nfsconf-transport", transport, "--nfsconf-out", str(opts.out),
+            "--nfsconf-timeout", str(opts.timeout),
+            "--nfsconf-fuzz-budget", str(opts.fuzz_budget),
+            "--nfsconf-fuzz-seed", str(opts.fuzz_seed)]
+    for spec in specs:
+        args += ["--nfsconf-profile", spec]
+    if opts.k:
+        args += ["-k", opts.k]
+    if opts.resume:
+        args.append("--nfsconf-resume")  # skip every scenario already recorded
+    started = time.monotonic()
+    code = pytest.main(args)
+    elapsed = time.monotonic() - started
+    names = {pytest.ExitCode.INTERRUPTED: "interrupted",
+             pytest.ExitCode.INTERNAL_ERROR: "internal", pytest.ExitCode.USAGE_ERROR: "internal",
+             pytest.ExitCode.NO_TESTS_COLLECTED: "no-tests"}
+    return names.get(code, "ok"), elapsed  # type: ignore[call-overload]
+
+
+def planned_nodes(out: Path) -> list[str]:
+    try:
+        return list(json.loads((out / PLANNED).read_text()))
+    except (OSError, ValueError):
+        return []
+
+
+def finish(out: Path, *, interrupted: bool = False) -> RunOutcome:
+    """After the scenarios: the views, the matrix on the terminal, and what is missing."""
+    from nfsconf.report.matrix import render
+    from nfsconf.report.results import load_run
+    from nfsconf.report.views import write_views
+
+    _, results = read_results(out / "results.jsonl")
+    text = render(results)
+    (out / "matrix.txt").write_text(text + "\n")
+    write_views(load_run(out), out, ("markdown", "junit", "html"))
+    print("\n" + text)
+    done = {r.node for r in results}
+    missing = [n for n in planned_nodes(out) if n not in done]
+    outcome = RunOutcome(out, results, missing, interrupted)
+    if interrupted:
+        print(f"run interrupted: {len(missing)} cell(s) not run; the results above are what "
+              f"finished (nfsconf run --resume {out})", flush=True)
+        outcome.exit_status = 130
+    elif missing:
+        shown = ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else "")
+        print(f"run INCOMPLETE: {len(missing)} of {len(planned_nodes(out))} planned cells have "
+              f"no result ({shown}); finish it with nfsconf run --resume {out}", flush=True)
+        outcome.exit_status = INCOMPLETE
+    return outcome

@@ -1,0 +1,204 @@
+"""The knfsd lane: the suite runs inside a qemu VM (TCG) booted with the kernel under test.
+
+The guest sees the host's root through 9p, so it runs this very venv: it brings up knfsd
+with a tmpfs pseudo-root, puts every lab under that root (so NFSv4 reaches it), and runs
+the suite with the run service (`run_here`), writing results into the run directory, which
+the host shares writable.
+
+A kernel under test may crash. The guest boots with every kind of kernel trouble turned
+into a panic (console.PANIC_ON_TROUBLE), so an oops, a hung task or a soft lockup ends the
+VM; the host then records the cell that was running (running.json) as FAIL with the
+kernel's own text, boots again, and the resumed guest goes on with the next cell — as
+kvm-xfstests and kdevops do.
+
+Host: run_lane(RunOptions). Guest: `python -m nfsconf.vm.lane OPTIONS.json`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shlex
+import sys
+import threading
+import time
+from pathlib import Path
+
+from nfsconf.errors import LaneError, NfsconfError, UsageError
+from nfsconf.report.results import RUNNING, Result, ResultsWriter
+from nfsconf.run import RunOptions, RunOutcome, default_out, finish, preflight, profiles_of
+from nfsconf.vm.console import PANIC_ON_TROUBLE, KernelCrash, kernel_crash
+
+OPTIONS = "lane.json"
+
+
+def run_lane(opts: RunOptions) -> RunOutcome:
+    from nfsconf.vm.kernels import default_cache_dir, resolve_kernel
+    from nfsconf.vm.runner import VmBootError, VmError, guest_python, run_in_vm
+
+    out = Path(opts.out or default_out("knfsd")).resolve()
+    if opts.resume and not (out / "results.jsonl").exists():
+        raise UsageError(f"{out} holds no run to resume (no results.jsonl)")
+    if not opts.resume and (out / "results.jsonl").exists():
+        raise UsageError(f"{out} already holds a run: give another --out, or --resume {out}")
+    if opts.profiles or not opts.resume:  # resuming, the guest takes the run's own
+        profiles_of(opts.profiles)
+    preflight()
+    kernel = resolve_kernel(opts.kernel, default_cache_dir())
+    out.mkdir(parents=True, exist_ok=True)
+    print(f"knfsd: kernel {kernel.release} ({kernel.source}), sha256 {kernel.sha256[:16]}; "
+          "booting under TCG", flush=True)
+    started = time.monotonic()
+    guest = dataclasses.replace(
+        opts, out=out, scenarios=Path(opts.scenarios).resolve(),
+        # the guest sees the host's root but not its working directory
+        profiles=[str(Path(p).resolve()) if p.endswith(".toml") else p for p in opts.profiles])
+    boot = _next_boot(out) - 1
+    while True:  # every crash records its cell, so each boot gets further than the last
+        boot += 1
+        guest.resume = opts.resume or (out / "results.jsonl").exists()
+        (out / OPTIONS).write_text(guest.to_json())
+        log, console = out / f"guest-{boot}.log", out / f"console-{boot}.log"
+        inner = guest_python("nfsconf.vm.lane", str(out / OPTIONS), site=True)
+        # after `env`: what the guest's environment record needs to name the kernel build
+        inner[1:1] = [f"NFSCONF_KERNEL_IMAGE={kernel.image}",
+                      f"NFSCONF_KERNEL_SOURCE={kernel.source}",
+                      "PYTHONUNBUFFERED=1"]  # its output goes to a file the host tails live
+        command = ["sh", "-c", f"{shlex.join(inner)} > {shlex.quote(str(log))} 2>&1"]
+        left = opts.vm_timeout - (time.monotonic() - started)
+        if left <= 0:
+            break
+        stop = threading.Event()
+        tail = threading.Thread(target=_tail, args=(log, stop, time.monotonic()), daemon=True)
+        tail.start()
+        try:
+            result = run_in_vm(kernel, command, timeout=left, rw_dirs=[out],
+                               boot_timeout=min(left, 300), console_path=console,
+                               append=list(PANIC_ON_TROUBLE))
+        except VmBootError as e:
+            raise LaneError(f"kernel {kernel.release} did not boot: {e}") from e
+        except VmError as e:
+            raise LaneError(str(e)) from e
+        finally:
+            stop.set()
+            tail.join()
+        print(f"knfsd: VM {boot} done in {result.duration:.1f} s (boot "
+              f"{result.boot_seconds or 0:.1f} s), guest exit status {result.returncode}",
+              flush=True)
+        crash = kernel_crash(console.read_text(errors="replace"))
+        if crash is not None:
+            cell = _record_crash(out, crash, console)
+            if cell is None:
+                raise LaneError(f"kernel {crash.kind} outside any scenario (knfsd set-up?): "
+                                f"{crash.summary()}; console: {console}")
+            print(f"knfsd: kernel {crash.kind} in {cell}: {crash.summary()}; booting again "
+                  "for the cells left", flush=True)
+            continue
+        if result.timed_out:
+            _record_running(out, "ERROR", f"the VM run exceeded --vm-timeout "
+                                          f"{opts.vm_timeout:g} s and was powered off", {})
+            break
+        if result.returncode == 2 and not (out / "results.jsonl").exists():
+            raise LaneError(f"the guest could not run the suite:\n{_last_lines(log)}")
+        break
+    return finish(out)
+
+
+def _next_boot(out: Path) -> int:
+    """Boots of a resumed run go on numbering after the ones already in the directory."""
+    done = [int(p.stem.split("-")[1]) for p in out.glob("console-*.log")
+            if p.stem.split("-")[1].isdigit()]
+    return max(done, default=0) + 1
+
+
+def _record_crash(out: Path, crash: KernelCrash, console: Path) -> str | None:
+    evidence = {"kernel_crash": {"kind": crash.kind, "title": crash.title, "rip": crash.rip,
+                                 "trace": crash.trace, "lines": crash.lines},
+                "console": str(console)}
+    return _record_running(out, "FAIL", f"kernel {crash.kind}: {crash.summary()}"[:300],
+                           evidence)
+
+
+def _record_running(out: Path, verdict: str, reason: str, evidence: dict) -> str | None:
+    """Write the record of the cell the guest was running when the VM ended."""
+    try:
+        cell = json.loads((out / RUNNING).read_text())
+    except (OSError, ValueError):
+        return None
+    writer = ResultsWriter(out / "results.jsonl")
+    writer.write(Result(**cell, verdict=verdict, reason=reason, evidence=evidence))
+    writer.close()
+    (out / RUNNING).unlink(missing_ok=True)
+    where = cell["profile"] if cell["transport"] == "local" else \
+        f"{cell['profile']} [{cell['transport']}]"
+    return f"{cell['id']}/{cell['variant']} {where}" if cell["variant"] else \
+        f"{cell['id']} {where}"
+
+
+def _last_lines(path: Path, n: int = 15) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-n:])
+    except OSError:
+        return "(no guest output)"
+
+
+def _tail(path: Path, stop: threading.Event, started: float) -> None:
+    """Print the guest's output as it arrives: a long run must show progress."""
+    first = True
+    while not path.exists() and not stop.is_set():
+        time.sleep(0.2)
+    if not path.exists():
+        return
+    with open(path, errors="replace") as f:
+        while True:
+            line = f.readline()
+            if line:
+                print(line, end="", flush=True)
+                if first and line.startswith("["):
+                    first = False
+                    print(f"knfsd: first result {time.monotonic() - started:.1f} s after "
+                          "the VM started", flush=True)
+            elif stop.is_set():
+                return
+            else:
+                time.sleep(0.2)
+
+
+# --- in the guest -------------------------------------------------------------------------
+def guest_main(argv: list[str]) -> int:
+    import tempfile
+
+    from nfsconf.run import run_here
+    from nfsconf.servers.mount import release_fusectl
+    from nfsconf.vm.guest import GuestSetupError, load_modules, start_knfsd
+
+    opts = RunOptions.from_json(Path(argv[0]).read_text())
+    try:
+        load_modules(("fuse", "nfsd", "nfs", "nfsv3", "nfsv4"))
+        knfsd = start_knfsd([])
+    except GuestSetupError as e:
+        print(f"nfsconf: error: {e}", file=sys.stderr)
+        return 2
+    try:
+        pseudo = knfsd.root / "pseudo"
+        labs = pseudo / "labs"
+        labs.mkdir(exist_ok=True)
+        os.environ.update(TMPDIR=str(labs), NFSCONF_V4ROOT=str(pseudo))
+        tempfile.tempdir = None  # take the new TMPDIR
+        return run_here(opts).exit_status
+    except NfsconfError as e:
+        print(f"nfsconf: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    finally:
+        release_fusectl()  # before the pseudo-root goes: nothing of ours may keep it busy
+        try:
+            knfsd.stop()
+        except GuestSetupError as e:
+            print(f"nfsconf: warning: {e}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    sys.exit(guest_main(sys.argv[1:]))

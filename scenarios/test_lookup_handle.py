@@ -1,0 +1,329 @@
+"""FUSE_LOOKUP_HANDLE (RFC v2): the server's own handles in fids 0x91/0x92, on a kernel that
+offers it. Every scenario here needs a reference server that negotiated LOOKUP_HANDLE with
+the kernel under test (ref-lh, ref-lh-volatile) and SKIPs with the kernel's or the server's
+reason otherwise. A kernel bug is a FAIL with the fid bytes, the requests the kernel sent
+and what came back: the suite never works around the kernel.
+"""
+
+import errno
+import os
+
+import pytest
+
+from nfsconf.handles import FILEID_FUSE_WITH_PARENT, FILEID_FUSE_WITHOUT_PARENT, decode_fid
+from nfsconf.handles.fusefh import SIZEOF_FUSE_INODE_HANDLE
+from nfsconf.scenario import KINDS, SEED, scenario
+from nfsconf.transports.base import as_errno_name
+
+
+def server_handles(cell) -> dict[int, bytes]:
+    """nodeid -> the handle the reference server last gave the kernel for it (its trace)."""
+    records, _ = cell.lab.trace_since()
+    out = {}
+    for r in records:
+        reply = r.get("reply") or {}
+        if "handle" in r and "nodeid" in reply:
+            out[reply["nodeid"]] = bytes.fromhex(r["handle"])
+    return out
+
+
+def fuse_fid(handle):
+    """The 0x91/0x92 fid, or a FAIL naming the bytes the kernel wrote."""
+    try:
+        return decode_fid(handle.fh_type, handle.data)
+    except ValueError as e:
+        raise AssertionError(f"fid type 0x{handle.fh_type:x} of {len(handle.data)} bytes does "
+                             f"not parse as RFC v2 fuse_inode_handle(s): {e}; "
+                             f"bytes {handle.data.hex()}") from e
+
+
+def check_part(part, want_handle, what):
+    """One fuse_inode_handle of a fid against the handle the server gave for its nodeid."""
+    assert part.nodeid > 1, f"{what}: nodeid {part.nodeid}"
+    assert want_handle is not None, (
+        f"{what}: the server never gave nodeid {part.nodeid:#x} a handle")
+    assert part.handle == want_handle, (
+        f"{what}: fid carries {len(part.handle)} handle bytes {part.handle.hex()}, the server "
+        f"gave nodeid {part.nodeid:#x} {len(want_handle)} bytes {want_handle.hex()}")
+
+
+@scenario("LH-ENC", "MUST", where="local", certify=5)
+@pytest.mark.parametrize("kind", KINDS)
+def test_lookup_handle_encode(cell, kind):
+    """LH-ENC: a file or directory of a server that negotiated LOOKUP_HANDLE encodes as
+    0x91 FILEID_FUSE_WITHOUT_PARENT: nodeid, generation and the server's handle, byte for
+    byte, laid out as fuse_inode_handle (24 + size bytes)."""
+    neg = cell.require_lookup_handle()
+    obj = cell.seed(kind)
+    handle = cell.encode(obj, kind)
+    assert handle.fh_type == FILEID_FUSE_WITHOUT_PARENT, (
+        f"server negotiated LOOKUP_HANDLE ({neg['dialect']}), the kernel encoded "
+        f"0x{handle.fh_type:x}")
+    fid = fuse_fid(handle)
+    check_part(fid.inode, server_handles(cell).get(fid.inode.nodeid), kind)
+    assert len(handle.data) == SIZEOF_FUSE_INODE_HANDLE + len(fid.inode.handle), (
+        f"{len(handle.data)} fid bytes for a {len(fid.inode.handle)}-byte handle")
+
+
+@scenario("LH-CONN", "SHOULD", where="local", certify=5)
+def test_lookup_handle_connectable(cell):
+    """LH-CONN: AT_HANDLE_CONNECTABLE on a file gives 0x92 FILEID_FUSE_WITH_PARENT: the
+    file's fuse_inode_handle as in its 0x91 handle, then its parent's, each with the
+    handle the server gave."""
+    cell.require_lookup_handle()
+    obj = cell.seed("file")
+    parent_rel = obj.rel.rsplit("/", 1)[0]
+    plain = cell.encode(obj, "file")
+    parent_plain = cell.encode(cell.lab.obj(parent_rel), "parent")
+    conn = cell.require_connectable(obj)
+    base = conn.fh_type & 0xFFFF
+    assert base == FILEID_FUSE_WITH_PARENT, f"connectable type 0x{conn.fh_type:x}"
+    fid, child, parent = fuse_fid(conn), fuse_fid(plain), fuse_fid(parent_plain)
+    given = server_handles(cell)
+    check_part(fid.inode, given.get(child.inode.nodeid), "child part of 0x92")
+    assert fid.parent is not None
+    assert (fid.parent.nodeid, fid.parent.generation) == (
+        parent.inode.nodeid, parent.inode.generation), (
+        f"parent part names nodeid {fid.parent.nodeid:#x}/{fid.parent.generation}, the parent "
+        f"is {parent.inode.nodeid:#x}/{parent.inode.generation}")
+    check_part(fid.parent, given.get(parent.inode.nodeid), "parent part of 0x92")
+
+
+@scenario("LH-PARENT", "SHOULD", where="local", certify=5)
+def test_lookup_handle_parent_from_fid(cell):
+    """LH-PARENT: after drop_caches a connectable 0x92 handle decodes to the file and the
+    kernel reconnects it through the parent part of the fid (fh_to_parent)."""
+    cell.require_lookup_handle()
+    obj = cell.seed("file")
+    cell.require_connectable(obj)
+    cell.drop_caches()
+    outcome = cell.decode(obj, "cold connectable")
+    assert outcome == "same", f"0x92 cold decode: {outcome}"
+    path = cell.ev.data["decodes"]["cold connectable"]["path"]
+    assert path == str(cell.lab.path(obj.rel)), f"decoded fd is disconnected: path {path!r}"
+
+
+def _sized_files(cell):
+    """One file per server handle size 1..max_handle_sz (named hsN), encoded; returns
+    {size: (obj or error, handle or error)}."""
+    neg = cell.require_lookup_handle()
+    cell.lab.restart(handle_size_by_name=True)
+    top = neg.get("max_handle_sz") or 128
+    cell.lab.path("sizes").mkdir()
+    made = {}
+    for n in range(1, top + 1):
+        try:
+            obj = cell.lab.make_file(f"sizes/hs{n}")
+        except OSError as e:
+            made[n] = (f"create: {errno.errorcode.get(e.errno, e.errno)}", None)
+            continue
+        try:
+            made[n] = (obj, cell.lab.encode(obj))
+        except OSError as e:
+            made[n] = (obj, f"encode: {errno.errorcode.get(e.errno, e.errno)}")
+    cell.note("max_handle_sz", top)
+    return made
+
+
+@scenario("LH-SIZE", "MUST", where="local", certify=5)
+def test_lookup_handle_every_size(cell):
+    """LH-SIZE: for every server handle size 1..max_handle_sz the kernel accepted, the fid is
+    24 + size bytes and carries exactly the server's bytes, and after drop_caches it opens
+    the same file (or, from a server that forgets its nodeids, ESTALE). A truncated or
+    misplaced handle fails naming the size."""
+    made = _sized_files(cell)
+    given = server_handles(cell)
+    keeps_nodeids = cell.lab.profile.claims.cold_decode
+    bad: dict[int, str] = {}
+    kept = {}
+    for n, (obj, handle) in made.items():
+        if isinstance(obj, str) or isinstance(handle, str):
+            continue  # refused by the kernel: LH-SIZE-RANGE's business
+        kept[n] = obj
+        need = SIZEOF_FUSE_INODE_HANDLE + n
+        if len(handle.data) != need:
+            bad[n] = (f"size {n}: the fid has {len(handle.data)} bytes, fuse_inode_handle + "
+                      f"handle needs {need}" + (f" (*max_len = len >> 2 drops {need % 4})"
+                                                if len(handle.data) == need & ~3 else ""))
+            continue
+        try:
+            fid = fuse_fid(handle)
+            check_part(fid.inode, given.get(fid.inode.nodeid), f"size {n}")
+        except AssertionError as e:
+            bad[n] = str(e)[:240]
+    cell.drop_caches()
+    for n, obj in kept.items():
+        outcome = cell.decode(obj, f"size {n}")  # another object fails at once
+        if outcome != "same" and n not in bad and (keeps_nodeids or outcome != "ESTALE"):
+            bad[n] = f"size {n}: cold decode {outcome}"
+    cell.note("sizes_checked", _ranges(sorted(kept)))
+    cell.note("failures", bad)
+    assert kept, "the kernel refused every handle size"
+    assert not bad, (f"{len(bad)} of {len(kept)} handle sizes broken: sizes "
+                     f"{_ranges(sorted(bad))}; e.g. {bad[min(bad)]}")
+
+
+@scenario("LH-SIZE-RANGE", "SHOULD", where="local", certify=5)
+def test_lookup_handle_size_range(cell):
+    """LH-SIZE-RANGE: every handle size from 1 to the max_handle_sz the server announced is
+    accepted in the reply and can be encoded (name_to_handle_at's 128-byte limit holds
+    fuse_inode_handle + handle)."""
+    made = _sized_files(cell)
+    refused = {n: (obj if isinstance(obj, str) else handle) for n, (obj, handle) in made.items()
+               if isinstance(obj, str) or isinstance(handle, str)}
+    cell.note("refused", refused)
+    assert not refused, (f"sizes {_ranges(sorted(refused))} of 1..{max(made)}: "
+                         + "; ".join(sorted({f"{v}" for v in refused.values()})))
+
+
+def _ranges(ns):
+    out, start = [], None
+    for i, n in enumerate(ns):
+        if start is None:
+            start = n
+        if i + 1 == len(ns) or ns[i + 1] != n + 1:
+            out.append(f"{start}" if start == n else f"{start}-{n}")
+            start = None
+    return ",".join(out)
+
+
+RESTARTS = ("remount", "handover", "sigkill")
+
+
+@scenario("LH-RESTART", "MUST", claim="restart", certify=5)
+@pytest.mark.parametrize("how", RESTARTS)
+@pytest.mark.parametrize("kind", KINDS)
+def test_lookup_handle_restart(cell, kind, how):
+    """LH-RESTART: handles the kernel made from the server's LOOKUP_HANDLE handles open the
+    same objects, cold, after an unmount + mount and after a restart without unmount
+    (handover; SIGKILL + takeover): the proposal's promise. The evidence names the request
+    the kernel used to find each object again."""
+    cell.require_lookup_handle()
+    ref = cell.require_ref()
+    objs = cell.seeds(kind)
+    for obj in objs:
+        cell.encode(obj)
+    if how == "remount":
+        cell.lab.restart()
+    elif how == "handover":
+        ref.live_restart()
+    else:
+        ref.kill_and_takeover()
+    cell.drop_caches()
+    outcomes = {}
+    for obj in objs:
+        if how == "remount":
+            cell.lab.remounted(obj)  # a new mount: new st_dev (the inode number stays)
+        outcomes[obj.rel] = cell.decode(obj, obj.rel)
+    cell.note("outcomes", outcomes)
+    bad = {rel: o for rel, o in outcomes.items() if o != "same"}
+    assert not bad, f"after {how}: {len(bad)} of {len(objs)}: {bad}"
+
+
+@scenario("LH-STALE", "MUST", certify=5)
+@pytest.mark.parametrize("cache", ("warm", "cold"))
+@pytest.mark.parametrize("kind", KINDS)
+def test_lookup_handle_unlinked(cell, kind, cache):
+    """LH-STALE: the handle of a removed object gives ESTALE (or ENOENT) through
+    LOOKUP_HANDLE too, never an fd."""
+    cell.require_lookup_handle()
+    obj = cell.fresh(kind, "victim")
+    cell.encode(obj, kind)
+    cell.remove(obj)
+    if cache == "cold":
+        cell.drop_caches()
+    outcome = cell.decode(obj, f"after unlink ({cache})")
+    assert as_errno_name(outcome) in ("ESTALE", "ENOENT"), f"removed {kind}: {outcome}"
+
+
+@scenario("LH-REUSE", "MUST")
+def test_lookup_handle_reused_nodeid(cell):
+    """LH-REUSE: when a nodeid comes back for another file with another server handle, the
+    old fid (which carries the old handle) must not open the new file: the handle is there
+    to tell them apart."""
+    cell.require_lookup_handle()
+    cell.require_writable()
+    cell.lab.path("old").mkdir()
+    old = [cell.lab.make_file(f"old/f{i}") for i in range(16)]
+    fids = {}
+    for obj in old:
+        fids[obj.rel] = fuse_fid(cell.encode(obj))
+    for obj in old:
+        os.unlink(cell.lab.path(obj.rel))
+    cell.drop_caches()  # the server forgets the nodeids and may hand them out again
+    cell.lab.path("new").mkdir()
+    new = [cell.lab.make_file(f"new/f{i}") for i in range(64)]
+    for obj in new:
+        cell.encode(obj)
+    given = server_handles(cell)
+    reused = {rel: f.inode.nodeid for rel, f in fids.items()
+              if given.get(f.inode.nodeid) not in (None, f.inode.handle)}
+    cell.note("nodeids_reused_with_another_handle", len(reused))
+    outcomes = {}
+    for obj in old:
+        outcomes[obj.rel] = cell.decode(obj, obj.rel)  # another object fails at once
+    cell.note("outcomes", outcomes)
+    for rel, outcome in outcomes.items():
+        assert outcome != "same", f"the handle of unlinked {rel} still opened it"
+
+
+HOSTILE_HANDLES = ("zero-handle", "oversize-handle", "short-handle")
+
+
+@scenario("HOSTILE-HANDLE", "MUST")
+@pytest.mark.parametrize("mode", HOSTILE_HANDLES)
+def test_hostile_lookup_handle(cell, mode):
+    """HOSTILE-HANDLE: LOOKUP_HANDLE replies whose handle is empty (0 bytes), oversize
+    (129 bytes) or shorter than its own size field says must be refused (EIO), and never
+    become a fid; nothing hangs."""
+    cell.require_lookup_handle()
+    cell.lab.restart(hostile=mode)
+    rel = SEED["file"]
+    try:
+        os.stat(cell.lab.path(rel))
+    except OSError as e:
+        cell.note("lookup", errno.errorcode.get(e.errno, e.errno))
+        assert e.errno == errno.EIO, f"{mode} reply: lookup failed with {e.strerror}, not EIO"
+        return
+    handle = cell.encode(cell.lab.obj(rel), "accepted")
+    sent = server_handles(cell)
+    fid = decode_fid(handle.fh_type, handle.data) \
+        if handle.fh_type == FILEID_FUSE_WITHOUT_PARENT else None
+    detail = (f"fid handle {len(fid.inode.handle)} bytes {fid.inode.handle.hex()}"
+              if fid is not None else f"fid type 0x{handle.fh_type:x}")
+    wire = sent.get(fid.inode.nodeid) if fid is not None else None
+    raise AssertionError(f"the kernel accepted a {mode} LOOKUP_HANDLE reply (the server sent "
+                         f"{len(wire) if wire is not None else '?'} handle bytes): {detail}")
+
+
+@scenario("COMPAT-LOOKUP", "MUST")
+@pytest.mark.parametrize("minor", (38, 44, 45))
+def test_lookup_at_each_minor(cell, minor):
+    """COMPAT-LOOKUP: a server that does not speak LOOKUP_HANDLE, at protocol 7.38 (what
+    Debian 12's libfuse speaks), 7.44 and 7.45, gets every LOOKUP name NUL-terminated, has
+    its fuse_entry_out replies of that minor accepted, and finds the files by name."""
+    cell.require_ref()
+    cell.lab.restart(proto_minor=minor, lookup_handle="off")
+    _, start = cell.lab.trace_since()
+    errors = {}
+    for rel in ("d0/f3", "d1/sub/g0"):
+        try:
+            os.stat(cell.lab.path(rel))
+        except OSError as e:
+            errors[rel] = errno.errorcode.get(e.errno, str(e.errno))
+    records, _ = cell.lab.trace_since(start)
+    asked = {r["unique"]: r for r in records if "op" in r and "unique" in r}
+    unterminated = [f"{r['op']}({r.get('nodeid', 0):#x}) payload {r['name_unterminated']}"
+                    for r in records if "name_unterminated" in r]
+    refused = [f"{ev['bytes']}-byte reply to {asked.get(ev['unique'], {}).get('op', '?')} "
+               f"{asked.get(ev['unique'], {}).get('name', '')!r}: write {ev['errno']}"
+               for r in records if (ev := r).get("event") == "reply-error"]
+    cell.note("negotiated_minor", (cell.lab.negotiated() or {}).get("minor"))
+    cell.note("unterminated", unterminated[:10])
+    cell.note("refused_replies", refused[:10])
+    cell.note("stat_errors", errors)
+    assert not unterminated, (f"at 7.{minor} the kernel sent {len(unterminated)} LOOKUP "
+                              f"name(s) without the NUL terminator, e.g. {unterminated[0]}")
+    assert not refused, (f"at 7.{minor} the kernel refused {len(refused)} fuse_entry_out "
+                         f"reply(ies) of the size 7.{minor} defines, e.g. {refused[0]}")
+    assert not errors, f"stat by name at 7.{minor}: {errors}"

@@ -1,0 +1,66 @@
+"""FUSE_LOOKUP_HANDLE on a real kernel: the RFC v2 series of ../shared/kernels, built by
+`nfsconf kernel build` (cached after the first time), booted in the knfsd lane. This test
+never skips for want of the kernel: it builds it."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+SERIES = Path(__file__).resolve().parents[2] / "shared" / "kernels" / "lookup-handle-v2"
+
+pytestmark = [
+    pytest.mark.vm,
+    pytest.mark.skipif(os.geteuid() != 0, reason="needs root"),
+    pytest.mark.skipif(shutil.which("qemu-system-x86_64") is None, reason="qemu not installed"),
+]
+
+
+def nfsconf(*args, timeout):
+    return subprocess.run([sys.executable, "-m", "nfsconf.cli", *args], capture_output=True,
+                          text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def lh_tree():
+    assert (SERIES / "series").is_dir(), f"{SERIES} is missing: CI clones beside ../shared"
+    r = nfsconf("kernel", "build", "--base", "debian:sid", "--series", str(SERIES / "series"),
+                timeout=3600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    tree = Path(r.stdout.strip().splitlines()[-1])
+    assert (tree / "arch/x86/boot/bzImage").is_file()
+    return tree
+
+
+def test_lookup_handle_smoke(lh_tree, tmp_path):
+    out = tmp_path / "run"
+    r = nfsconf("run", "--transport", "knfsd", "--kernel", str(lh_tree), "--profile", "ref-lh",
+                "-k", "LH-ENC or (LH-RESTART and file) or (DEC-COLD and file)",
+                "--out", str(out), "--vm-timeout", "900", timeout=1200)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    records = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    env, results = records[0], records[1:]
+    # the guest's kernel: the series' build, offering LOOKUP_HANDLE at 7.45
+    assert env["kernel"].endswith("-nfsconf-" + json.loads(
+        (lh_tree / "nfsconf-build.json").read_text())["series_sha256"][:8])
+    assert env["fuse"]["lookup_handle"]["dialect"] == "v2", env["fuse"]
+    assert "HAS_LOOKUP_HANDLE(v2)" in env["fuse"]["flags"]
+    cell = {(x["id"], x["variant"], x["transport"]): x for x in results}
+    enc = cell[("LH-ENC", "file", "local")]
+    assert enc["verdict"] == "PASS", enc
+    assert enc["handle"]["type"] == "0x91" and enc["handle"]["fields"]["inode"]["fh_size"] == 32
+    # a cold decode goes back to the server as LOOKUP_HANDLE(nodeid, ".")
+    for transport in ("local", "knfsd"):
+        cold = cell[("DEC-COLD", "file", transport)]
+        assert cold["verdict"] == "PASS", cold
+        asked = cold["evidence"]["decodes"]["cold"]["kernel_asked"]
+        assert any(a.startswith("LOOKUP_HANDLE(") and "'.'" in a for a in asked), asked
+    assert cell[("DEC-COLD", "file", "knfsd")]["handle"]["type"] == "0x91"  # in the NFS fh
+    for how in ("remount", "handover", "sigkill"):
+        restart = cell[("LH-RESTART", f"file-{how}", "local")]
+        assert restart["verdict"] == "PASS", restart
+    assert not subprocess.run(["pgrep", "-f", f"rwdir={out}"], capture_output=True).stdout

@@ -1,0 +1,123 @@
+"""The verdict logic, branch by branch (nfsconf/verdict.py is pure: no mounts needed)."""
+
+import errno
+
+import pytest
+
+from nfsconf.verdict import (
+    CellFacts,
+    Phase,
+    claim_broken,
+    is_must,
+    outcome_class,
+    verdict,
+)
+
+OK = Phase("passed")
+
+
+def v(setup=OK, call=OK, teardown=OK, **facts):
+    out = verdict(setup, call, teardown, CellFacts(**facts))
+    return out.verdict, out.reason
+
+
+def test_all_phases_pass():
+    assert v() == ("PASS", "")
+
+
+def test_setup_failure_is_error_with_its_reason():
+    assert v(setup=Phase("failed", "MountError: did not mount")) == (
+        "ERROR", "setup: MountError: did not mount")
+
+
+def test_setup_skip_is_skip():
+    assert v(setup=Phase("skipped", "needs the reference server"), call=None) == (
+        "SKIP", "needs the reference server")
+
+
+def test_no_call_phase_is_error():
+    assert v(call=None) == ("ERROR", "scenario did not run")
+
+
+def test_assertion_is_fail_any_other_exception_is_error():
+    assert v(call=Phase("failed", "AssertionError: cold decode: ESTALE", is_assert=True)) == (
+        "FAIL", "cold decode: ESTALE")
+    assert v(call=Phase("failed", "KeyError: 'fields'")) == ("ERROR", "KeyError: 'fields'")
+
+
+def test_eopnotsupp_is_fail_not_exportable():
+    msg = f"OSError: [Errno {errno.EOPNOTSUPP}] Operation not supported"
+    out = v(call=Phase("failed", msg))
+    assert out[0] == "FAIL" and out[1].startswith("not exportable")
+
+
+def test_xfail_and_xpass():
+    assert v(call=Phase("skipped", "", xfail="kernel trusts the server")) == (
+        "XFAIL", "kernel trusts the server")
+    assert v(call=Phase("passed", "", xfail="kernel trusts the server")) == ("PASS", "")
+
+
+def test_call_skip():
+    assert v(call=Phase("skipped", "kernel lacks AT_HANDLE_CONNECTABLE")) == (
+        "SKIP", "kernel lacks AT_HANDLE_CONNECTABLE")
+
+
+def test_teardown_failure_after_a_pass_is_error():
+    assert v(teardown=Phase("failed", "still mounted")) == ("ERROR", "teardown: still mounted")
+
+
+def test_kernel_trouble_fails_even_a_pass():
+    assert v(kernel_trouble=("WARNING: CPU: 0 PID: 1 at fs/fuse/dir.c:100",)) == (
+        "FAIL", "kernel: WARNING: CPU: 0 PID: 1 at fs/fuse/dir.c:100")
+
+
+def test_kernel_trouble_wins_over_timeout_and_server_errors():
+    out = v(kernel_trouble=("BUG: kernel NULL pointer dereference",), timeout="time limit",
+            server_errors=("LOOKUP: TypeError",))
+    assert out[0] == "FAIL" and "NULL pointer" in out[1]
+
+
+def test_wrong_object_fails_whatever_the_phases_said():
+    assert v(wrong_object=True) == ("FAIL", "WRONG OBJECT: a decode opened another object")
+    got = v(call=Phase("failed", "AssertionError: WRONG OBJECT: d0/f1", is_assert=True),
+            wrong_object=True, timeout="time limit 3 s exceeded")
+    assert got == ("FAIL", "WRONG OBJECT: d0/f1")
+
+
+def test_timeout_is_error():
+    assert v(call=Phase("failed", "OSError: [Errno 107] ENOTCONN"),
+             timeout="time limit 3 s exceeded; aborted fuse connection 41") == (
+        "ERROR", "time limit 3 s exceeded; aborted fuse connection 41")
+
+
+def test_server_exception_turns_a_pass_into_error():
+    # HOSTILE-DOT accepts EIO: a crash of the server's own hostile branch answers EIO too
+    out = v(server_errors=("LOOKUP: KeyError: 17 (server.py:412 in _lookup_dot)",))
+    assert out == ("ERROR", "reference server raised: LOOKUP: KeyError: 17 "
+                            "(server.py:412 in _lookup_dot)")
+
+
+def test_server_exception_does_not_unskip():
+    assert v(call=Phase("skipped", "no LOOKUP_HANDLE"), server_errors=("x",)) == (
+        "SKIP", "no LOOKUP_HANDLE")
+
+
+@pytest.mark.parametrize(("level", "wrong", "kernel", "must"), [
+    ("MUST", False, False, True), ("SHOULD", False, False, False),
+    ("SHOULD", True, False, True), ("MUST", True, False, True), ("SHOULD", False, True, True)])
+def test_must(level, wrong, kernel, must):
+    assert is_must(level, wrong, kernel) is must
+
+
+@pytest.mark.parametrize(("claimed", "verdict_", "broken"), [
+    (True, "FAIL", True), (True, "ERROR", False), (True, "PASS", False),
+    (False, "FAIL", False)])
+def test_claims(claimed, verdict_, broken):
+    assert claim_broken(claimed, verdict_) is broken
+
+
+@pytest.mark.parametrize(("outcome", "cls"), [
+    ("same", "same"), ("other", "other"), ("ESTALE", "error"), ("ENOENT", "error"),
+    ("NFS3ERR_STALE", "error"), (None, "error")])
+def test_outcome_classes(outcome, cls):
+    assert outcome_class(outcome) == cls
