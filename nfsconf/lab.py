@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from nfsconf.fuse.control import trace_from
+from nfsconf.fuse.trace import trace_from
 from nfsconf.servers.mount import (
     MountEntry,
     ServerProcess,

@@ -15,7 +15,8 @@ from types import SimpleNamespace
 import pytest
 
 from nfsconf.fuse import sysutil as su
-from nfsconf.fuse.control import RefServer, trace_records
+from nfsconf.fuse.control import RefServer
+from nfsconf.fuse.trace import trace_records
 from nfsconf.transports import local
 
 

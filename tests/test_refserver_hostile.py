@@ -15,7 +15,8 @@ from types import SimpleNamespace
 import pytest
 from test_refserver_handles import decode, encode, same_object
 
-from nfsconf.fuse.control import RefServer, trace_records
+from nfsconf.fuse.control import RefServer
+from nfsconf.fuse.trace import trace_records
 from nfsconf.transports import local
 
 

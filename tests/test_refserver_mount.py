@@ -16,7 +16,8 @@ from types import SimpleNamespace
 import pytest
 
 from nfsconf.fuse import sysutil as su
-from nfsconf.fuse.control import RefServer, RefServerError, trace_records
+from nfsconf.fuse.control import RefServer, RefServerError
+from nfsconf.fuse.trace import trace_records
 
 
 @pytest.fixture

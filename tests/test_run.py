@@ -86,7 +86,7 @@ def test_reference_server_exception_makes_the_cell_error(tmp_path):
     assert cell["evidence"]["decodes"]["cold"]["error"] in ("ESTALE", "EIO")
     assert cell["verdict"] == "ERROR", cell
     assert cell["reason"].startswith("reference server raised: LOOKUP: RuntimeError: injected")
-    assert "server.py:" in cell["reason"]  # where it raised
+    assert "(ops.py:" in cell["reason"] and "in lookup_dot)" in cell["reason"]  # where it raised
     assert _mounts_under(tmp_path) == []
 
 

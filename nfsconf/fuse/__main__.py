@@ -13,7 +13,9 @@ from dataclasses import asdict
 
 from . import holder as hd
 from . import sysutil as su
-from .server import FAULTS, HOSTILE_MODES, Config, Negotiated, Server, log
+from .config import FAULTS, HOSTILE_MODES, Config, Negotiated
+from .server import Server
+from .trace import log
 
 
 def build_parser() -> argparse.ArgumentParser:

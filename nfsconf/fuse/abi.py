@@ -8,6 +8,7 @@ little-endian: FUSE uses host order and this suite only runs on x86-64 / arm64 L
 
 from __future__ import annotations
 
+import enum
 import struct
 from dataclasses import dataclass, fields
 from typing import Any, ClassVar, TypeVar
@@ -22,19 +23,67 @@ UNIQUE_RESEND = 1 << 63  # set by the kernel on requests re-queued by FUSE_NOTIF
 INT_REQ_BIT = 1  # INTERRUPT requests carry the interrupted unique | 1
 
 # --- opcodes ---------------------------------------------------------------------------
-OPCODES: dict[int, str] = {
-    1: "LOOKUP", 2: "FORGET", 3: "GETATTR", 4: "SETATTR", 5: "READLINK", 6: "SYMLINK",
-    8: "MKNOD", 9: "MKDIR", 10: "UNLINK", 11: "RMDIR", 12: "RENAME", 13: "LINK", 14: "OPEN",
-    15: "READ", 16: "WRITE", 17: "STATFS", 18: "RELEASE", 20: "FSYNC", 21: "SETXATTR",
-    22: "GETXATTR", 23: "LISTXATTR", 24: "REMOVEXATTR", 25: "FLUSH", 26: "INIT",
-    27: "OPENDIR", 28: "READDIR", 29: "RELEASEDIR", 30: "FSYNCDIR", 31: "GETLK", 32: "SETLK",
-    33: "SETLKW", 34: "ACCESS", 35: "CREATE", 36: "INTERRUPT", 37: "BMAP", 38: "DESTROY",
-    39: "IOCTL", 40: "POLL", 41: "NOTIFY_REPLY", 42: "BATCH_FORGET", 43: "FALLOCATE",
-    44: "READDIRPLUS", 45: "RENAME2", 46: "LSEEK", 47: "COPY_FILE_RANGE",
-    48: "SETUPMAPPING", 49: "REMOVEMAPPING", 50: "SYNCFS", 51: "TMPFILE", 52: "STATX",
-    53: "COPY_FILE_RANGE_64", 4096: "CUSE_INIT",
-}
-OP = {name: num for num, name in OPCODES.items()}
+class Op(enum.IntEnum):
+    """enum fuse_opcode. The LOOKUP_HANDLE dialects number theirs apart (lookup_handle):
+    the proposal moves, and 54..56 mean different things in v2 and v3."""
+
+    LOOKUP = 1
+    FORGET = 2
+    GETATTR = 3
+    SETATTR = 4
+    READLINK = 5
+    SYMLINK = 6
+    MKNOD = 8
+    MKDIR = 9
+    UNLINK = 10
+    RMDIR = 11
+    RENAME = 12
+    LINK = 13
+    OPEN = 14
+    READ = 15
+    WRITE = 16
+    STATFS = 17
+    RELEASE = 18
+    FSYNC = 20
+    SETXATTR = 21
+    GETXATTR = 22
+    LISTXATTR = 23
+    REMOVEXATTR = 24
+    FLUSH = 25
+    INIT = 26
+    OPENDIR = 27
+    READDIR = 28
+    RELEASEDIR = 29
+    FSYNCDIR = 30
+    GETLK = 31
+    SETLK = 32
+    SETLKW = 33
+    ACCESS = 34
+    CREATE = 35
+    INTERRUPT = 36
+    BMAP = 37
+    DESTROY = 38
+    IOCTL = 39
+    POLL = 40
+    NOTIFY_REPLY = 41
+    BATCH_FORGET = 42
+    FALLOCATE = 43
+    READDIRPLUS = 44
+    RENAME2 = 45
+    LSEEK = 46
+    COPY_FILE_RANGE = 47
+    SETUPMAPPING = 48
+    REMOVEMAPPING = 49
+    SYNCFS = 50
+    TMPFILE = 51
+    STATX = 52
+    COPY_FILE_RANGE_64 = 53
+    CUSE_INIT = 4096
+
+
+# plain int <-> str views of Op, for callers that want no enum
+OPCODES: dict[int, str] = {op.value: op.name for op in Op}
+OP: dict[str, int] = {op.name: op.value for op in Op}
 
 # --- notifications (fuse_out_header.error carries the code, unique = 0) ----------------
 NOTIFY_CODES: dict[int, str] = {

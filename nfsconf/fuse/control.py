@@ -285,28 +285,3 @@ class RefServer:
         except OSError:
             return "(no log)"
 
-
-def trace_records(path: str) -> list[dict[str, Any]]:
-    """Parse a trace file (JSONL) into dicts; tolerate a torn last line of a killed server."""
-    return trace_from(path)[0]
-
-
-def trace_from(path: str | os.PathLike[str] | None,
-               offset: int = 0) -> tuple[list[dict[str, Any]], int]:
-    """Every record of the trace from byte OFFSET on, and the offset after the last whole
-    line: call again with it to read only what came since."""
-    import json
-
-    if path is None or not os.path.exists(path):
-        return [], offset
-    with open(path, "rb") as f:
-        f.seek(offset)
-        data = f.read()
-    end = data.rfind(b"\n") + 1  # a line being written stays for the next call
-    out = []
-    for line in data[:end].splitlines():
-        try:
-            out.append(json.loads(line))
-        except ValueError:
-            continue
-    return out, offset + end

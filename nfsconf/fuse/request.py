@@ -1,7 +1,8 @@
-"""One decoded FUSE request, shared by the engine and its handler mixins."""
+"""One decoded FUSE request, shared by the engine and the handlers it dispatches to."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 NO_REPLY = object()  # a handler's "send nothing" (FORGET, withheld replies)
@@ -17,3 +18,7 @@ class Req:
          self.extlen, _pad) = hdr
         self.payload = payload
         self.info: dict[str, Any] = {}
+
+
+Handler = Callable[[Req], Any]  # one opcode's handler: the reply body, or NO_REPLY
+Reply = bytes | list[bytes]  # a whole reply; [header, data] is written with writev

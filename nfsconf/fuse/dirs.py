@@ -1,0 +1,141 @@
+"""Directory handles of the reference server: OPENDIR takes a snapshot of the listing,
+READDIR and READDIRPLUS page through it by offset.
+
+A snapshot is the listing at OPENDIR (or at offset 0 again: rewinddir), so offsets stay
+valid while the directory changes; an fh of a previous server instance gets a fresh one.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+from . import abi
+from .abi import Op
+from .nodes import Node, mode_to_dtype
+from .ops import Passthrough
+from .request import Handler, Req
+
+_ENTRY_HEAD = abi.EntryOut.HEAD
+_DIRENT = abi.DIRENT_HEAD
+_OPEN_OUT = abi.OpenOut.FMT
+
+
+@dataclass
+class DirHandle:
+    node: Node
+    entries: list[tuple[bytes, int, int]] = field(default_factory=list)  # name, ino, dtype
+
+
+class Dirs:
+    """OPENDIR, READDIR, READDIRPLUS, RELEASEDIR, FSYNCDIR over the passthrough's nodes."""
+
+    def __init__(self, ops: Passthrough) -> None:
+        self.ops = ops
+        self.table = ops.table
+        self.tracing = ops.tracing
+        self.ttl = ops.ttl
+        self.ttl_ns = ops.ttl_ns
+        self.dirs: dict[int, DirHandle] = {}
+
+    def handlers(self) -> dict[int, Handler]:
+        return {Op.OPENDIR: self.op_opendir, Op.READDIR: self.op_readdir,
+                Op.RELEASEDIR: self.op_releasedir, Op.FSYNCDIR: self.op_fsyncdir,
+                Op.READDIRPLUS: self.op_readdirplus}
+
+    def _snapshot(self, dh: DirHandle) -> None:
+        dfd = self.table.open(dh.node, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            own = os.fstat(dfd).st_ino
+            up = os.stat("..", dir_fd=dfd).st_ino if dh.node is not self.table.root else own
+            entries = [(b".", own, 4), (b"..", up, 4)]
+            with os.scandir(dfd) as it:
+                for e in it:
+                    if e.is_dir(follow_symlinks=False):
+                        dt = 4
+                    elif e.is_file(follow_symlinks=False):
+                        dt = 8
+                    elif e.is_symlink():
+                        dt = 10
+                    else:
+                        dt = mode_to_dtype(e.stat(follow_symlinks=False).st_mode)
+                    entries.append((os.fsencode(e.name), e.inode(), dt))
+        finally:
+            os.close(dfd)
+        dh.entries = entries
+
+    def op_opendir(self, r: Req) -> bytes:
+        node = self.ops.node(r)
+        dh = DirHandle(node)
+        self._snapshot(dh)
+        fh = self.ops.new_fh()
+        self.dirs[fh] = dh
+        r.info["fh"] = fh
+        return _OPEN_OUT.pack(fh, 0, 0)
+
+    def _dir(self, r: Req, fh: int, offset: int) -> DirHandle:
+        dh = self.dirs.get(fh)
+        if dh is None:  # opened by a previous instance
+            dh = DirHandle(self.ops.node(r))
+            self.dirs[fh] = dh
+            self._snapshot(dh)
+        elif offset == 0:
+            self._snapshot(dh)  # rewinddir: see the directory as it is now
+        return dh
+
+    def op_readdir(self, r: Req) -> bytes:
+        ri = abi.ReadIn.unpack(r.payload)
+        dh = self._dir(r, ri.fh, ri.offset)
+        out = bytearray()
+        for i in range(ri.offset, len(dh.entries)):
+            name, ino, dt = dh.entries[i]
+            rec = _DIRENT.pack(ino, i + 1, len(name), dt) + name
+            rec += b"\0" * (abi.rec_align(len(rec)) - len(rec))
+            if len(out) + len(rec) > ri.size:
+                break
+            out += rec
+        r.info.update(offset=ri.offset, count=len(dh.entries))
+        return bytes(out)
+
+    def op_readdirplus(self, r: Req) -> bytes:
+        ri = abi.ReadIn.unpack(r.payload)
+        dh = self._dir(r, ri.fh, ri.offset)
+        out = bytearray()
+        zero_entry = b"\0" * abi.EntryOut.nbytes()
+        sent = []
+        for i in range(ri.offset, len(dh.entries)):
+            name, ino, dt = dh.entries[i]
+            rec = _DIRENT.pack(ino, i + 1, len(name), dt) + name
+            rec += b"\0" * (abi.rec_align(len(rec)) - len(rec))
+            if len(out) + len(zero_entry) + len(rec) > ri.size:
+                break
+            if name in (b".", b".."):
+                entry = zero_entry  # nodeid 0: the kernel skips linking these
+            else:
+                try:
+                    node, st = self.ops.child(dh.node, name)
+                except OSError:
+                    entry = zero_entry  # vanished since the snapshot: no attributes
+                else:
+                    entry = _ENTRY_HEAD.pack(node.nodeid, node.generation, self.ttl, self.ttl,
+                                             self.ttl_ns, self.ttl_ns) + self.ops.attr_from_stat(st)
+                    if self.tracing:
+                        sent.append([name, node.nodeid, node.generation])
+            out += entry + rec
+        r.info.update(offset=ri.offset, count=len(dh.entries))
+        if self.tracing:
+            r.info["entries"] = sent
+        return bytes(out)
+
+    def op_releasedir(self, r: Req) -> bytes:
+        self.dirs.pop(abi.ReleaseIn.unpack(r.payload).fh, None)
+        return b""
+
+    def op_fsyncdir(self, r: Req) -> bytes:
+        fd = self.table.open(self.ops.node(r), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        return b""
+
