@@ -20,6 +20,7 @@ class ScenarioInfo:
     id: str
     level: str  # MUST | SHOULD
     certify: int | None  # the certification level it counts for; None: kernel conformance
+    advisory: bool  # reported on that level's certificate, never blocking it
     where: str  # local | nfs | any
     claim: str | None
     what: str  # the docstring's first paragraph, without the "ID: " lead
@@ -62,7 +63,7 @@ def catalog(directory: Path = SCENARIOS) -> tuple[ScenarioInfo, ...]:
                     continue
                 sid, level = (_literal(a) for a in call.args[:2])
                 kw = {k.arg: _literal(k.value) for k in call.keywords}
-                where = kw.get("where") or _old_where(fn) or "any"
+                where = kw.get("where") or "any"
                 if not isinstance(sid, str) or level not in ("MUST", "SHOULD"):
                     raise ValueError(f"{path.name}:{fn.lineno}: scenario marker without "
                                      "literal ID and MUST/SHOULD")
@@ -71,26 +72,17 @@ def catalog(directory: Path = SCENARIOS) -> tuple[ScenarioInfo, ...]:
                 certify = kw.get("certify")
                 out[sid] = ScenarioInfo(sid, str(level),
                                         certify if isinstance(certify, int) else None,
+                                        bool(kw.get("advisory")),
                                         str(where), kw.get("claim") or None,  # type: ignore[arg-type]
                                         _what(ast.get_docstring(fn), sid), path.name, fn.name)
     return tuple(out.values())
 
 
-def _old_where(fn: ast.FunctionDef) -> str | None:
-    for dec in fn.decorator_list:
-        text = ast.unparse(dec)
-        if text.endswith("local_only"):
-            return "local"
-        if text.endswith("nfs_only"):
-            return "nfs"
-    return None
-
-
 def by_level(number: int) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """(MUST ids, SHOULD ids) of certification level NUMBER."""
+    """(required ids, advisory ids) of certification level NUMBER."""
     items = [s for s in catalog() if s.certify == number]
-    return (tuple(s.id for s in items if s.level == "MUST"),
-            tuple(s.id for s in items if s.level == "SHOULD"))
+    return (tuple(s.id for s in items if not s.advisory),
+            tuple(s.id for s in items if s.advisory))
 
 
 def kernel_only() -> tuple[str, ...]:
@@ -102,6 +94,8 @@ def markdown_table() -> str:
     """README's scenario table."""
     rows = ["| ID | level | cert. | runs | what |", "|---|---|---|---|---|"]
     for s in catalog():
-        cert = str(s.certify) if s.certify is not None else "kernel"
-        rows.append(f"| {s.id} | {s.level} | {cert} | {s.where} | {s.what} |")
+        cert = "kernel" if s.certify is None else f"{s.certify}" + (" (advisory)"
+                                                                    if s.advisory else "")
+        what = s.what.replace("|", "\\|")
+        rows.append(f"| {s.id} | {s.level} | {cert} | {s.where} | {what} |")
     return "\n".join(rows)

@@ -11,8 +11,9 @@ from pathlib import Path
 
 import nfsconf
 from nfsconf.errors import NfsconfError, UsageError
-from nfsconf.run import SCENARIOS, RunOptions, preflight, profiles_of, run
+from nfsconf.run import SCENARIOS, RunOptions, preflight, profiles_of
 from nfsconf.servers.builtin import BUILTIN
+from nfsconf.service import TRANSPORTS, run
 
 
 def options_of(args: argparse.Namespace) -> RunOptions:
@@ -42,6 +43,21 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     ready = local_ready(results)
     print("\nlocal transport: " + ("ready" if ready else "NOT ready (see fixes above)"))
     return 0 if ready else 1
+
+
+def cmd_scenarios(args: argparse.Namespace) -> int:
+    from tabulate import tabulate
+
+    from nfsconf.catalog import catalog, markdown_table
+
+    if args.markdown:
+        print(markdown_table())
+        return 0
+    rows = [[s.id, s.level, "kernel" if s.certify is None else
+             f"{s.certify}{' (advisory)' if s.advisory else ''}", s.where, s.what[:90]]
+            for s in catalog()]
+    print(tabulate(rows, ["scenario", "level", "certifies", "runs", "what"]))
+    return 0
 
 
 def cmd_profiles(args: argparse.Namespace) -> int:
@@ -121,7 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--profile", action="append", default=[], metavar="NAME|FILE",
                      help="built-in profile name or TOML file (repeatable; default: every "
                           "installed built-in)")
-    run.add_argument("--transport", default="local", choices=["local", "ganesha", "knfsd"])
+    run.add_argument("--transport", default="local", choices=TRANSPORTS)
     run.add_argument("-k", metavar="PATTERN", help="only scenarios matching (pytest -k)")
     run.add_argument("--out", metavar="DIR", help="results directory (default reports/run-*)")
     run.add_argument("--scenarios", default=str(SCENARIOS), help=argparse.SUPPRESS)
@@ -180,6 +196,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     doctor = sub.add_parser("doctor", help="what this machine can run, and how to fix the rest")
     doctor.set_defaults(func=cmd_doctor)
+
+    scen = sub.add_parser("scenarios", help="list the scenarios: ID, level, certification "
+                                            "level, where they run")
+    scen.add_argument("--markdown", action="store_true", help="README's table")
+    scen.set_defaults(func=cmd_scenarios)
 
     profiles = sub.add_parser("profiles", help="list the built-in profiles")
     profiles.set_defaults(func=cmd_profiles)

@@ -8,9 +8,9 @@ import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from nfsconf.handles import FILEID_INO64_GEN
 from nfsconf.transports.base import Handle
 
-FILEID_INO64_GEN = 0x81
 FUSE_ROOT_ID = 1
 # fid types a FUSE mount may be handed: its own, its neighbours', LOOKUP_HANDLE's, nonsense
 TYPES = (0, 1, 2, 0x81, 0x82, 0x91, 0x92, 0xFF, 0x10081, 0x20081, 0x10082, 0x30081)

@@ -7,8 +7,6 @@ Loaded by `nfsconf run` with `-p nfsconf.plugin`; scenarios mark themselves with
 from __future__ import annotations
 
 import errno
-import json
-import os
 import re
 import signal
 from collections.abc import Iterator
@@ -20,16 +18,17 @@ import pytest
 from nfsconf.evidence import Evidence
 from nfsconf.kmsg import KmsgWatch, kernel_trouble
 from nfsconf.lab import Lab, stop_all_labs
-from nfsconf.report.results import PLANNED, RUNNING, Result, ResultsWriter
+from nfsconf.report.matrix import progress_line
+from nfsconf.report.results import PLANNED, RUNNING, Result, ResultsWriter, write_json
 from nfsconf.scenario import Cell
 from nfsconf.servers.builtin import find_profile, installed_builtins
 from nfsconf.servers.profile import Profile
 from nfsconf.servers.refserver import read_trace
+from nfsconf.service import TRANSPORTS
 from nfsconf.verdict import CellFacts, Phase
 from nfsconf.verdict import verdict as judge
 from nfsconf.watchdog import Watchdog
 
-TRANSPORTS = ("local", "ganesha", "knfsd")
 # Inside the knfsd VM every lab is exported twice over, no_subtree_check (0x81 fids) and
 # subtree_check (0x82), and the exportfs-level scenarios run there too ("local": the kernel
 # under test's own name_to_handle_at/open_by_handle_at).
@@ -78,7 +77,7 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     what is missing. A resumed run keeps the plan of the run it finishes."""
     out = session.config.getoption("--nfsconf-out")
     if out and not (Path(out) / PLANNED).exists():
-        _write_json(Path(out) / PLANNED,
+        write_json(Path(out) / PLANNED,
                     [i.nodeid for i in session.items if i.get_closest_marker("scenario")])
 
 
@@ -89,8 +88,6 @@ def selected_profiles(config: pytest.Config) -> list[Profile]:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "scenario(id, level, claim=None): conformance scenario")
-    config.addinivalue_line("markers", "local_only: needs name_to_handle_at on the FUSE mount")
-    config.addinivalue_line("markers", "nfs_only: an NFS wire check")
     out = config.getoption("--nfsconf-out")
     if out:
         config.stash[_RESULTS] = ResultsWriter(Path(out) / "results.jsonl")
@@ -164,12 +161,7 @@ def cell(lab: Lab, evidence: Evidence) -> Cell:
 
 def _where(node: pytest.Item) -> str:
     marker = node.get_closest_marker("scenario")
-    where = marker.kwargs.get("where", "any") if marker else "any"
-    if node.get_closest_marker("local_only"):
-        return "local"
-    if node.get_closest_marker("nfs_only"):
-        return "nfs"
-    return where
+    return marker.kwargs.get("where", "any") if marker else "any"
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -189,16 +181,7 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     out = item.config.getoption("--nfsconf-out")
     cell = cell_fields(item)
     if out and cell is not None:  # if the kernel crashes now, the host knows which cell
-        _write_json(Path(out) / RUNNING, cell)
-
-
-def _write_json(path: Path, data: Any) -> None:
-    tmp = path.with_suffix(".tmp")
-    with open(tmp, "w") as f:
-        json.dump(data, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+        write_json(Path(out) / RUNNING, cell)
 
 
 def cell_fields(item: pytest.Item) -> dict[str, Any] | None:
@@ -288,12 +271,4 @@ def _write_record(item: pytest.Item) -> None:
     reporter = item.config.pluginmanager.get_plugin("terminalreporter")
     if reporter is not None and writer is not None:
         done = item.config.stash[_DONE] = item.config.stash.get(_DONE, 0) + 1
-        total = item.session.testscollected
-        detail = f"  {result.errno}" if result.errno else ""
-        flag = "  (claim broken)" if result.claim_broken else ""
-        why = f"  {reason}" if verdict != "PASS" and reason else ""
-        count = f"[{done:>{len(str(total))}}/{total}]"
-        where = result.profile if result.transport == "local" else \
-            f"{result.profile} [{result.transport}]"
-        reporter.write_line(f"{count} {result.row:<24} {where:<18} "
-                            f"{verdict:<5}{detail}{flag}{why}"[:200])
+        reporter.write_line(progress_line(result, done, item.session.testscollected))

@@ -1,9 +1,7 @@
-"""The run service: `run(RunOptions)` runs the suite and returns where its results are.
-
-Everything that runs scenarios goes through here: `nfsconf run`, `nfsconf certify`, the
-knfsd lane on the host (which boots the kernel under test, vm/lane.py) and inside the guest
-(which calls `run_here` on that kernel). The scenarios run under pytest with the nfsconf
-plugin; results.jsonl is written as each cell ends, and the views are written at the end.
+"""Running the suite on this kernel: `run_here(RunOptions)` runs the scenarios under pytest
+with the nfsconf plugin and returns where the results are. results.jsonl is written as each
+cell ends, the views at the end. The front door is service.run(), which also knows the
+knfsd lane (vm/lane.py: the same run inside a VM booted with the kernel under test).
 """
 
 from __future__ import annotations
@@ -21,7 +19,6 @@ from nfsconf.errors import ResultsError, UsageError
 from nfsconf.report.results import PLANNED, Result, ResultsWriter, load_run, read_results
 
 SCENARIOS = Path(nfsconf.__file__).resolve().parent.parent / "scenarios"
-TRANSPORTS = ("local", "ganesha", "knfsd")
 # exit status of a run that ended without every cell it planned (resume it)
 INCOMPLETE = 3
 
@@ -67,17 +64,6 @@ class RunOutcome:
 
 def default_out(transport: str) -> Path:
     return Path(f"reports/run-{time.strftime('%Y%m%d-%H%M%S')}-{transport}")
-
-
-def run(opts: RunOptions) -> RunOutcome:
-    """Run the suite as OPTS ask; the knfsd transport boots the kernel under test first."""
-    if opts.transport not in TRANSPORTS:
-        raise UsageError(f"unknown transport {opts.transport!r} ({', '.join(TRANSPORTS)})")
-    if opts.transport == "knfsd":
-        from nfsconf.vm.lane import run_lane
-
-        return run_lane(opts)
-    return run_here(opts)
 
 
 def preflight() -> None:

@@ -35,12 +35,15 @@ WHERE = ("local", "nfs", "any")
 
 
 def scenario(sid: str, level: str, *, claim: str | None = None, certify: int | None = None,
-             where: str = "any") -> pytest.MarkDecorator:
+             advisory: bool = False, where: str = "any") -> pytest.MarkDecorator:
     """The one marker of a scenario: its stable ID, MUST/SHOULD, the profile claim it checks,
-    the certification level it counts for (docs/certification.md) and where it runs."""
+    the certification level it counts for (docs/certification.md: required for the level,
+    or only reported on the certificate when `advisory`; None: it describes the kernel and
+    belongs to no level) and where it runs (local, nfs or any transport)."""
     if level not in ("MUST", "SHOULD") or where not in WHERE:
         raise ValueError(f"{sid}: level {level!r} / where {where!r}")
-    return pytest.mark.scenario(sid, level, claim=claim, certify=certify, where=where)
+    return pytest.mark.scenario(sid, level, claim=claim, certify=certify, advisory=advisory,
+                                where=where)
 
 
 class Cell:
@@ -77,17 +80,38 @@ class Cell:
         """Present OBJ's handle; record the outcome ('same', 'other' or an error name) and
         what the kernel asked the reference server meanwhile. Another object fails the
         cell at once: that is never acceptable, whatever the scenario is about."""
+        outcome = self._decode(obj, label)
+        if outcome == "other":
+            seen = self.ev.data["decodes"][label]["got"]
+            raise AssertionError(f"WRONG OBJECT: {label}: handle of {obj.rel} opened ino "
+                                 f"{seen['st_ino']} marker {seen['marker']!r}")
+        return outcome
+
+    def decode_all(self, objs: list[Obj], what: str) -> list[str]:
+        """Decode every one of OBJS (labelled by its path) before judging, so the evidence
+        holds them all; then another object fails the cell, naming each."""
+        outcomes = [self._decode(obj, obj.rel) for obj in objs]
+        wrong = [o.rel for o, out in zip(objs, outcomes, strict=True) if out == "other"]
+        if wrong:
+            raise AssertionError(f"WRONG OBJECT: {what} the handles of {', '.join(wrong)} "
+                                 "opened other objects")
+        return outcomes
+
+    def observe(self, obj: Obj, label: str) -> str:
+        """Decode and record, without judging: for the hostile scenarios, where the server
+        itself puts another object behind a handle and the question is what the kernel
+        makes of it."""
+        return self._decode(obj, label, judge=False)
+
+    def _decode(self, obj: Obj, label: str, judge: bool = True) -> str:
         _, start = self.lab.trace_since(self._trace_at)
         got = self.lab.decode(obj)
         outcome = self.ev.decoded(label, obj, got)
         asked = self._kernel_requests(start)
         if asked:
             self.ev.data["decodes"][label]["kernel_asked"] = asked
-        if outcome == "other":
+        if outcome == "other" and judge:
             self.ev.wrong_object = True
-            seen = self.ev.data["decodes"][label]["got"]
-            raise AssertionError(f"WRONG OBJECT: {label}: handle of {obj.rel} opened ino "
-                                 f"{seen['st_ino']} marker {seen['marker']!r}")
         return outcome
 
     def _kernel_requests(self, start: int) -> list[str]:

@@ -55,7 +55,8 @@ def verdict(setup: Phase | None, call: Phase | None, teardown: Phase | None,
         return own
     if facts.timeout:
         return Verdict("ERROR", facts.timeout)
-    if facts.server_errors and own.verdict != "SKIP":
+    skipped_before_start = setup is not None and setup.outcome == "skipped"
+    if facts.server_errors and not skipped_before_start:
         return Verdict("ERROR", f"reference server raised: {facts.server_errors[0][:200]}")
     return own
 

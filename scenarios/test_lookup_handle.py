@@ -47,7 +47,7 @@ def check_part(part, want_handle, what):
         f"gave nodeid {part.nodeid:#x} {len(want_handle)} bytes {want_handle.hex()}")
 
 
-@scenario("LH-ENC", "MUST", where="local", certify=5)
+@scenario("LH-ENC", "MUST", claim="lookup_handle", where="local", certify=5)
 @pytest.mark.parametrize("kind", KINDS)
 def test_lookup_handle_encode(cell, kind):
     """LH-ENC: a file or directory of a server that negotiated LOOKUP_HANDLE encodes as
@@ -65,7 +65,7 @@ def test_lookup_handle_encode(cell, kind):
         f"{len(handle.data)} fid bytes for a {len(fid.inode.handle)}-byte handle")
 
 
-@scenario("LH-CONN", "SHOULD", where="local", certify=5)
+@scenario("LH-CONN", "SHOULD", where="local", certify=5, advisory=True)
 def test_lookup_handle_connectable(cell):
     """LH-CONN: AT_HANDLE_CONNECTABLE on a file gives 0x92 FILEID_FUSE_WITH_PARENT: the
     file's fuse_inode_handle as in its 0x91 handle, then its parent's, each with the
@@ -89,7 +89,7 @@ def test_lookup_handle_connectable(cell):
     check_part(fid.parent, given.get(parent.inode.nodeid), "parent part of 0x92")
 
 
-@scenario("LH-PARENT", "SHOULD", where="local", certify=5)
+@scenario("LH-PARENT", "SHOULD", where="local", certify=5, advisory=True)
 def test_lookup_handle_parent_from_fid(cell):
     """LH-PARENT: after drop_caches a connectable 0x92 handle decodes to the file and the
     kernel reconnects it through the parent part of the fid (fh_to_parent)."""
@@ -163,7 +163,7 @@ def test_lookup_handle_every_size(cell):
                      f"{_ranges(sorted(bad))}; e.g. {bad[min(bad)]}")
 
 
-@scenario("LH-SIZE-RANGE", "SHOULD", where="local", certify=5)
+@scenario("LH-SIZE-RANGE", "SHOULD", where="local", certify=5, advisory=True)
 def test_lookup_handle_size_range(cell):
     """LH-SIZE-RANGE: every handle size from 1 to the max_handle_sz the server announced is
     accepted in the reply and can be encoded (name_to_handle_at's 128-byte limit holds
@@ -236,7 +236,7 @@ def test_lookup_handle_unlinked(cell, kind, cache):
     assert as_errno_name(outcome) in ("ESTALE", "ENOENT"), f"removed {kind}: {outcome}"
 
 
-@scenario("LH-REUSE", "MUST")
+@scenario("LH-REUSE", "MUST", where="local")
 def test_lookup_handle_reused_nodeid(cell):
     """LH-REUSE: when a nodeid comes back for another file with another server handle, the
     old fid (which carries the old handle) must not open the new file: the handle is there
@@ -270,7 +270,7 @@ def test_lookup_handle_reused_nodeid(cell):
 HOSTILE_HANDLES = ("zero-handle", "oversize-handle", "short-handle")
 
 
-@scenario("HOSTILE-HANDLE", "MUST")
+@scenario("HOSTILE-HANDLE", "MUST", where="local")
 @pytest.mark.parametrize("mode", HOSTILE_HANDLES)
 def test_hostile_lookup_handle(cell, mode):
     """HOSTILE-HANDLE: LOOKUP_HANDLE replies whose handle is empty (0 bytes), oversize
@@ -296,7 +296,7 @@ def test_hostile_lookup_handle(cell, mode):
                          f"{len(wire) if wire is not None else '?'} handle bytes): {detail}")
 
 
-@scenario("COMPAT-LOOKUP", "MUST")
+@scenario("COMPAT-LOOKUP", "MUST", where="local")
 @pytest.mark.parametrize("minor", (38, 44, 45))
 def test_lookup_at_each_minor(cell, minor):
     """COMPAT-LOOKUP: a server that does not speak LOOKUP_HANDLE, at protocol 7.38 (what

@@ -5,55 +5,68 @@ import random
 
 import pytest
 
-from nfsconf.handles import HandleError, decode_nfs_fh
+from nfsconf.handles import (
+    FILEID_FUSE_WITH_PARENT,
+    FILEID_FUSE_WITHOUT_PARENT,
+    FILEID_INO64_GEN,
+    FILEID_INO64_GEN_PARENT,
+    HandleError,
+    decode_nfs_fh,
+)
 from nfsconf.nfs import nfs4
-from nfsconf.scenario import KINDS, opened_rel, seed_obj
+from nfsconf.scenario import KINDS, opened_rel, scenario
 from nfsconf.transports.base import Handle
-
-pytestmark = pytest.mark.nfs_only
 
 
 def _local_fid(lab, rel):
     return lab.local.encode(lab.path(rel))
 
 
-@pytest.mark.scenario("NFS-FH", "MUST")
+@scenario("NFS-FH", "MUST", where="nfs", certify=1)
 @pytest.mark.parametrize("kind", KINDS)
-def test_nfs_handle_carries_fuse_fid(lab, evidence, kind):
+def test_nfs_handle_carries_fuse_fid(cell, kind):
     """NFS-FH: the NFS handle carries the FUSE fid the local transport sees for the same
     object. knfsd: fh_version 1, fileid type 0x81 (0x82 with subtree_check, the parent's
     pair after it), the same nodeid and generation. Ganesha: the fid's 12 bytes inside."""
-    obj = seed_obj(lab, kind)
+    lab, evidence = cell.lab, cell.ev
+    obj = cell.seed(kind)
     fh = lab.encode(obj)
     local = _local_fid(lab, obj.rel)
     evidence.note("nfs_fh", fh.data.hex())
     evidence.encoded("local", local)
-    if lab.transport_name.startswith("knfsd"):
+    if lab.transport.knfsd:
         try:
             decoded = decode_nfs_fh(fh.data)
         except HandleError as e:
             raise AssertionError(f"knfsd handle does not decode: {e}") from e
         evidence.note("knfsd_fh", decoded.to_dict())
-        want = 0x82 if lab.transport_name == "knfsd-subtree" and kind == "file" else 0x81
+        want = FILEID_INO64_GEN_PARENT if lab.transport.subtree_check and kind == "file" \
+            else FILEID_INO64_GEN
+        if local.fh_type == FILEID_FUSE_WITHOUT_PARENT:  # the server's own handles
+            want = FILEID_FUSE_WITH_PARENT if want == FILEID_INO64_GEN_PARENT \
+                else FILEID_FUSE_WITHOUT_PARENT
         assert decoded.fileid_type == want, f"fileid type 0x{decoded.fileid_type:x}"
         assert decoded.fid is not None
-        assert decoded.fid.encode()[:12] == local.data, (
-            f"NFS fid {decoded.fid.encode()[:12].hex()} != local fid {local.data.hex()}")
-        if want == 0x82:
+        n = len(local.data)
+        assert decoded.fid.encode()[:n] == local.data, (
+            f"NFS fid {decoded.fid.encode()[:n].hex()} != local fid {local.data.hex()}")
+        if want in (FILEID_INO64_GEN_PARENT, FILEID_FUSE_WITH_PARENT):
             parent = _local_fid(lab, obj.rel.rsplit("/", 1)[0])
-            assert decoded.fid.encode()[12:24] == parent.data, "parent part is not the parent"
+            assert decoded.fid.encode()[n:n + len(parent.data)] == parent.data, (
+                "parent part is not the parent")
         root = decode_nfs_fh(lab.transport.root_fh)
         assert root.fileid_type == 0, f"export root fileid type 0x{root.fileid_type:x}"
     else:
         assert local.data in fh.data, f"FUSE fid {local.data.hex()} not in {fh.data.hex()}"
 
 
-@pytest.mark.scenario("NFS-V4-FH", "MUST")
+@scenario("NFS-V4-FH", "MUST", where="nfs", certify=1)
 @pytest.mark.parametrize("kind", KINDS)
-def test_v4_putfh_getfh_round_trip(lab, evidence, kind):
+def test_v4_putfh_getfh_round_trip(cell, kind):
     """NFS-V4-FH: over an NFSv4.1 session, PUTFH of a handle then GETFH gives the same
     bytes, and GETATTR's fileid is the st_ino the FUSE mount reports."""
-    obj = seed_obj(lab, kind)
+    lab, evidence = cell.lab, cell.ev
+    obj = cell.seed(kind)
     path = lab.transport.v4_path(lab.path(obj.rel))
     res = lab.transport.v4.lookup_path(path)
     assert res.ok, f"LOOKUP {path}: {res.status.name}"
@@ -64,16 +77,17 @@ def test_v4_putfh_getfh_round_trip(lab, evidence, kind):
     assert again.ok, f"PUTFH+GETFH: {again.status.name}"
     assert again.fh == fh4, f"GETFH gave {again.fh.hex()} for {fh4.hex()}"
     assert again.attrs["fileid"] == obj.identity.st_ino
-    if lab.transport_name.startswith("knfsd"):
+    if lab.transport.knfsd:
         v3 = lab.encode(obj)
         assert v3.data == fh4, "knfsd v3 and v4 handles differ"
 
 
-@pytest.mark.scenario("NFS-LOOKUPP", "SHOULD", claim="cold_decode")
-def test_lookupp_after_drop(lab, evidence):
+@scenario("NFS-LOOKUPP", "SHOULD", claim="cold_decode", where="nfs", certify=2)
+def test_lookupp_after_drop(cell):
     """NFS-LOOKUPP: after drop_caches, LOOKUPP from a directory handle (v4.1) and LOOKUP
     '..' (v3) reach its parent: the server asks the FUSE server for '..'."""
-    obj = seed_obj(lab, "dir")
+    lab, evidence = cell.lab, cell.ev
+    obj = cell.seed("dir")
     parent_rel = obj.rel.rsplit("/", 1)[0]
     v4 = lab.transport.v4
     child = v4.lookup_path(lab.transport.v4_path(lab.path(obj.rel)))
@@ -94,11 +108,12 @@ def test_lookupp_after_drop(lab, evidence):
     assert up3.attr.fileid == lab.obj(parent_rel).identity.st_ino
 
 
-@pytest.mark.scenario("NFS-BADHANDLE", "MUST")
-def test_mutated_nfs_handles(lab, evidence, request):
+@scenario("NFS-BADHANDLE", "MUST", where="nfs", certify=1)
+def test_mutated_nfs_handles(cell, request):
     """NFS-BADHANDLE: mutated, short and long NFS handles get an error (BADHANDLE, STALE,
     ...) or reach the object they were made from, or the object whose handle they exactly
     are; never any other object and never a hang."""
+    lab, evidence = cell.lab, cell.ev
     rels = ["d0/f1", "d1", "d1/sub", "top"]
     objs = {rel: lab.obj(rel) for rel in rels}
     fhs = {rel: lab.encode(objs[rel]).data for rel in rels}

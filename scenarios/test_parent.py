@@ -1,40 +1,28 @@
 """Parents: connectable handles and directory reconnection through '..'."""
 
-import errno
-
-import pytest
-
-from nfsconf.scenario import decode, seed_obj
+from nfsconf.scenario import scenario
 
 
-@pytest.mark.scenario("PARENT-CONN", "SHOULD", claim="cold_decode")
-@pytest.mark.local_only
-def test_connectable_reconnects(lab, evidence):
+@scenario("PARENT-CONN", "SHOULD", claim="cold_decode", where="local", certify=2)
+def test_connectable_reconnects(cell):
     """PARENT-CONN: after drop_caches a connectable file handle decodes to the file and the
     kernel reconnects it to its parent (the fd's path is the file's path, not '/')."""
-    obj = seed_obj(lab, "file")
-    try:
-        evidence.encoded("connectable", lab.encode(obj, connectable=True))
-    except OSError as e:
-        if e.errno == errno.EINVAL:
-            pytest.skip("kernel lacks AT_HANDLE_CONNECTABLE (name_to_handle_at: EINVAL)")
-        raise
-    lab.drop_caches()
-    outcome = decode(lab, evidence, obj, "cold connectable")
+    obj = cell.seed("file")
+    cell.require_connectable(obj)
+    cell.drop_caches()
+    outcome = cell.decode(obj, "cold connectable")
     assert outcome == "same", f"connectable cold decode: {outcome}"
-    path = evidence.data["decodes"]["cold connectable"]["path"]
-    assert path == str(lab.path(obj.rel)), f"decoded fd is disconnected: path {path!r}"
+    path = cell.ev.data["decodes"]["cold connectable"]["path"]
+    assert path == str(cell.lab.path(obj.rel)), f"decoded fd is disconnected: path {path!r}"
 
 
-@pytest.mark.scenario("PARENT-DIR", "SHOULD", claim="cold_decode")
-def test_directory_reconnects(lab, evidence):
+@scenario("PARENT-DIR", "SHOULD", claim="cold_decode", certify=2)
+def test_directory_reconnects(cell):
     """PARENT-DIR: after drop_caches a nested directory's handle decodes and reconnects
     through LOOKUP(nodeid, '..') up to the root."""
-    obj = seed_obj(lab, "dir")
-    evidence.encoded("dir", lab.encode(obj))
-    lab.drop_caches()
-    outcome = decode(lab, evidence, obj, "cold dir")
+    obj = cell.seed("dir")
+    outcome = cell.roundtrip(obj, label="cold dir")
     assert outcome == "same", f"directory cold decode: {outcome}"
-    path = evidence.data["decodes"]["cold dir"]["path"]
+    path = cell.ev.data["decodes"]["cold dir"]["path"]
     if path is not None:  # NFS transports have no path to show; the decode is the check
-        assert path == str(lab.path(obj.rel)), f"directory not reconnected: path {path!r}"
+        assert path == str(cell.lab.path(obj.rel)), f"directory not reconnected: path {path!r}"

@@ -9,46 +9,45 @@ import time
 import pytest
 
 from nfsconf.lab import SEED_DIRS, SEED_FILES
-from nfsconf.scenario import KINDS, decode, expect_same_or, scenario
+from nfsconf.scenario import KINDS, expect_same_or, scenario
 from nfsconf.transports.base import as_errno_name
 
-SEEDS = {"file": SEED_FILES, "dir": SEED_DIRS}
 MODES = ("handover", "sigkill")
 
 
-def _live_restart_and_decode(lab, evidence, kind, mode):
-    ref = lab.require_ref()
-    objs = [lab.obj(rel) for rel in SEEDS[kind]]
+def _live_restart_and_decode(cell, kind, mode):
+    ref = cell.require_ref()
+    objs = cell.seeds(kind)
     for obj in objs:
-        lab.encode(obj)
-    evidence.encoded("first", objs[0].handle)
+        cell.lab.encode(obj)
+    cell.ev.encoded("first", objs[0].handle)
     old = ref.pid
     new = ref.live_restart() if mode == "handover" else ref.kill_and_takeover()
-    evidence.note("server_pids", [old, new])
-    lab.drop_caches()  # the successor must answer for every old nodeid itself
+    cell.note("server_pids", [old, new])
+    cell.drop_caches()  # the successor must answer for every old nodeid itself
     for rel in sorted(SEED_FILES + SEED_DIRS, reverse=True):
-        os.stat(lab.path(rel))
-    return [decode(lab, evidence, obj, obj.rel) for obj in objs]
+        os.stat(cell.lab.path(rel))
+    return [cell.decode(obj, obj.rel) for obj in objs]
 
 
-@pytest.mark.scenario("LIVE-RESTART-SAFE", "MUST")
+@scenario("LIVE-RESTART-SAFE", "MUST", certify=4)
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("kind", KINDS)
-def test_live_restart_safe(lab, evidence, kind, mode):
+def test_live_restart_safe(cell, kind, mode):
     """LIVE-RESTART-SAFE: after the server hands its connection to a successor (gracefully,
     or after SIGKILL through the fd holder), old handles open the same object or give
     ESTALE; never another object."""
-    for outcome in _live_restart_and_decode(lab, evidence, kind, mode):
+    for outcome in _live_restart_and_decode(cell, kind, mode):
         expect_same_or(outcome, ("ESTALE",), f"after live restart ({mode})")
 
 
-@pytest.mark.scenario("LIVE-RESTART", "SHOULD", claim="live_restart")
+@scenario("LIVE-RESTART", "SHOULD", claim="live_restart", certify=4)
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("kind", KINDS)
-def test_live_restart_survives(lab, evidence, kind, mode):
+def test_live_restart_survives(cell, kind, mode):
     """LIVE-RESTART: after a restart without unmount every old handle still opens its
     object, cold."""
-    outcomes = _live_restart_and_decode(lab, evidence, kind, mode)
+    outcomes = _live_restart_and_decode(cell, kind, mode)
     bad = [o for o in outcomes if o != "same"]
     assert not bad, f"after live restart ({mode}): {len(bad)} of {len(outcomes)}: {set(bad)}"
 
@@ -86,43 +85,40 @@ def test_request_in_flight_survives_restart(cell, mode):
     assert got.get("data") == cell.lab.markers[rel], f"reader got {got}"
 
 
-def _hostile(lab, evidence, mode, kind="file"):
-    lab.require_ref()
-    lab.restart(hostile=mode)
-    objs = [lab.obj(rel) for rel in SEEDS[kind]]
+def _hostile(cell, mode, kind="file"):
+    cell.require_ref()
+    cell.lab.restart(hostile=mode)
+    objs = cell.seeds(kind)
     for obj in objs:
-        lab.encode(obj)
-    lab.drop_caches()  # every decode now asks the hostile server LOOKUP(nodeid, ".")
-    return [lab.decode(obj) for obj in objs], objs
+        cell.lab.encode(obj)
+    cell.drop_caches()  # every decode now asks the hostile server LOOKUP(nodeid, ".")
+    return [cell.observe(obj, obj.rel) for obj in objs]
 
 
-@pytest.mark.scenario("HOSTILE-DOT", "MUST")
+@scenario("HOSTILE-DOT", "MUST")
 @pytest.mark.parametrize("kind", KINDS)
-def test_hostile_wrong_nodeid_for_dot(lab, evidence, kind):
+def test_hostile_wrong_nodeid_for_dot(cell, kind):
     """HOSTILE-DOT: the server answers LOOKUP(nodeid, '.') with another nodeid. The kernel
     must refuse (ESTALE; EIO inside the kernel), never open anything."""
-    decoded, objs = _hostile(lab, evidence, "dot-wrong-nodeid", kind)
-    outcomes = [evidence.decoded(o.rel, o, d) for o, d in zip(objs, decoded, strict=True)]
+    outcomes = _hostile(cell, "dot-wrong-nodeid", kind)
     assert all(as_errno_name(x) in ("ESTALE", "EIO") for x in outcomes), outcomes
 
 
-@pytest.mark.scenario("HOSTILE-GEN", "MUST")
-def test_hostile_generation_flip(lab, evidence):
+@scenario("HOSTILE-GEN", "MUST")
+def test_hostile_generation_flip(cell):
     """HOSTILE-GEN: the server answers LOOKUP(nodeid, '.') with another generation. The
     kernel must refuse with ESTALE."""
-    decoded, objs = _hostile(lab, evidence, "generation-flip")
-    outcomes = [evidence.decoded(o.rel, o, d) for o, d in zip(objs, decoded, strict=True)]
+    outcomes = _hostile(cell, "generation-flip")
     assert all(x == "ESTALE" for x in outcomes), outcomes
 
 
-@pytest.mark.scenario("HOSTILE-REUSE", "SHOULD")
-def test_hostile_other_file_behind_nodeid(lab, evidence):
+@scenario("HOSTILE-REUSE", "SHOULD")
+def test_hostile_other_file_behind_nodeid(cell):
     """HOSTILE-REUSE: the server puts another file behind a known nodeid and generation.
     Nothing in the protocol lets the kernel notice; the cell records what it did (XFAIL when
     it opened the other file: a known limit, the server is trusted)."""
-    decoded, objs = _hostile(lab, evidence, "reuse-other-file")
-    outcomes = [evidence.decoded(o.rel, o, d) for o, d in zip(objs, decoded, strict=True)]
-    evidence.note("outcomes", outcomes)
+    outcomes = _hostile(cell, "reuse-other-file")
+    cell.note("outcomes", outcomes)
     if "other" in outcomes:
         pytest.xfail(f"{outcomes.count('other')} of {len(outcomes)} handles opened the file "
                      "the server substituted: the kernel trusts nodeid + generation")

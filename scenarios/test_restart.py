@@ -10,46 +10,38 @@ import os
 import pytest
 
 from nfsconf.lab import SEED_DIRS, SEED_FILES
-from nfsconf.scenario import KINDS, expect_same_or
-
-SEEDS = {"file": SEED_FILES, "dir": SEED_DIRS}
+from nfsconf.scenario import KINDS, expect_same_or, scenario
 
 
-def _restart_and_decode(lab, evidence, kind):
-    objs = [lab.obj(rel) for rel in SEEDS[kind]]
+def _restart_and_decode(cell, kind):
+    lab = cell.lab
+    objs = cell.seeds(kind)
     for obj in objs:
         lab.encode(obj)
-    evidence.encoded("first", objs[0].handle)
+    cell.ev.encoded("first", objs[0].handle)
     lab.restart()
     for rel in sorted(SEED_FILES + SEED_DIRS, reverse=True):
         os.stat(lab.path(rel))
-    decoded = [lab.decode(obj) for obj in objs]
-    outcomes = []
-    for obj, got in zip(objs, decoded, strict=True):
+    for obj in objs:
         lab.refresh(obj)  # what the name reaches now: new st_dev, maybe new inode numbers
-        outcomes.append(evidence.decoded(obj.rel, obj, got))
-    evidence.note("outcomes", dict(zip(SEEDS[kind], outcomes, strict=True)))
-    wrong = [o.rel for o, out in zip(objs, outcomes, strict=True) if out == "other"]
-    if wrong:
-        evidence.wrong_object = True
-        raise AssertionError(f"WRONG OBJECT: after restart the handles of {', '.join(wrong)} "
-                             "opened other objects")
+    outcomes = cell.decode_all(objs, "after restart")
+    cell.note("outcomes", dict(zip((o.rel for o in objs), outcomes, strict=True)))
     return outcomes
 
 
-@pytest.mark.scenario("RESTART-SAFE", "MUST")
+@scenario("RESTART-SAFE", "MUST", certify=3)
 @pytest.mark.parametrize("kind", KINDS)
-def test_restart_safe(lab, evidence, kind):
+def test_restart_safe(cell, kind):
     """RESTART-SAFE: after a server restart each old handle opens the same object or gives
     ESTALE; never another object, never EIO."""
-    for outcome in _restart_and_decode(lab, evidence, kind):
+    for outcome in _restart_and_decode(cell, kind):
         expect_same_or(outcome, ("ESTALE",), "after restart")
 
 
-@pytest.mark.scenario("RESTART", "SHOULD", claim="restart")
+@scenario("RESTART", "SHOULD", claim="restart", certify=3)
 @pytest.mark.parametrize("kind", KINDS)
-def test_restart_survives(lab, evidence, kind):
+def test_restart_survives(cell, kind):
     """RESTART: after a server restart every old handle still opens the same object."""
-    outcomes = _restart_and_decode(lab, evidence, kind)
+    outcomes = _restart_and_decode(cell, kind)
     bad = [o for o in outcomes if o != "same"]
     assert not bad, f"after restart: {len(bad)} of {len(outcomes)} handles: {sorted(set(bad))}"

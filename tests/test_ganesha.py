@@ -21,8 +21,8 @@ from pathlib import Path
 import psutil
 import pytest
 
+from nfsconf.exporters.ganesha import Ganesha, GaneshaError
 from nfsconf.nfs import nfs4
-from nfsconf.nfs.ganesha import Ganesha, GaneshaError
 from nfsconf.nfs.mount3 import Mount3Client
 from nfsconf.nfs.nfs3 import Nfs3Client
 from nfsconf.nfs.nfs4 import Nfs4Client

@@ -14,9 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from nfsconf.vm import default_cache_dir, guest_python, resolve_kernel, run_in_vm
-from nfsconf.vm.kernels import read_image_release
-from nfsconf.vm.runner import check_host
+from nfsconf.vm.kernels import default_cache_dir, read_image_release, resolve_kernel
+from nfsconf.vm.runner import check_host, guest_python, run_in_vm
 
 pytestmark = pytest.mark.vm
 
@@ -84,7 +83,7 @@ def test_probe_on_debian_sid_kernel(tmp_path):
     kernel = resolve_kernel("debian:sid", default_cache_dir())
     out = tmp_path / "probe.json"
     marker = uuid.uuid4().hex
-    cmd = guest_python("nfsconf.vm.guest", "probe", "--out", str(out), "--marker", marker)
+    cmd = guest_python("tests.guest_probe", "probe", "--out", str(out), "--marker", marker)
     r = run_in_vm(kernel, cmd, timeout=300, rw_dirs=[tmp_path])
     res = json.loads(out.read_text())
     assert res["ok"], res.get("traceback")

@@ -17,15 +17,8 @@ import psutil
 import pytest
 
 from nfsconf.handles import decode_nfs_fh
-from nfsconf.vm import (
-    Kernel,
-    VmBootError,
-    default_cache_dir,
-    guest_python,
-    resolve_kernel,
-    run_in_vm,
-)
-from nfsconf.vm.runner import check_host
+from nfsconf.vm.kernels import Kernel, default_cache_dir, resolve_kernel
+from nfsconf.vm.runner import VmBootError, check_host, guest_python, run_in_vm
 
 pytestmark = pytest.mark.vm
 
@@ -54,7 +47,7 @@ def test_knfsd_exports_fuse_to_kernel_clients(kernel, tmp_path):
     out = tmp_path / "probe.json"
     name = f"nfsconf-test-{uuid.uuid4().hex[:8]}"
     cmd = guest_python(
-        "nfsconf.vm.guest", "probe", "--out", str(out), "--marker", marker, "--fsid", str(FSID)
+        "tests.guest_probe", "probe", "--out", str(out), "--marker", marker, "--fsid", str(FSID)
     )
     r = run_in_vm(kernel, cmd, timeout=300, rw_dirs=[tmp_path], name=name)
     assert vm_processes(name) == []
@@ -185,7 +178,7 @@ def test_kernel_without_nfsd_is_reported_by_config_name(kernel, tmp_path):
     os.link(kernel.image, image)
     k = resolve_kernel(str(image), tmp_path)
     assert k.modules_root == root
-    r = run_in_vm(k, guest_python("nfsconf.vm.guest", "modules"), timeout=300)
+    r = run_in_vm(k, guest_python("tests.guest_probe", "modules"), timeout=300)
     assert r.returncode == 2, r.console[-2000:]
     assert "CONFIG_NFSD" in r.console
     assert "CONFIG_FUSE_FS" not in r.console  # only what is really missing is named

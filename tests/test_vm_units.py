@@ -12,11 +12,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import guest_probe
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from nfsconf.vm import guest
+from nfsconf.exporters import knfsd as guest
 from nfsconf.vm.apt import AptError, system_debian_uris
 from nfsconf.vm.kernels import KernelError, read_image_release, resolve_kernel
 from nfsconf.vm.runner import VmError, run_in_vm
@@ -210,14 +211,14 @@ def test_server_fh_round_trips_through_the_nfs_client_layout(fh, fileid, mode):
     raw = struct.pack("=III", fileid >> 32, fileid & 0xFFFFFFFF, mode)
     raw += len(fh).to_bytes(2, sys.byteorder) + fh
     raw += b"\0" * (-len(raw) % 4)
-    assert guest.nfs_client_server_fh(raw) == fh
+    assert guest_probe.nfs_client_server_fh(raw) == fh
 
 
 def test_short_nfs_client_handle_is_refused():
     with pytest.raises(ValueError, match="too short"):
-        guest.nfs_client_server_fh(b"\0" * 10)
+        guest_probe.nfs_client_server_fh(b"\0" * 10)
     with pytest.raises(ValueError, match="claims 64"):
-        guest.nfs_client_server_fh(b"\0" * 12 + (64).to_bytes(2, sys.byteorder) + b"\1" * 8)
+        guest_probe.nfs_client_server_fh(b"\0" * 12 + (64).to_bytes(2, sys.byteorder) + b"\1" * 8)
 
 
 def test_export_lines_carry_fsid_and_subtree_choice():

@@ -7,6 +7,7 @@ import datetime
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from nfsconf.catalog import by_level, kernel_only
 from nfsconf.report.matrix import cell
 from nfsconf.report.results import Result, ResultsError, Run
 
@@ -19,30 +20,33 @@ class Level:
     should: tuple[str, ...] = ()  # reported on the certificate, never blocking
 
 
-LEVELS: tuple[Level, ...] = (
-    Level(0, "not exportable", ()),
-    Level(1, "warm handles only",
-          ("ENC-TYPE", "ENC-SIZE", "DEC-WARM", "DEC-COLD-SAFE", "UNLINK", "REUSE",
-           "OPEN-UNLINKED", "FUZZ", "NFS-FH", "NFS-V4-FH", "NFS-BADHANDLE", "NFS-BYNAME",
-           "NFS-KCLIENT"),
-          ("ENC-CONN", "READDIR-INO", "FUZZ-GUESS")),
-    Level(2, "survives cache drops (files, directories, parent lookup)",
-          ("DEC-COLD", "STABLE", "PARENT-DIR", "PARENT-CONN", "NFS-LOOKUPP"),
-          ("RENAME", "MOVE", "HARDLINK")),
-    Level(3, "survives server restart (remount)", ("RESTART-SAFE", "RESTART")),
-    # Restart in place needs a server that hands its /dev/fuse fd over the way nfsconf's
-    # reference server does.
-    Level(4, "survives live restart", ("LIVE-RESTART-SAFE", "LIVE-RESTART", "IN-FLIGHT")),
-    # Only on a kernel that offers FUSE_LOOKUP_HANDLE: elsewhere these SKIP, and a level of
-    # nothing but SKIP is not earned.
-    Level(5, "handles from LOOKUP_HANDLE survive restart",
-          ("LH-ENC", "LH-SIZE", "LH-RESTART", "LH-STALE"),
-          ("LH-CONN", "LH-PARENT", "LH-SIZE-RANGE")),
-)
+LEVEL_NAMES = {
+    0: "not exportable",
+    1: "warm handles only",
+    2: "survives cache drops (files, directories, parent lookup)",
+    3: "survives server restart (remount)",
+    # restart in place needs a server that hands its /dev/fuse fd over the way nfsconf's
+    # reference server does
+    4: "survives live restart",
+    # only on a kernel that offers FUSE_LOOKUP_HANDLE: elsewhere these SKIP, and a level of
+    # nothing but SKIP is not earned
+    5: "handles from LOOKUP_HANDLE survive restart",
+}
+# which scenarios a level needs comes from their markers (scenario(..., certify=N))
+LEVELS: tuple[Level, ...] = tuple(Level(n, name, *by_level(n)) for n, name in LEVEL_NAMES.items())
+# What the kernel does with a hostile (reference) server or an older protocol minor:
+# kernel conformance, no level.
+KERNEL_ONLY: tuple[str, ...] = kernel_only()
 
-# What the kernel does with a hostile (reference) server: kernel conformance, no level.
-KERNEL_ONLY: tuple[str, ...] = ("HOSTILE-DOT", "HOSTILE-GEN", "HOSTILE-REUSE",
-                                "HOSTILE-NOREPLY", "HOSTILE-HANDLE", "COMPAT-LOOKUP", "LH-REUSE")
+
+def levels_markdown() -> str:
+    """docs/certification.md's table of the levels, made from LEVELS."""
+    rows = ["| level | name | MUST scenarios | SHOULD scenarios |", "|---|---|---|---|"]
+    for lv in LEVELS:
+        must = " ".join(f"`{s}`" for s in lv.must) or "—"
+        should = " ".join(f"`{s}`" for s in lv.should) or "—"
+        rows.append(f"| {lv.number} | {lv.name} | {must} | {should} |")
+    return "\n".join(rows)
 
 
 @dataclass

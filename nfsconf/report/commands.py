@@ -50,7 +50,8 @@ def cmd_diff(args: argparse.Namespace) -> int:
 
 def cmd_certify(args: argparse.Namespace) -> int:
     from nfsconf.report.certify import certify, render_certificate
-    from nfsconf.run import RunOptions, run
+    from nfsconf.run import RunOptions
+    from nfsconf.service import run
 
     if args.results:
         results = load_run(args.results)
@@ -97,6 +98,7 @@ def _profile_name(spec: str) -> str:
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
     from nfsconf.report.views import FORMATS
+    from nfsconf.service import TRANSPORTS
 
     report = sub.add_parser("report", help="write the HTML, Markdown, JUnit and terminal views "
                                            "of a run")
@@ -125,7 +127,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                    help="profile to certify (repeatable; default: every installed built-in)")
     c.add_argument("--results", metavar="DIR", help="certify from an earlier run, run nothing")
     c.add_argument("--out", metavar="DIR", help="results directory of the certification run")
-    c.add_argument("--transport", default="local", choices=["local", "ganesha", "knfsd"],
+    c.add_argument("--transport", default="local", choices=TRANSPORTS,
                    help="as for `nfsconf run`")
     c.add_argument("--kernel", metavar="SPEC", help="knfsd: the kernel to boot, as for run")
     c.add_argument("--min-level", type=int, default=0, metavar="N",

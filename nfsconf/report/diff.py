@@ -11,9 +11,8 @@ from typing import Any
 from tabulate import tabulate
 
 from nfsconf.report.expect import Expectations, xpass
-from nfsconf.report.matrix import cell
+from nfsconf.report.matrix import cell, env_rows
 from nfsconf.report.results import Result, ResultsError, Run
-from nfsconf.report.views import env_rows
 from nfsconf.verdict import BAD, outcome_class
 
 # section key -> title, in report order

@@ -9,9 +9,8 @@ import json
 from html import escape
 from typing import Any
 
-from nfsconf.report.matrix import _level, cell, summary_rows
+from nfsconf.report.matrix import _level, cell, env_rows, summary_rows
 from nfsconf.report.results import Result, Run
-from nfsconf.report.views import env_rows
 
 CSS = """
 body{font:14px/1.4 system-ui,sans-serif;margin:1.5em;color:#222}

@@ -1,8 +1,10 @@
-"""The conformance matrix: scenario rows x profile columns, one short cell each."""
+"""The conformance matrix (scenario rows x profile columns, one short cell each) and the
+environment rows every view prints."""
 
 from __future__ import annotations
 
 from collections import Counter
+from typing import Any
 
 from tabulate import tabulate
 
@@ -67,3 +69,39 @@ def render(results: list[Result], fmt: str = "simple") -> str:
               "MUST failure); ! = the profile claims what this scenario checks")
     return (tabulate(body, header, tablefmt=fmt) + "\n\n" + tabulate(sbody, sheader, tablefmt=fmt)
             + "\n\n" + legend)
+
+
+def env_rows(env: dict[str, Any]) -> list[tuple[str, str]]:
+    """The environment a run was made on, as label/value pairs every view prints."""
+    fuse = env.get("fuse") or {}
+    image = env.get("kernel_image") or {}
+    ident = image.get("sha256") or image.get("build_id")
+    kernel = env.get("kernel", "?") + (f" ({'sha256' if image.get('sha256') else 'build-id'} "
+                                       f"{ident[:16]})" if ident else "")
+    servers = ", ".join(f"{p} {v}" for p, v in (env.get("profiles") or {}).items())
+    return [("kernel", kernel),
+            ("FUSE protocol", fuse.get("protocol") or fuse.get("error", "?")),
+            ("LOOKUP_HANDLE", _lookup_handle(fuse)),
+            ("transport", str(env.get("transport", "?"))),
+            ("servers", servers or "?"),
+            ("nfsconf", str(env.get("nfsconf", "?"))),
+            ("started", str(env.get("started", "?")))]
+
+
+def _lookup_handle(fuse: dict[str, Any]) -> str:
+    lh = fuse.get("lookup_handle")
+    if not lh:
+        return "?"
+    if lh.get("dialect"):
+        return f"offered: {lh['dialect']}, max_handle_sz {lh.get('max_handle_sz')}"
+    return f"not offered ({lh.get('why', '')})"
+
+
+def progress_line(r: Result, done: int, total: int) -> str:
+    """The line a run prints as each cell ends."""
+    detail = f"  {r.errno}" if r.errno else ""
+    flag = "  (claim broken)" if r.claim_broken else ""
+    why = f"  {r.reason}" if r.verdict != "PASS" and r.reason else ""
+    count = f"[{done:>{len(str(total))}}/{total}]"
+    where = r.profile if r.transport == "local" else f"{r.profile} [{r.transport}]"
+    return f"{count} {r.row:<24} {where:<18} {r.verdict:<5}{detail}{flag}{why}"[:200]

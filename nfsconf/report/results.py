@@ -57,6 +57,16 @@ class Result:
         return claim_broken(self.claimed, self.verdict)
 
 
+def write_json(path: Path, data: Any) -> None:
+    """Write a small JSON file whole or not at all (a crash keeps the previous one)."""
+    tmp = path.with_suffix(".tmp")
+    with open(tmp, "w") as f:
+        json.dump(data, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
 class ResultsWriter:
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)

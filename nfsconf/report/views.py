@@ -7,32 +7,15 @@ import json
 import xml.etree.ElementTree as ET
 from collections import Counter
 from pathlib import Path
-from typing import Any
 
 from tabulate import tabulate
 
-from nfsconf.report.matrix import matrix_rows, render, summary_rows
+from nfsconf.report.matrix import env_rows, matrix_rows, render, summary_rows
 from nfsconf.report.results import Result, Run
 
 FORMATS = ("terminal", "markdown", "junit", "html")
 FILES = {"terminal": "matrix.txt", "markdown": "report.md", "junit": "junit.xml",
          "html": "report.html"}
-
-
-def env_rows(env: dict[str, Any]) -> list[tuple[str, str]]:
-    """The environment a run was made on, as label/value pairs every view prints."""
-    fuse = env.get("fuse") or {}
-    image = env.get("kernel_image") or {}
-    ident = image.get("sha256") or image.get("build_id")
-    kernel = env.get("kernel", "?") + (f" ({'sha256' if image.get('sha256') else 'build-id'} "
-                                       f"{ident[:16]})" if ident else "")
-    servers = ", ".join(f"{p} {v}" for p, v in (env.get("profiles") or {}).items())
-    return [("kernel", kernel),
-            ("FUSE protocol", fuse.get("protocol") or fuse.get("error", "?")),
-            ("transport", str(env.get("transport", "?"))),
-            ("servers", servers or "?"),
-            ("nfsconf", str(env.get("nfsconf", "?"))),
-            ("started", str(env.get("started", "?")))]
 
 
 def terminal(run: Run) -> str:

@@ -97,6 +97,10 @@ def describe(expected: Identity, got: Decoded) -> dict[str, Any]:
 
 class Transport(Protocol):
     name: str
+    # what scenarios ask of a transport, instead of testing its name
+    nfs: bool  # handles travel over the NFS wire
+    knfsd: bool  # ... made by knfsd (a knfsd_fh around the kernel's fid)
+    subtree_check: bool  # ... exported with subtree_check (file fids carry the parent)
 
     def open(self) -> None: ...
 

@@ -144,6 +144,7 @@ class LocalTransport:
     """Handles travel as raw exportfs fids on the FUSE mount."""
 
     name = "local"
+    nfs = knfsd = subtree_check = False
 
     def __init__(self, mountpoint: Path) -> None:
         self.mountpoint = mountpoint

@@ -10,100 +10,15 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-import subprocess
 from pathlib import Path
-from typing import Protocol
 
+from nfsconf.exporters import Exporter
 from nfsconf.nfs.mount3 import Mount3Client
 from nfsconf.nfs.nfs3 import Nfs3Client
 from nfsconf.nfs.nfs4 import Nfs4Client
 from nfsconf.nfs.rpc import RpcError, RpcRejected
 from nfsconf.nfs.status import FileType, Nfs3Status
 from nfsconf.transports.base import MARKER_NAME, NFS_FH, Decoded, Handle, Identity
-
-
-class Exporter(Protocol):
-    """Makes one directory reachable over NFS on 127.0.0.1."""
-
-    def start(self) -> None: ...
-
-    def stop(self) -> None: ...
-
-    @property
-    def nfs_port(self) -> int: ...
-
-    @property
-    def mount_port(self) -> int: ...
-
-    @property
-    def mount_path(self) -> str: ...
-
-    @property
-    def v4_path(self) -> str: ...
-
-
-class GaneshaExporter:
-    def __init__(self, path: Path) -> None:
-        from nfsconf.nfs.ganesha import Ganesha
-
-        self._g = Ganesha(path)
-
-    def start(self) -> None:
-        self._g.start()
-
-    def stop(self) -> None:
-        self._g.close()
-
-    @property
-    def nfs_port(self) -> int:
-        return self._g.port
-
-    @property
-    def mount_port(self) -> int:
-        return self._g.mnt_port
-
-    @property
-    def mount_path(self) -> str:
-        return self._g.mount_path
-
-    @property
-    def v4_path(self) -> str:
-        return self._g.pseudo
-
-
-class KnfsdExporter:
-    """knfsd in this kernel (the guest of the knfsd transport): one `exportfs -i` entry with
-    a fixed fsid, so handles stay valid across unexport/export around a server restart."""
-
-    def __init__(self, path: Path, fsid: int, subtree_check: bool) -> None:
-        self.path = path
-        self.options = (f"rw,no_root_squash,insecure,sync,fsid={fsid},"
-                        + ("subtree_check" if subtree_check else "no_subtree_check"))
-
-    def _exportfs(self, *args: str) -> None:
-        r = subprocess.run(["exportfs", *args], capture_output=True, text=True, timeout=30)
-        if r.returncode != 0:
-            raise OSError(errno.EIO, f"exportfs {' '.join(args)}: {r.stderr.strip()}")
-
-    def start(self) -> None:
-        self._exportfs("-i", "-o", self.options, f"127.0.0.1:{self.path}")
-
-    def stop(self) -> None:
-        self._exportfs("-u", f"127.0.0.1:{self.path}")
-        self._exportfs("-f")  # drop the kernel's export cache: it pins the mount
-
-    nfs_port = 2049
-    mount_port = 0  # from the portmapper
-
-    @property
-    def mount_path(self) -> str:
-        return str(self.path)
-
-    @property
-    def v4_path(self) -> str:
-        """NFSv4 sees exports below the fsid=0 pseudo-root (NFSCONF_V4ROOT in the guest)."""
-        root = os.environ.get("NFSCONF_V4ROOT", "/")
-        return "/" + os.path.relpath(self.path, root)
 
 
 def _status_name(status: Nfs3Status) -> str:
@@ -118,8 +33,12 @@ class NfsTransport:
     """Handles are NFSv3 file handles from MOUNT and LOOKUP; decoding is GETATTR, then READ
     of the marker (for a directory: LOOKUP of the marker file, then READ)."""
 
+    nfs = True
+
     def __init__(self, name: str, mountpoint: Path, exporter: Exporter) -> None:
         self.name = name
+        self.knfsd = exporter.knfsd
+        self.subtree_check = exporter.subtree_check
         self.mountpoint = mountpoint
         self.exporter = exporter
         self.connection: int | None = None
@@ -216,6 +135,9 @@ class NfsTransport:
 
 
 def make_transport(name: str, mountpoint: Path, *, fsid: int = 101) -> NfsTransport:
+    from nfsconf.exporters.ganesha import GaneshaExporter
+    from nfsconf.exporters.knfsd import KnfsdExporter
+
     if name == "ganesha":
         return NfsTransport(name, mountpoint, GaneshaExporter(mountpoint))
     if name in ("knfsd", "knfsd-subtree"):

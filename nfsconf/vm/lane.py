@@ -24,13 +24,18 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from nfsconf.errors import LaneError, NfsconfError, UsageError
 from nfsconf.report.results import RUNNING, Result, ResultsWriter
 from nfsconf.run import RunOptions, RunOutcome, default_out, finish, preflight, profiles_of
 from nfsconf.vm.console import PANIC_ON_TROUBLE, KernelCrash, kernel_crash
 
+if TYPE_CHECKING:  # the guest imports this module too: no qemu supervision (psutil) for it
+    from nfsconf.vm.runner import VmResult
+
 OPTIONS = "lane.json"
+VM_RECORDS = "vm.jsonl"
 
 
 def run_lane(opts: RunOptions) -> RunOutcome:
@@ -87,6 +92,7 @@ def run_lane(opts: RunOptions) -> RunOutcome:
               f"{result.boot_seconds or 0:.1f} s), guest exit status {result.returncode}",
               flush=True)
         crash = kernel_crash(console.read_text(errors="replace"))
+        _record_boot(out, boot, result, crash)
         if crash is not None:
             cell = _record_crash(out, crash, console)
             if cell is None:
@@ -103,6 +109,16 @@ def run_lane(opts: RunOptions) -> RunOutcome:
             raise LaneError(f"the guest could not run the suite:\n{_last_lines(log)}")
         break
     return finish(out)
+
+
+def _record_boot(out: Path, boot: int, result: VmResult, crash: KernelCrash | None) -> None:
+    """One line per boot in vm.jsonl: the vng command line and how the boot ended."""
+    rec = {"boot": boot, "argv": result.argv, "boot_seconds": result.boot_seconds,
+           "guest_boot_uptime": result.guest_boot_uptime, "seconds": round(result.duration, 1),
+           "exit": result.returncode, "timed_out": result.timed_out,
+           "crash": crash.summary() if crash else None}
+    with open(out / VM_RECORDS, "a") as f:
+        f.write(json.dumps(rec) + "\n")
 
 
 def _next_boot(out: Path) -> int:
@@ -169,9 +185,9 @@ def _tail(path: Path, stop: threading.Event, started: float) -> None:
 def guest_main(argv: list[str]) -> int:
     import tempfile
 
+    from nfsconf.exporters.knfsd import GuestSetupError, load_modules, start_knfsd
     from nfsconf.run import run_here
     from nfsconf.servers.mount import release_fusectl
-    from nfsconf.vm.guest import GuestSetupError, load_modules, start_knfsd
 
     opts = RunOptions.from_json(Path(argv[0]).read_text())
     try:

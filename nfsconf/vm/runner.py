@@ -128,7 +128,7 @@ def guest_python(module: str, *args: str, site: bool = False) -> list[str]:
 
     The guest sees the host's root, so the interpreter and the package are the same files.
     Without `site` the interpreter skips site-packages (-S): stdlib-only guest code such as
-    nfsconf.vm.guest starts faster, since each file looked up costs 9p round trips.
+    guest code starts faster, since each file looked up costs 9p round trips.
     """
     root = Path(__file__).resolve().parents[2]
     flags = [] if site else ["-S"]

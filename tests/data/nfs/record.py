@@ -19,8 +19,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
 
+from nfsconf.exporters.ganesha import Ganesha  # noqa: E402
 from nfsconf.nfs import nfs4  # noqa: E402
-from nfsconf.nfs.ganesha import Ganesha  # noqa: E402
 from nfsconf.nfs.mount3 import Mount3Client  # noqa: E402
 from nfsconf.nfs.nfs3 import Nfs3Client  # noqa: E402
 from nfsconf.nfs.nfs4 import Attr, Nfs4Client  # noqa: E402

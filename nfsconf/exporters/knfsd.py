@@ -1,6 +1,7 @@
-"""Inside the VM: load modules, run knfsd over a FUSE mount, mount the kernel NFS client.
+"""knfsd in the kernel under test (the VM guest): bring up nfsd, rpcbind and mountd over a
+tmpfs pseudo-root, export directories, load the modules, end the grace period; and the
+exporter the knfsd transport uses for one lab.
 
-Runs in a virtme-ng guest (`python -m nfsconf.vm.guest ...`, see `runner.guest_python`).
 It writes /etc/exports and starts NFS daemons, so it refuses to run anywhere else: in the
 guest /etc and /var are throw-away overlays of the host's.
 
@@ -12,24 +13,19 @@ different fsids and options, e.g. with and without subtree_check.
 
 from __future__ import annotations
 
-import argparse
 import errno
-import json
 import os
 import shutil
 import socket
 import subprocess
-import sys
 import tempfile
 import time
-import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
 from nfsconf.servers.mount import mounts
-from nfsconf.transports.local import name_to_handle
 
 LOOPBACK = "127.0.0.1"
 DEFAULT_ROOT = Path("/run/nfsconf/knfsd")
@@ -321,159 +317,6 @@ def umount(mountpoint: Path) -> None:
         raise GuestSetupError(f"umount {mountpoint}: {out}")
 
 
-def start_fuse(
-    argv: Sequence[str], mountpoint: Path, *, timeout: float = 15.0
-) -> subprocess.Popen[bytes]:
-    """Start a FUSE server that stays in the foreground and wait until it has mounted."""
-    mountpoint = Path(mountpoint)
-    mountpoint.mkdir(parents=True, exist_ok=True)
-    # Output goes to a file, not a pipe: nobody reads a pipe while the server runs, and a
-    # chatty server (-d) would block on a full one.
-    log = tempfile.TemporaryFile()
-    proc = subprocess.Popen(list(argv), stdin=subprocess.DEVNULL, stdout=log, stderr=log)
-    deadline = time.monotonic() + timeout
-    while not _is_mounted(mountpoint, "fuse"):
-        if proc.poll() is not None:
-            log.seek(0)
-            out = log.read().decode(errors="replace").strip()
-            raise GuestSetupError(f"{argv[0]} exited {proc.returncode} before mounting: {out}")
-        if time.monotonic() > deadline:
-            _terminate(proc)
-            raise GuestSetupError(f"{argv[0]} did not mount {mountpoint} within {timeout} s")
-        time.sleep(0.05)
-    return proc
-
-
-def stop_fuse(proc: subprocess.Popen[bytes], mountpoint: Path) -> None:
-    if _is_mounted(Path(mountpoint), "fuse"):
-        rc, out = _sh(["fusermount3", "-u", str(mountpoint)])
-        if rc != 0:
-            rc, out = _sh(["umount", str(mountpoint)])
-        if rc != 0:
-            _terminate(proc)
-            raise GuestSetupError(f"cannot unmount {mountpoint}: {out}")
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        _terminate(proc)
-
-
-# --- handles ------------------------------------------------------------------------------
-
-
-def nfs_client_server_fh(raw: bytes) -> bytes:
-    """The server's file handle inside a handle the Linux NFS client encoded.
-
-    fs/nfs/export.c: u32 fileid high, u32 fileid low, u32 i_mode type, then struct nfs_fh
-    (u16 size in host order, then the bytes the server handed out).
-    """
-    if len(raw) < 14:
-        raise ValueError(f"NFS client handle too short: {len(raw)} bytes")
-    size = int.from_bytes(raw[12:14], sys.byteorder)
-    if 14 + size > len(raw):
-        raise ValueError(f"NFS client handle claims {size} fh bytes, has {len(raw) - 14}")
-    return raw[14 : 14 + size]
-
-
-# --- probe: the knfsd smoke run ------------------------------------------------------------
-
-
-def probe(marker: str, fsid: int, fuse_cmd: Sequence[str], root: Path) -> dict[str, object]:
-    """FUSE mount -> knfsd (two export variants) -> kernel client v3 and v4.2, with evidence.
-
-    `fuse_cmd` is a foreground FUSE server; "{src}" and "{mnt}" in it are replaced.
-    """
-    ensure_guest()
-    res: dict[str, object] = {"release": os.uname().release, "uptime_start": _uptime()}
-    timings: dict[str, float] = {}
-    res["timings"] = timings
-    t = _Timer(timings)
-    src, mnt = root / "src", root / "fuse"
-    mounted: list[Path] = []
-    fuse = None
-    knfsd = None
-    try:
-        with t("modules"):
-            res["modules"] = load_modules()
-        src.mkdir(parents=True, exist_ok=True)
-        _check(["mount", "-t", "tmpfs", "nfsconf-src", str(src)])
-        mounted.append(src)
-        (src / "d").mkdir()
-        (src / "d" / "file.txt").write_text(marker)
-        with t("fuse"):
-            argv = [a.replace("{src}", str(src)).replace("{mnt}", str(mnt)) for a in fuse_cmd]
-            fuse = start_fuse(argv, mnt)
-        file_h = name_to_handle(mnt / "d" / "file.txt")
-        dir_h = name_to_handle(mnt / "d")
-        res["fuse_file"] = {"type": file_h.fh_type, "hex": file_h.data.hex()}
-        res["fuse_dir"] = {"type": dir_h.fh_type, "hex": dir_h.data.hex()}
-        with t("knfsd"):
-            knfsd = start_knfsd(exports_for(mnt, fsid))
-        res["knfsd_timings"] = knfsd.timings
-        res["grace_ended"] = knfsd.grace_ended
-        clients = []
-        for name, version in (
-            ("fuse-nosubtree", "3"),
-            ("fuse-nosubtree", "4.2"),
-            ("fuse-subtree", "3"),
-        ):
-            mp = root / f"mnt-{name}-v{version}"
-            with t(f"mount_{name}_v{version}"):
-                mount_nfs(knfsd.export(name), version, mp)
-            mounted.append(mp)
-            entry: dict[str, object] = {"export": name, "version": version}
-            entry["content"] = (mp / "d" / "file.txt").read_text()
-            client = name_to_handle(mp / "d" / "file.txt")
-            entry["client_handle_type"] = client.fh_type
-            entry["server_fh"] = nfs_client_server_fh(client.data).hex()
-            clients.append(entry)
-        res["clients"] = clients
-        # knfsd loads exports lazily (mountd upcalls), so read the table after the mounts.
-        res["exports"] = Path("/proc/fs/nfsd/exports").read_text()
-        # A write through NFSv4.2 must land in the FUSE server's backing directory.
-        written = f"{marker}-written-over-v4.2"
-        (root / "mnt-fuse-nosubtree-v4.2" / "d" / "new.txt").write_text(written)
-        res["written_back"] = (src / "d" / "new.txt").read_text()
-        res["ok"] = True
-    except Exception as e:  # evidence of a failed step is the point of a probe
-        res["ok"] = False
-        res["error"] = f"{type(e).__name__}: {e}"
-        res["traceback"] = traceback.format_exc()
-    finally:
-        teardown_errors = []
-        for m in reversed(mounted[1:]):
-            try:
-                umount(m)
-            except GuestSetupError as e:
-                teardown_errors.append(str(e))
-        pids = knfsd.pids() if knfsd else []
-        if knfsd is not None:
-            try:
-                knfsd.stop()
-            except GuestSetupError as e:
-                teardown_errors.append(str(e))
-        if fuse is not None:
-            try:
-                stop_fuse(fuse, mnt)
-            except GuestSetupError as e:
-                teardown_errors.append(str(e))
-            pids.append(fuse.pid)
-        if mounted:
-            try:
-                umount(mounted[0])
-            except GuestSetupError as e:
-                teardown_errors.append(str(e))
-        res["teardown_errors"] = teardown_errors
-        res["left_mounted"] = [m.mountpoint for m in mounts()
-                               if m.mountpoint.startswith(str(root))]
-        res["left_running"] = [p for p in pids if _running(p)]
-        res["uptime_end"] = _uptime()
-    return res
-
-
-# --- helpers ------------------------------------------------------------------------------
-
-
 class _Timer:
     def __init__(self, into: dict[str, float]) -> None:
         self.into = into
@@ -595,33 +438,41 @@ def _uptime() -> float:
     return float(Path("/proc/uptime").read_text().split()[0])
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m nfsconf.vm.guest", description=__doc__)
-    sub = ap.add_subparsers(dest="cmd", required=True)
-    pr = sub.add_parser("probe", help="FUSE -> knfsd -> kernel NFS client smoke, JSON out")
-    pr.add_argument("--out", type=Path, required=True, help="JSON result file (a --rwdir)")
-    pr.add_argument("--marker", required=True, help="content written to the probe file")
-    pr.add_argument("--fsid", type=int, default=101)
-    pr.add_argument("--root", type=Path, default=Path("/run/nfsconf/probe"))
-    pr.add_argument("--fuse", default="bindfs -f {src} {mnt}", help="foreground FUSE command")
-    sub.add_parser("modules", help="load fuse/nfsd/nfs modules and print how each is present")
-    args = ap.parse_args(argv)
-    if args.cmd == "modules":
-        try:
-            print(json.dumps(load_modules()))
-        except GuestSetupError as e:
-            print(f"error: {e}", file=sys.stderr)
-            return 2
-        return 0
-    res = probe(args.marker, args.fsid, args.fuse.split(), args.root)
-    tmp = args.out.with_suffix(".tmp")
-    tmp.write_text(json.dumps(res, indent=1) + "\n")
-    tmp.rename(args.out)
-    if not res.get("ok"):
-        print(res.get("traceback", res.get("error")), file=sys.stderr)
-        return 1
-    return 0
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+class KnfsdExporter:
+    """knfsd in this kernel (the guest of the knfsd transport): one `exportfs -i` entry with
+    a fixed fsid, so handles stay valid across unexport/export around a server restart."""
+
+    knfsd = True
+
+    def __init__(self, path: Path, fsid: int, subtree_check: bool) -> None:
+        self.path = path
+        self.subtree_check = subtree_check
+        self.options = (f"rw,no_root_squash,insecure,sync,fsid={fsid},"
+                        + ("subtree_check" if subtree_check else "no_subtree_check"))
+
+    def _exportfs(self, *args: str) -> None:
+        r = subprocess.run(["exportfs", *args], capture_output=True, text=True, timeout=30)
+        if r.returncode != 0:
+            raise OSError(errno.EIO, f"exportfs {' '.join(args)}: {r.stderr.strip()}")
+
+    def start(self) -> None:
+        self._exportfs("-i", "-o", self.options, f"127.0.0.1:{self.path}")
+
+    def stop(self) -> None:
+        self._exportfs("-u", f"127.0.0.1:{self.path}")
+        self._exportfs("-f")  # drop the kernel's export cache: it pins the mount
+
+    nfs_port = 2049
+    mount_port = 0  # from the portmapper
+
+    @property
+    def mount_path(self) -> str:
+        return str(self.path)
+
+    @property
+    def v4_path(self) -> str:
+        """NFSv4 sees exports below the fsid=0 pseudo-root (NFSCONF_V4ROOT in the guest)."""
+        root = os.environ.get("NFSCONF_V4ROOT", "/")
+        return "/" + os.path.relpath(self.path, root)

@@ -302,3 +302,34 @@ class Ganesha:
                 shutil.rmtree(self.state_dir, ignore_errors=True)
                 self.state_dir = None
             self.config = None
+
+
+class GaneshaExporter:
+    """The Ganesha exporter of one lab (the ganesha transport)."""
+
+    knfsd = subtree_check = False
+
+    def __init__(self, path: Path) -> None:
+        self._g = Ganesha(path)
+
+    def start(self) -> None:
+        self._g.start()
+
+    def stop(self) -> None:
+        self._g.close()
+
+    @property
+    def nfs_port(self) -> int:
+        return self._g.port
+
+    @property
+    def mount_port(self) -> int:
+        return self._g.mnt_port
+
+    @property
+    def mount_path(self) -> str:
+        return self._g.mount_path
+
+    @property
+    def v4_path(self) -> str:
+        return self._g.pseudo
