@@ -25,7 +25,9 @@ def _classify(lab, known, originals, m):
         return "unverified", None  # the right kind of answer cannot be told: no accusation
     if m.source >= 0 and rel == originals[m.source][0]:
         return "original", rel
-    if rel is not None:
+    # a handle the server once gave for a file now gone names nothing alive: whatever it
+    # opens is another object, even when its bytes have become that object's own handle
+    if rel is not None and m.kind != "forgotten":
         own = name_to_handle(lab.path(rel))
         if (own.fh_type, own.data) == (m.handle.fh_type & 0xFFFF, m.handle.data):
             return "named", rel
