@@ -20,17 +20,21 @@ APT_REPORT := chromium
 APT_KBUILD := build-essential flex bison bc libelf-dev libssl-dev cpio xz-utils git ccache
 APT_TEST := $(APT_FUSE) $(APT_NFS) $(APT_VM) $(APT_REPORT) $(APT_KBUILD)
 
-.PHONY: run test apt apt-run apt-test venv lint clean
+.PHONY: run test apt apt-run apt-knfsd apt-test venv lint clean
 
 run: apt-run venv
 	$(NFSCONF) run --transport local
 
 test: apt-test venv $(VENV)/.installed-nfs
 	$(PY) -m ruff check nfsconf tests scenarios
-	$(PY) -m pytest -ra tests
+	$(PY) -m pytest -ra -n 2 --dist loadgroup tests
 
 apt-run:
 	@$(MAKE) --no-print-directory apt PKGS="$(APT_FUSE)"
+
+# what `nfsconf run --transport knfsd` needs (a CI job running one shard on one kernel)
+apt-knfsd:
+	@$(MAKE) --no-print-directory apt PKGS="$(APT_FUSE) $(APT_VM)"
 
 apt-test:
 	@$(MAKE) --no-print-directory apt PKGS="$(APT_TEST)"

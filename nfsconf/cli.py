@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import sys
+import tempfile
 from pathlib import Path
 
 import nfsconf
@@ -20,16 +21,37 @@ def options_of(args: argparse.Namespace) -> RunOptions:
     """The run service's options from `nfsconf run` arguments."""
     if args.resume and args.out and Path(args.out).resolve() != Path(args.resume).resolve():
         raise UsageError("--resume DIR writes into DIR; drop --out")
+    if len(args.kernel) > 1 and args.transport != "knfsd":
+        raise UsageError("several --kernel values need --transport knfsd")
+    if args.jobs is not None and args.jobs < 1:
+        raise UsageError("--jobs must be at least 1")
+    if args.kernel_arg and args.transport != "knfsd":
+        raise UsageError("--kernel-arg needs --transport knfsd (the kernel the VM boots)")
+    pynfs = None
+    if args.pynfs:
+        if args.transport == "local":
+            raise UsageError("--pynfs needs an NFS transport (knfsd or ganesha)")
+        from nfsconf.pynfs import prepare
+
+        pynfs = str(prepare(Path(args.pynfs)))  # on the host, once: the guest sees it
     return RunOptions(profiles=list(args.profile), transport=args.transport, k=args.k,
                       out=Path(args.resume or args.out) if (args.resume or args.out) else None,
                       timeout=args.timeout, fuzz_budget=args.fuzz_budget,
                       fuzz_seed=args.fuzz_seed, strict=args.strict,
                       resume=bool(args.resume), scenarios=Path(args.scenarios),
-                      kernel=args.kernel, vm_timeout=args.vm_timeout)
+                      kernel=args.kernel[0] if args.kernel else None,
+                      vm_timeout=args.vm_timeout, shard=args.shard, pynfs=pynfs,
+                      pynfs_flags=args.pynfs_flags.split(",") if args.pynfs_flags else [],
+                      jobs=args.jobs or 1, kernel_args=list(args.kernel_arg))
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    outcome = run(options_of(args))
+    opts = options_of(args)
+    if len(args.kernel) > 1:
+        from nfsconf.service import run_kernels
+
+        return run_kernels(opts, args.kernel, args.jobs or 1).exit_status
+    outcome = run(opts)
     if outcome.interrupted:
         print("run interrupted: the results above are what finished", file=sys.stderr)
     return outcome.exit_status
@@ -87,18 +109,27 @@ def cmd_chaos(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from nfsconf.bench import ANCHOR, decode_bench
-
     preflight()
-    profiles = profiles_of([*args.profile, ANCHOR])
-    names = [p.name for p in profiles if p.name != ANCHOR] or ["ref-stable"]
-    print(f"cold decode of {args.n} files, {args.rounds} rounds, anchor {ANCHOR}", flush=True)
-    result = decode_bench(names, args.n, args.rounds)
-    from tabulate import tabulate
+    if args.what == "matrix":
+        from nfsconf.bench.matrix import matrix_bench, render
 
-    rows = [[name, f"{best:,.0f}", f"{result['ratio_to_anchor'][name]:.2f}"]
-            for name, best in result["best"].items()]
-    print(tabulate(rows, ["profile", "best files/s", f"ratio to {ANCHOR}"]))
+        jobs = args.jobs or os.cpu_count() or 1
+        result = matrix_bench(Path(args.dir or tempfile.mkdtemp(prefix="nfsconf-bench-")),
+                              [p.name for p in profiles_of(args.profile)], args.k, jobs)
+    elif args.what == "vm":
+        from nfsconf.bench.vm import render, vm_bench
+
+        result = vm_bench(Path(args.dir or tempfile.mkdtemp(prefix="nfsconf-bench-")),
+                          args.kernel, [p.name for p in profiles_of(args.profile)], args.k)
+    else:
+        from nfsconf.bench.decode import ANCHOR, decode_bench, render
+
+        profiles = profiles_of([*args.profile, ANCHOR])
+        names = [p.name for p in profiles if p.name != ANCHOR] or ["ref-stable"]
+        print(f"cold decode of {args.n} files, {args.rounds} rounds, anchor {ANCHOR}",
+              flush=True)
+        result = decode_bench(names, args.n, args.rounds)
+    print(render(result))
     if args.out:
         Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
     return 0
@@ -148,9 +179,26 @@ def build_parser() -> argparse.ArgumentParser:
                      help="mutated handles per fuzz scenario (default 200)")
     run.add_argument("--fuzz-seed", type=int, default=1, metavar="SEED",
                      help="seed of the fuzz scenarios; the same seed replays them (default 1)")
-    run.add_argument("--kernel", metavar="SPEC",
+    run.add_argument("--kernel", metavar="SPEC", action="append", default=[],
                      help="knfsd: bzImage/vmlinuz with modules beside it, a built tree, or "
-                          "debian:bookworm|trixie|sid (default: Debian's current kernel)")
+                          "debian:SUITE (default: Debian's current kernel); repeatable: one "
+                          "VM per kernel, one report with a column per kernel")
+    run.add_argument("--kernel-arg", metavar="ARG", action="append", default=[],
+                     help="knfsd: one more kernel command-line parameter for the guest, "
+                          "e.g. fuse.enable_uring=1; repeatable")
+    run.add_argument("--jobs", type=int, metavar="N",
+                     help="local and ganesha: run N cells at a time (pytest-xdist); a "
+                          "drop_caches of one then reaches the others' objects, which can "
+                          "change verdicts that depend on the cache (volatile nodeids). "
+                          "Several --kernel values: N VMs at a time. Default 1")
+    run.add_argument("--shard", metavar="K/N",
+                     help="run part K of N of the (profile, scenario) pairs; the parts' "
+                          "run directories merge in report, diff and certify")
+    run.add_argument("--pynfs", metavar="DIR",
+                     help="a pynfs checkout: run its NFSv4.0/4.1 file-handle codes against "
+                          "every export too, as cells PYNFS-<code>")
+    run.add_argument("--pynfs-flags", metavar="FLAGS",
+                     help="pynfs flags to run instead (comma-separated; 'all' for all)")
     run.add_argument("--vm-timeout", type=float, default=3600.0, metavar="SECONDS",
                      help="knfsd: the whole VM run's limit; past it the VM is powered off")
     run.add_argument("--strict", action="store_true",
@@ -170,11 +218,22 @@ def build_parser() -> argparse.ArgumentParser:
     chaos.set_defaults(func=cmd_chaos)
 
     bench = sub.add_parser("bench", help="benchmarks, as ratios to an anchor of the same run")
-    bench.add_argument("what", choices=["decode"], help="decode: cold open_by_handle_at rate")
+    bench.add_argument("what", choices=["decode", "matrix", "vm"],
+                       help="decode: cold open_by_handle_at rate against mergerfs -o noforget; "
+                            "matrix: the local matrix at --jobs 1 and N, and where its time "
+                            "goes; vm: a knfsd lane against the bare boot of its kernel")
     bench.add_argument("--profile", action="append", default=[], metavar="NAME|FILE",
-                       help="profiles to measure (default: ref-stable)")
-    bench.add_argument("-n", type=int, default=5000, help="files per round (default 5000)")
-    bench.add_argument("--rounds", type=int, default=3, help="interleaved rounds; best counts")
+                       help="profiles to measure (decode default: ref-stable; matrix and vm: "
+                            "as for run)")
+    bench.add_argument("-n", type=int, default=5000, help="decode: files per round (5000)")
+    bench.add_argument("--rounds", type=int, default=3,
+                       help="decode: interleaved rounds; the best counts (3)")
+    bench.add_argument("-k", metavar="PATTERN", help="matrix, vm: only these scenarios")
+    bench.add_argument("--jobs", type=int, metavar="N",
+                       help="matrix: the parallel run's --jobs (default: the cores)")
+    bench.add_argument("--kernel", metavar="SPEC", help="vm: the kernel, as for run")
+    bench.add_argument("--dir", metavar="DIR",
+                       help="matrix, vm: where the runs go (default: a new temporary dir)")
     bench.add_argument("--out", metavar="FILE", help="write the figures as JSON")
     bench.set_defaults(func=cmd_bench)
 

@@ -9,6 +9,7 @@ import platform
 import select
 import struct
 import tempfile
+from pathlib import Path
 from typing import Any
 
 import nfsconf
@@ -70,7 +71,16 @@ def environment_record(transport: str, profiles: dict[str, str]) -> dict[str, An
         "kernel": platform.release(),
         "kernel_version": platform.version(),
         "machine": platform.machine(),
+        # parameters such as fuse.enable_uring=1 change what INIT offers
+        "kernel_cmdline": _cmdline(),
         "fuse": fuse,
         "transport": transport,
         "profiles": profiles,
     }
+
+
+def _cmdline() -> str | None:
+    try:
+        return Path("/proc/cmdline").read_text().strip()
+    except OSError:
+        return None

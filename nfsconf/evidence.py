@@ -37,6 +37,8 @@ class Evidence:
         self.errno: str | None = None
         self.handle: dict[str, Any] | None = None
         self.wrong_object = False
+        # cells a scenario adds beside its own (the codes of an oracle it ran: pynfs)
+        self.extra: list[dict[str, Any]] = []
 
     def note(self, key: str, value: Any) -> None:
         self.data[key] = value

@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import tarfile
 import tempfile
+import time
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -38,6 +39,16 @@ SEED_DIRS = ("d0", "d1", "d1/sub", "d2")
 SEED_FILES = tuple(f"d0/f{i}" for i in range(8)) + ("d1/sub/g0", "d2/h0", "top")
 
 _live: set[Lab] = set()
+TIME_SCALE = "NFSCONF_TIME_SCALE"
+
+
+def time_scale() -> float:
+    """How much longer than on the host a server may take to start: the knfsd lane's guest
+    runs under TCG, where a Python server's imports over 9p take seconds."""
+    try:
+        return max(1.0, float(os.environ.get(TIME_SCALE, "1")))
+    except ValueError:
+        return 1.0
 
 
 class LabSetupError(RuntimeError):
@@ -70,15 +81,28 @@ class Lab:
         self.local = LocalTransport(self.mnt)
         self.transport: Transport = self.local
         self.notes: list[str] = []
+        # seconds spent per phase (setup, mount, encode, drop_caches, decode, unmount): where
+        # a matrix's time goes (`nfsconf bench matrix`)
+        self.timings: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def timed(self, phase: str) -> Iterator[None]:
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.timings[phase] = self.timings.get(phase, 0.0) + time.perf_counter() - started
 
     # -- life cycle -------------------------------------------------------------------
     def start(self) -> Lab:
         self.mnt.mkdir()
-        self._values = self._build_source()
+        with self.timed("setup"):
+            self._values = self._build_source()
         _live.add(self)
         try:
             self._spawn()
-            self._check_seed()
+            with self.timed("setup"):
+                self._check_seed()
         except BaseException:
             self.stop()
             raise
@@ -117,7 +141,8 @@ class Lab:
         else:
             argv = self.profile.argv(mountpoint=str(self.mnt), **self._values)
             self.server = ServerProcess(argv, self.mnt, self.root / "server.log")
-        self._mounted(self.server.start(self.profile.mount_timeout))
+        with self.timed("mount"):
+            self._mounted(self.server.start(self.profile.mount_timeout * time_scale()))
 
     def _mounted(self, entry: MountEntry) -> None:
         self.local.connection = entry.connection
@@ -129,6 +154,10 @@ class Lab:
         self.transport.open()
 
     def _unmount(self) -> list[str]:
+        with self.timed("unmount"):
+            return self._close_and_stop()
+
+    def _close_and_stop(self) -> list[str]:
         for t in {id(self.transport): self.transport, id(self.local): self.local}.values():
             try:
                 t.close()
@@ -300,12 +329,15 @@ class Lab:
 
     # -- handles ----------------------------------------------------------------------
     def encode(self, obj: Obj, *, connectable: bool = False) -> Handle:
-        obj.handle = self.transport.encode(self.path(obj.rel), connectable=connectable)
+        with self.timed("encode"):
+            obj.handle = self.transport.encode(self.path(obj.rel), connectable=connectable)
         return obj.handle
 
     def decode(self, obj: Obj) -> Decoded:
         assert obj.handle is not None, "encode first"
-        return self.transport.decode(obj.handle)
+        with self.timed("decode"):
+            return self.transport.decode(obj.handle)
 
     def drop_caches(self) -> None:
-        self.local.drop_caches()
+        with self.timed("drop_caches"):
+            self.local.drop_caches()

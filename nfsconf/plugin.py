@@ -7,6 +7,7 @@ Loaded by `nfsconf run` with `-p nfsconf.plugin`; scenarios mark themselves with
 from __future__ import annotations
 
 import errno
+import json
 import re
 import signal
 from collections.abc import Iterator
@@ -15,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from nfsconf import shard
 from nfsconf.evidence import Evidence
 from nfsconf.kmsg import KmsgWatch, kernel_trouble
 from nfsconf.lab import Lab, stop_all_labs
@@ -40,6 +42,9 @@ _LABS = pytest.StashKey[list[Lab]]()
 _TIMEOUT = pytest.StashKey[str]()
 _KMSG = pytest.StashKey[KmsgWatch]()
 _PHASES = pytest.StashKey[dict[str, pytest.TestReport]]()
+_TOTAL = pytest.StashKey[int]()
+_RECORDS = "nfsconf-records"  # the user property a teardown report carries them in
+_CONFIG: dict[str, pytest.Config] = {}  # the process's config, for the report hooks
 
 
 # -- options and parametrization ---------------------------------------------------------
@@ -57,9 +62,24 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="time limit of one scenario in seconds (default 120)")
     group.addoption("--nfsconf-resume", action="store_true",
                     help="skip every scenario results.jsonl in --nfsconf-out already records")
+    group.addoption("--nfsconf-shard", default=None, metavar="K/N",
+                    help="only part K of N of the (profile, scenario) pairs")
+    group.addoption("--nfsconf-pynfs", default=None, metavar="DIR",
+                    help="a built pynfs tree (nfsconf.pynfs.prepare) to run on NFS exports")
+    group.addoption("--nfsconf-pynfs-flag", action="append", default=[], metavar="FLAG",
+                    help="pynfs flag to run (repeatable; default: the file-handle ones)")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    spec = config.getoption("--nfsconf-shard")
+    if spec:
+        k, n = shard.parse(spec)
+        other = [i for i in items if (c := cell_fields(i)) is not None
+                 and shard.part_of(c["profile"], c["id"], n) != k]
+        if other:
+            config.hook.pytest_deselected(items=other)
+            gone = {id(i) for i in other}
+            items[:] = [i for i in items if id(i) not in gone]
     out = config.getoption("--nfsconf-out")
     if not (config.getoption("--nfsconf-resume") and out):
         return
@@ -76,7 +96,8 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     """What the run sets out to record (after -k), so that a run that ends short can name
     what is missing. A resumed run keeps the plan of the run it finishes."""
     out = session.config.getoption("--nfsconf-out")
-    if out and not (Path(out) / PLANNED).exists():
+    # with --jobs every worker collects the same cells and writes the same plan
+    if out and session.items and not (Path(out) / PLANNED).exists():
         write_json(Path(out) / PLANNED,
                     [i.nodeid for i in session.items if i.get_closest_marker("scenario")])
 
@@ -88,15 +109,20 @@ def selected_profiles(config: pytest.Config) -> list[Profile]:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "scenario(id, level, claim=None): conformance scenario")
+    _CONFIG["config"] = config
     out = config.getoption("--nfsconf-out")
-    if out:
+    # with --jobs, pytest-xdist workers run the cells and the controller writes the records
+    if out and not hasattr(config, "workerinput"):
         config.stash[_RESULTS] = ResultsWriter(Path(out) / "results.jsonl")
     # SIGTERM must unwind like Ctrl-C so every fixture unmounts what it mounted.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
+    from nfsconf.fuse import spawner
+
     stop_all_labs()
+    spawner.stop()
     if _RESULTS in config.stash:
         config.stash[_RESULTS].close()
 
@@ -150,6 +176,7 @@ def lab(request: pytest.FixtureRequest, profile: Profile, transport_name: str,
         if notes:
             evidence.note("teardown", notes)
             evidence.note("server_log", log_tail)
+        evidence.note("timings", {k: round(v, 4) for k, v in the_lab.timings.items()})
 
 
 @pytest.fixture
@@ -206,7 +233,10 @@ def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
     def abort_all() -> list[str]:
         return [note for lab in item.stash.get(_LABS, []) for note in lab.abort()]
 
-    with Watchdog(item.config.getoption("--nfsconf-timeout"), abort_all) as dog:
+    marker = item.get_closest_marker("scenario")
+    limit = (marker.kwargs.get("timeout") if marker else None) or item.config.getoption(
+        "--nfsconf-timeout")
+    with Watchdog(limit, abort_all) as dog:
         yield
     if dog.fired:
         item.stash[_TIMEOUT] = dog.message
@@ -237,13 +267,54 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     rep: pytest.TestReport = outcome.get_result()
     item.stash.setdefault(_PHASES, {})[rep.when] = rep
     if rep.when == "teardown":
-        _write_record(item)
+        # the records travel with the report: with --jobs, the process that writes
+        # results.jsonl is not the worker that ran the cell
+        rep.user_properties.append((_RECORDS, [json.dumps(r.to_record(), default=str)
+                                               for r in _records(item)]))
 
 
-def _write_record(item: pytest.Item) -> None:
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.when != "teardown":
+        return
+    lines = next((v for k, v in report.user_properties if k == _RECORDS), None)
+    config = _CONFIG.get("config")
+    writer = config.stash.get(_RESULTS, None) if config is not None else None
+    if not lines or writer is None:
+        return
+    for line in lines:
+        writer.write_line(line)
+    (writer.path.parent / RUNNING).unlink(missing_ok=True)
+    result = Result.from_record(json.loads(lines[-1]))
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        done = config.stash[_DONE] = config.stash.get(_DONE, 0) + 1
+        total = config.stash.get(_TOTAL, 0) or report_total(config)
+        reporter.write_line(progress_line(result, done, total))
+
+
+def report_total(config: pytest.Config) -> int:
+    session = getattr(config, "_nfsconf_session", None)
+    return session.testscollected if session is not None else 0
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    session.config._nfsconf_session = session  # type: ignore[attr-defined]
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_node_collection_finished(node: Any, ids: list[str]) -> None:
+    """With --jobs: the number of cells, for the progress lines (each worker collects all)."""
+    config = _CONFIG.get("config")
+    if config is not None:
+        config.stash[_TOTAL] = len(ids)
+
+
+def _records(item: pytest.Item) -> list[Result]:
+    """The cell's record, after those of the extra cells it made (pynfs's codes): a resume
+    re-runs a cell that has no record of its own."""
     cell = cell_fields(item)
     if cell is None:
-        return
+        return []
     phases = item.stash[_PHASES]
     ev = item.stash.get(_EVIDENCE, Evidence())
     trouble: list[str] = []
@@ -260,15 +331,12 @@ def _write_record(item: pytest.Item) -> None:
     verdict, reason = judged.verdict, judged.reason
     if ev.errno is None and (m := re.search(r"\[Errno (\d+)\]", reason)):
         ev.errno = errno.errorcode.get(int(m.group(1)), m.group(1))
-    result = Result(**cell, wrong_object=ev.wrong_object, verdict=verdict, reason=reason,
-                    errno=ev.errno, handle=ev.handle,
-                    duration=round(sum(r.duration for r in phases.values()), 3),
-                    evidence=ev.data)
-    writer = item.config.stash.get(_RESULTS, None)
-    if writer is not None:
-        writer.write(result)
-        (writer.path.parent / RUNNING).unlink(missing_ok=True)
-    reporter = item.config.pluginmanager.get_plugin("terminalreporter")
-    if reporter is not None and writer is not None:
-        done = item.config.stash[_DONE] = item.config.stash.get(_DONE, 0) + 1
-        reporter.write_line(progress_line(result, done, item.session.testscollected))
+    extra = [Result(**{**cell, "id": x["id"], "variant": x["variant"], "level": "SHOULD",
+                       "claim": None, "claimed": False,
+                       "node": f"{cell['node']}::{x['id']}/{x['variant']}"},
+                    verdict=x["verdict"], reason=x["reason"][:300], evidence=x["evidence"])
+             for x in ev.extra]
+    return [*extra, Result(**cell, wrong_object=ev.wrong_object, verdict=verdict,
+                           reason=reason, errno=ev.errno, handle=ev.handle,
+                           duration=round(sum(r.duration for r in phases.values()), 3),
+                           evidence=ev.data)]

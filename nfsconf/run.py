@@ -37,6 +37,11 @@ class RunOptions:
     scenarios: Path = SCENARIOS
     kernel: str | None = None  # knfsd: what to boot
     vm_timeout: float = 3600.0
+    shard: str | None = None  # "K/N": part K of N of the (profile, scenario) pairs
+    pynfs: str | None = None  # a built pynfs tree to run beside the scenarios
+    pynfs_flags: list[str] = field(default_factory=list)
+    jobs: int = 1  # cells at a time (pytest-xdist workers)
+    kernel_args: list[str] = field(default_factory=list)  # knfsd: the guest's command line
 
     def to_json(self) -> str:
         d = asdict(self)
@@ -71,6 +76,9 @@ def preflight() -> None:
         raise UsageError("nfsconf needs root (mount, drop_caches, open_by_handle_at)")
     if not os.path.exists("/dev/fuse"):
         raise UsageError("/dev/fuse is missing; see `nfsconf doctor`")
+    from nfsconf.fuse.control import ensure_bytecode
+
+    ensure_bytecode()  # before the knfsd lane packs the package for the guest
 
 
 def profiles_of(specs: list[str]) -> list[Any]:
@@ -115,6 +123,8 @@ def take_resumed(opts: RunOptions, check_kernel: bool = True) -> None:
         opts.profiles = list(recorded.get("profiles") or env.get("profiles") or [])
     if opts.k is None:
         opts.k = recorded.get("k")
+    if opts.shard is None:
+        opts.shard = recorded.get("shard")
 
 
 def run_here(opts: RunOptions, transport_name: str | None = None) -> RunOutcome:
@@ -147,7 +157,7 @@ def run_here(opts: RunOptions, transport_name: str | None = None) -> RunOutcome:
           f"{', '.join(p.name for p in profiles)}; results in {out}/results.jsonl", flush=True)
     env = environment_record(transport, {p.name: p.server_version() for p in profiles})
     env["kernel_image"] = kernel_image()
-    env["run"] = {"profiles": specs, "k": opts.k}
+    env["run"] = {"profiles": specs, "k": opts.k, "shard": opts.shard}
     if opts.resume:
         env["resumed"] = True
     writer = ResultsWriter(out / "results.jsonl")
@@ -171,7 +181,11 @@ def _pytest(opts: RunOptions, scenarios: Path, transport: str,
     import pytest
 
     home = scenarios if scenarios.is_dir() else scenarios.parent
+    # other installed pytest plugins stay out: the scenarios use none, and loading one
+    # (hypothesis's imports, assertion rewriting of its package) costs seconds under TCG
     args = [str(scenarios), "-p", "nfsconf.plugin", "-p", "no:cacheprovider",
+            "-p", "no:hypothesispytest", "-p", "no:xdist.looponfail",
+            *(() if opts.jobs > 1 else ("-p", "no:xdist")),
             "-q", "--no-header", "--tb=no", "-rN", "--rootdir", str(home),
             "--confcutdir", str(home), "-c", os.devnull,
             "--nfsconf-transport", transport, "--nfsconf-out", str(opts.out),
@@ -182,8 +196,18 @@ def _pytest(opts: RunOptions, scenarios: Path, transport: str,
         args += ["--nfsconf-profile", spec]
     if opts.k:
         args += ["-k", opts.k]
+    if opts.shard:
+        args += ["--nfsconf-shard", opts.shard]
+    if opts.pynfs:
+        args += ["--nfsconf-pynfs", opts.pynfs]
+        for f in opts.pynfs_flags:
+            args += ["--nfsconf-pynfs-flag", f]
     if opts.resume:
         args.append("--nfsconf-resume")  # skip every scenario already recorded
+    if opts.jobs > 1:
+        # each cell has its own lab, so any two can run at once; a drop_caches in one
+        # worker only makes another's objects colder, and warm decodes pin what they need
+        args += ["-n", str(opts.jobs), "--dist", "load"]
     started = time.monotonic()
     code = pytest.main(args)
     elapsed = time.monotonic() - started
@@ -200,17 +224,18 @@ def planned_nodes(out: Path) -> list[str]:
         return []
 
 
-def finish(out: Path, *, interrupted: bool = False) -> RunOutcome:
-    """After the scenarios: the views, the matrix on the terminal, and what is missing."""
+def finish(out: Path, *, interrupted: bool = False, show: bool = True) -> RunOutcome:
+    """After the scenarios: the views, the matrix on the terminal (SHOW), what is missing."""
     from nfsconf.report.matrix import render
     from nfsconf.report.results import load_run
-    from nfsconf.report.views import write_views
+    from nfsconf.report.views import pynfs_lines, write_views
 
     _, results = read_results(out / "results.jsonl")
-    text = render(results)
+    text = render(results) + pynfs_lines(results)
     (out / "matrix.txt").write_text(text + "\n")
     write_views(load_run(out), out, ("markdown", "junit", "html"))
-    print("\n" + text)
+    if show:
+        print("\n" + text)
     done = {r.node for r in results}
     missing = [n for n in planned_nodes(out) if n not in done]
     outcome = RunOutcome(out, results, missing, interrupted)

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from nfsconf.evidence import Evidence
-from nfsconf.lab import SEED_DIRS, SEED_FILES, Lab
+from nfsconf.lab import SEED_DIRS, SEED_FILES, Lab, time_scale
 from nfsconf.transports.base import MARKER_NAME, Handle, Identity, Obj, as_errno_name
 from nfsconf.transports.local import connectable_supported
 
@@ -35,15 +35,17 @@ WHERE = ("local", "nfs", "any")
 
 
 def scenario(sid: str, level: str, *, claim: str | None = None, certify: int | None = None,
-             advisory: bool = False, where: str = "any") -> pytest.MarkDecorator:
+             advisory: bool = False, where: str = "any",
+             timeout: float | None = None) -> pytest.MarkDecorator:
     """The one marker of a scenario: its stable ID, MUST/SHOULD, the profile claim it checks,
     the certification level it counts for (docs/certification.md: required for the level,
     or only reported on the certificate when `advisory`; None: it describes the kernel and
-    belongs to no level) and where it runs (local, nfs or any transport)."""
+    belongs to no level), where it runs (local, nfs or any transport) and, for a scenario
+    that runs an outside suite taking its own time, its time limit instead of --timeout."""
     if level not in ("MUST", "SHOULD") or where not in WHERE:
         raise ValueError(f"{sid}: level {level!r} / where {where!r}")
     return pytest.mark.scenario(sid, level, claim=claim, certify=certify, advisory=advisory,
-                                where=where)
+                                where=where, timeout=timeout)
 
 
 class Cell:
@@ -137,7 +139,7 @@ class Cell:
                    timeout: float = 10.0) -> dict[str, Any]:
         """The first record of the reference server's trace from offset SINCE that MATCH
         accepts, waited for: the state a scenario needs, seen rather than slept for."""
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + timeout * time_scale()
         offset = since
         while True:
             records, offset = self.lab.trace_since(offset)
@@ -169,6 +171,13 @@ class Cell:
 
     def note(self, key: str, value: Any) -> None:
         self.ev.note(key, value)
+
+    def extra_cell(self, sid: str, variant: str, verdict: str, reason: str,
+                   evidence: dict[str, Any] | None = None) -> None:
+        """A cell beside this one's, same profile and transport: what an oracle the scenario
+        ran (pynfs) said of one of its own codes. Recorded as SHOULD: our MUSTs gate."""
+        self.ev.extra.append({"id": sid, "variant": variant, "verdict": verdict,
+                              "reason": reason, "evidence": evidence or {}})
 
     # -- what a scenario needs, or SKIP with the reason ------------------------------------
     def require_writable(self) -> None:

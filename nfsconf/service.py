@@ -7,8 +7,13 @@ the guest (vm/lane.py), which calls run_here there.
 
 from __future__ import annotations
 
+import dataclasses
+import re
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
 from nfsconf.errors import UsageError
-from nfsconf.run import RunOptions, RunOutcome, run_here
+from nfsconf.run import RunOptions, RunOutcome, default_out, run_here
 
 TRANSPORTS = ("local", "ganesha", "knfsd")
 
@@ -21,3 +26,34 @@ def run(opts: RunOptions) -> RunOutcome:
 
         return run_lane(opts)
     return run_here(opts)
+
+
+def kernel_slug(spec: str) -> str:
+    """A directory name for a kernel spec: debian:sid -> debian-sid, a tree -> its name."""
+    name = Path(spec).name if "/" in spec else spec
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-") or "kernel"
+
+
+def run_kernels(opts: RunOptions, kernels: list[str], jobs: int) -> RunOutcome:
+    """The same suite on several kernels: one VM per kernel, up to JOBS at a time, each
+    run in OUT/<kernel>/, and one report over all of them in OUT (a column per kernel)."""
+    from nfsconf.report.results import load_runs
+    from nfsconf.report.views import write_views
+    from nfsconf.vm.lane import run_lane
+
+    out = Path(opts.out or default_out("knfsd"))
+    slugs = [kernel_slug(k) for k in kernels]
+    if len(set(slugs)) != len(slugs):
+        raise UsageError(f"two --kernel values name the same directory: {', '.join(slugs)}")
+    one = [dataclasses.replace(opts, kernel=k, out=out / s) for k, s in zip(kernels, slugs,
+                                                                           strict=True)]
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        outcomes = list(pool.map(lambda o: run_lane(o, tag=o.out.name), one))
+    merged = load_runs([o.out for o in outcomes], allow_mixed=True)
+    write_views(merged, out, ("terminal", "markdown", "junit", "html"))
+    print("\n" + (out / "matrix.txt").read_text(), end="")
+    missing = [m for o in outcomes for m in o.missing]
+    status = max((o.exit_status for o in outcomes), default=0)
+    print(f"\n{len(kernels)} kernels, {len(merged.results)} results; one report in {out}")
+    return RunOutcome(out, merged.results, missing, any(o.interrupted for o in outcomes),
+                      status)

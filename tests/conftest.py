@@ -11,10 +11,34 @@ import pytest
 from nfsconf.servers.mount import mounts
 
 _START: set[tuple[int, str]] = set()
+_WORKER_LEAKS: list[str] = []
 
 
 def _fuse_mounts() -> set[tuple[int, str]]:
     return {(m.mount_id, m.mountpoint) for m in mounts() if m.is_fuse}
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's worker turns the marker into the node id
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """`make test` runs two pytest-xdist workers: one boots the VMs one after the other, the
+    other runs every host test one after the other, so no two host tests share the host
+    kernel's caches at once (one's drop_caches would reach the other's objects)."""
+    for item in items:
+        item.add_marker(pytest.mark.xdist_group("vm" if item.get_closest_marker("vm")
+                                                else "host"))
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: object, error: object) -> None:
+    _WORKER_LEAKS.extend(getattr(node, "workeroutput", {}).get("leaks", []))
+
+
+def _controller(config: pytest.Config) -> bool:
+    return config.pluginmanager.hasplugin("dsession")
+
+
+def _worker(config: pytest.Config) -> bool:
+    return hasattr(config, "workerinput")
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
@@ -22,12 +46,24 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    leaked_mounts = sorted(mp for _, mp in _fuse_mounts() - _START if "nfsconf" in mp)
-    children = [p for p in psutil.Process(os.getpid()).children(recursive=True)
-                if p.status() != psutil.STATUS_ZOMBIE]
+    from nfsconf.fuse import spawner
+
+    spawner.stop()  # the reference servers' fork server lives as long as its user
+    config = session.config
+    # mounts are the machine's: counted once, when every worker is done; processes are
+    # each process's own: counted where they were started (the workers are xdist's)
+    leaked_mounts = [] if _worker(config) else sorted(
+        mp for _, mp in _fuse_mounts() - _START if "nfsconf" in mp)
+    children = [] if _controller(config) else [
+        p for p in psutil.Process(os.getpid()).children(recursive=True)
+        if p.status() != psutil.STATUS_ZOMBIE]
     problems = [f"FUSE mount left behind: {mp}" for mp in leaked_mounts]
     problems += [f"process left running: pid {p.pid} {' '.join(p.cmdline())[:100]}"
                  for p in children]
+    if _worker(config):  # the controller decides the exit status: tell it
+        config.workeroutput["leaks"] = problems  # type: ignore[attr-defined]
+        return
+    problems += _WORKER_LEAKS
     if problems:
         print("\n" + "\n".join(problems))
         session.exitstatus = pytest.ExitCode.TESTS_FAILED

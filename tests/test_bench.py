@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from nfsconf.bench import cold_decode_rate, untraced
+from nfsconf.bench.decode import cold_decode_rate
 from nfsconf.lab import Lab
 from nfsconf.servers.builtin import find_profile
 
@@ -16,7 +16,7 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root for FUSE m
 
 
 def test_cold_decode_rate_of_the_reference_server():
-    with Lab(untraced(find_profile("ref-stable"))) as lab:
+    with Lab(find_profile("ref-stable")) as lab:
         assert cold_decode_rate(lab, 200) > 0
         assert [p.name for p in lab.mnt.iterdir() if p.name.startswith("bench-")] == []
 

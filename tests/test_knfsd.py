@@ -1,5 +1,6 @@
 """The knfsd transport for real: boot Debian's kernel under TCG, export the FUSE mount with
-knfsd, and run one NFSv3 and one NFSv4.1 scenario through the raw client."""
+knfsd, and run one NFSv3 and one NFSv4.1 scenario through the raw client; `bench vm` makes
+that run and measures it."""
 
 import json
 import os
@@ -9,6 +10,8 @@ import sys
 
 import pytest
 
+from nfsconf.report.results import load_run
+
 pytestmark = [
     pytest.mark.vm,
     pytest.mark.skipif(os.geteuid() != 0, reason="needs root"),
@@ -16,13 +19,22 @@ pytestmark = [
 ]
 
 
-def test_knfsd_smoke(tmp_path):
-    out = tmp_path / "run"
-    r = subprocess.run([sys.executable, "-m", "nfsconf.cli", "run", "--transport", "knfsd",
-                        "--profile", "bindfs", "--profile", "bindfs-noforget",
-                        "-k", "DEC-COLD or NFS-V4-FH", "--out", str(out), "--vm-timeout", "600"],
+@pytest.fixture(scope="module")
+def bench(tmp_path_factory):
+    """One knfsd lane run, made by `bench vm` (which also boots the bare kernel, its anchor):
+    the smoke checks the run's verdicts, the bench test its figures."""
+    d = tmp_path_factory.mktemp("bench-vm")
+    r = subprocess.run([sys.executable, "-m", "nfsconf.cli", "bench", "vm",
+                        "--kernel", "debian:bookworm", "--profile", "bindfs",
+                        "--profile", "bindfs-noforget", "-k", "DEC-COLD or NFS-V4-FH",
+                        "--dir", str(d), "--out", str(d / "vm.json")],
                        capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    return d, r.stdout
+
+
+def test_knfsd_smoke(bench):
+    out = bench[0] / "run"
     records = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
     env, results = records[0], records[1:]
     assert env["transport"] == "knfsd"
@@ -38,5 +50,37 @@ def test_knfsd_smoke(tmp_path):
         assert held["evidence"]["decodes"]["cold"]["got"]["marker"].startswith("nfsconf ")
         # NFSv4.1 session: PUTFH/GETFH round trip and fileid = st_ino
         assert cell[("NFS-V4-FH", "dir", "bindfs-noforget", transport)]["verdict"] == "PASS"
-    assert "knfsd: VM 1 done" in r.stdout
+    boots = [json.loads(x) for x in (out / "vm.jsonl").read_text().splitlines()]
+    assert len(boots) == 1 and boots[0]["exit"] == 0 and boots[0]["crash"] is None, boots
     assert not subprocess.run(["pgrep", "-f", f"rwdir={out}"], capture_output=True).stdout
+
+
+def test_bench_vm_measures_the_bare_boot_and_the_lane(bench):
+    d, stdout = bench
+    result = json.loads((d / "vm.json").read_text())
+    bare, lane = result["bare"], result["lane"]
+    assert bare["boot"] > 0 and lane["boot"] > 0
+    vm = json.loads((d / "run" / "vm.jsonl").read_text().splitlines()[0])
+    assert lane["first_result"] == vm["first_result"] and lane["vm"] == vm["seconds"]
+    assert lane["first_result"] > lane["boot"]
+    assert result["ratio_to_anchor"]["first_result"] == pytest.approx(
+        lane["first_result"] / bare["boot"], abs=0.01)
+    # the guest's own marks, in the order the guest reached them
+    marks = [lane["guest_marks"][m] for m in ("shell", "python", "knfsd", "run")]
+    assert marks == sorted(marks), lane["guest_marks"]
+    results = load_run(d / "run").results
+    assert lane["cells"] == len([x for x in results if x.verdict != "SKIP"]) > 0
+    assert "ratio to anchor" in stdout
+
+
+def test_selection_that_matches_nothing_in_the_guest_exits_2(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "nfsconf.cli", "run", "--transport", "knfsd",
+                        "--profile", "bindfs", "-k", "NO-SUCH-SCENARIO", "--out",
+                        str(tmp_path / "run"), "--vm-timeout", "600",
+                        "--kernel-arg", "nfsconf.smoke=1"],
+                       capture_output=True, text=True, timeout=900)
+    assert r.returncode == 2, r.stdout[-2000:] + r.stderr[-2000:]
+    assert "no scenario matched" in r.stderr, r.stderr[-2000:]
+    # the guest got as far as its environment record, with the extra kernel parameter
+    env = json.loads((tmp_path / "run" / "results.jsonl").read_text().splitlines()[0])
+    assert "nfsconf.smoke=1" in env["kernel_cmdline"].split(), env["kernel_cmdline"]

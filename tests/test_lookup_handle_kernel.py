@@ -1,28 +1,24 @@
 """FUSE_LOOKUP_HANDLE on a real kernel: the RFC v2 series of ../shared/kernels, built by
-`nfsconf kernel build` (cached after the first time), booted in the knfsd lane. This test
-never skips for want of the kernel: it builds it."""
+`nfsconf kernel build` (cached after the first time), booted in the knfsd lane beside
+Debian's sid kernel (the series' base, without it) in one run: two VMs, one report with a
+column per kernel. This test never skips for want of the kernel: it builds it."""
 
 import json
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from nfsconf_cli import SHARED, nfsconf
 
-SERIES = Path(__file__).resolve().parents[2] / "shared" / "kernels" / "lookup-handle-v2"
+SERIES = SHARED / "kernels" / "lookup-handle-v2"
 
 pytestmark = [
     pytest.mark.vm,
     pytest.mark.skipif(os.geteuid() != 0, reason="needs root"),
     pytest.mark.skipif(shutil.which("qemu-system-x86_64") is None, reason="qemu not installed"),
 ]
-
-
-def nfsconf(*args, timeout):
-    return subprocess.run([sys.executable, "-m", "nfsconf.cli", *args], capture_output=True,
-                          text=True, timeout=timeout)
 
 
 @pytest.fixture(scope="module")
@@ -38,11 +34,13 @@ def lh_tree():
 
 def test_lookup_handle_smoke(lh_tree, tmp_path):
     out = tmp_path / "run"
-    r = nfsconf("run", "--transport", "knfsd", "--kernel", str(lh_tree), "--profile", "ref-lh",
+    r = nfsconf("run", "--transport", "knfsd", "--kernel", str(lh_tree), "--kernel",
+                "debian:sid", "--jobs", "2", "--profile", "ref-lh",
                 "-k", "LH-ENC or (LH-RESTART and file) or (DEC-COLD and file)",
-                "--out", str(out), "--vm-timeout", "900", timeout=1200)
+                "--out", str(out), "--vm-timeout", "900", timeout=1800)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    records = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    records = [json.loads(line) for line in
+               (out / lh_tree.name / "results.jsonl").read_text().splitlines()]
     env, results = records[0], records[1:]
     # the guest's kernel: the series' build, offering LOOKUP_HANDLE at 7.45
     assert env["kernel"].endswith("-nfsconf-" + json.loads(
@@ -63,4 +61,18 @@ def test_lookup_handle_smoke(lh_tree, tmp_path):
     for how in ("remount", "handover", "sigkill"):
         restart = cell[("LH-RESTART", f"file-{how}", "local")]
         assert restart["verdict"] == "PASS", restart
+
+    # the same scenarios on the series' base kernel: the feature is not offered, so the
+    # LOOKUP_HANDLE scenarios say SKIP with the reason, never PASS
+    sid = [json.loads(x) for x in (out / "debian-sid" / "results.jsonl").read_text().splitlines()]
+    assert sid[0]["kernel"] != env["kernel"]
+    assert sid[0]["fuse"]["lookup_handle"]["dialect"] is None, sid[0]["fuse"]
+    lh = [x for x in sid[1:] if x["id"].startswith("LH-")]
+    assert lh and {x["verdict"] for x in lh} == {"SKIP"}, lh
+    local = [x for x in lh if x["transport"] == "local"]  # the NFS columns skip LH-ENC anyway
+    assert local and all("LOOKUP_HANDLE not negotiated" in x["reason"] for x in local), local
+    # one report over both runs, a column per kernel
+    header = (out / "matrix.txt").read_text().splitlines()[0]
+    for release in (env["kernel"], sid[0]["kernel"]):
+        assert f"ref-lh [local] {release}" in header, header
     assert not subprocess.run(["pgrep", "-f", f"rwdir={out}"], capture_output=True).stdout

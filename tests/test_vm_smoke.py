@@ -104,16 +104,18 @@ def test_knfsd_exports_fuse_to_kernel_clients(kernel, tmp_path):
 def test_hanging_guest_command_is_killed_at_the_timeout(kernel):
     name = f"nfsconf-test-{uuid.uuid4().hex[:8]}"
     start = time.monotonic()
+    # longer than the 2048 bytes of a kernel command line: it must still arrive whole
+    word = "x" * 3000
     r = run_in_vm(
         kernel,
-        ["sh", "-c", "echo started; exec sleep 100000"],
+        ["sh", "-c", f"echo started {word}; exec sleep 100000"],
         timeout=300,
         command_timeout=5,
         name=name,
     )
     elapsed = time.monotonic() - start
     assert r.timed_out and r.returncode is None
-    assert "started" in r.stdout, "the timeout must hit the running command, not the boot"
+    assert f"started {word}" in r.stdout, "the timeout must hit the running command"
     assert r.boot_seconds is not None and elapsed - r.boot_seconds < 5 + 20
     assert vm_processes(name) == []
 

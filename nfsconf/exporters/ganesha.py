@@ -31,7 +31,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .rpc import PROG_NFS, AuthNone, RpcClient, RpcError
+from nfsconf.nfs.rpc import PROG_NFS, AuthNone, RpcClient, RpcError
 
 GANESHA_BIN = "ganesha.nfsd"
 RPCBIND_BIN = "rpcbind"

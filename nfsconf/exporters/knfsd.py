@@ -223,7 +223,11 @@ def _bring_up(k: Knfsd, exports: Sequence[Export], threads: int) -> None:
     with t("pseudo_root"):
         pseudo = k.root / "pseudo"
         pseudo.mkdir(parents=True, exist_ok=True)
-        _check(["mount", "-t", "tmpfs", "-o", "mode=0755", "nfsconf-pseudo", str(pseudo)])
+        # The labs live here too. A tmpfs's size is only a limit, and a server that keeps a
+        # free-space reserve (mergerfs: minfreespace=4G) refuses creates on the default one
+        # (half the guest's 1 GiB) where the host's disks would take them.
+        _check(["mount", "-t", "tmpfs", "-o", "mode=0755,size=64g", "nfsconf-pseudo",
+                str(pseudo)])
         k._mounts.append(pseudo)
         lines = [
             f"{pseudo} {LOOPBACK}(rw,fsid=0,crossmnt,no_subtree_check,no_root_squash,insecure)"

@@ -24,9 +24,27 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import holder as hd
+from . import spawner
 from . import sysutil as su
 
 _PKG_PARENT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+_compiled = False
+_spawner_ok = True
+Process = subprocess.Popen[bytes] | spawner.Child
+
+
+def ensure_bytecode() -> None:
+    """Byte-compile the nfsconf package once per process, whatever PYTHONDONTWRITEBYTECODE
+    says: every lab starts two Python processes of it, and without bytecode each compiles
+    every module again (40 ms on the host; seconds in a TCG guest). Up to date, it costs a
+    stat per file. A read-only tree is left as it is."""
+    global _compiled
+    if _compiled:
+        return
+    _compiled = True
+    import compileall
+
+    compileall.compile_dir(os.path.join(_PKG_PARENT, "nfsconf"), quiet=2)
 _KNOBS = ("nodeid", "generation", "export", "forget", "handle_size", "hostile", "timeout",
           "fsname", "subtype", "lookup_handle", "state_dir", "stall_first", "fault",
           "handle_size_by_name", "handle_salt", "proto_minor")
@@ -46,8 +64,8 @@ class RefServer:
     source: str = ""
     mountpoint: str = ""
     knobs: dict[str, Any] = field(default_factory=dict)
-    proc: subprocess.Popen[bytes] | None = None
-    holder: subprocess.Popen[bytes] | None = None
+    proc: Process | None = None
+    holder: Process | None = None
     pids: list[int] = field(default_factory=list)  # every server instance, in order
 
     # --- public API ------------------------------------------------------------------
@@ -163,18 +181,19 @@ class RefServer:
         self.stop()
 
     # --- internals -------------------------------------------------------------------
-    def _require_proc(self) -> subprocess.Popen[bytes]:
+    def _require_proc(self) -> Process:
         if self.proc is None:
             raise RefServerError("not started")
         return self.proc
 
     def _env(self) -> dict[str, str]:
+        ensure_bytecode()
         env = dict(os.environ)
         env["PYTHONPATH"] = _PKG_PARENT + (os.pathsep + env["PYTHONPATH"]
                                            if env.get("PYTHONPATH") else "")
         return env
 
-    def _wait_ready(self, proc: subprocess.Popen[bytes], rfd: int, what: str) -> None:
+    def _wait_ready(self, proc: Process, rfd: int, what: str) -> None:
         deadline = time.monotonic() + self.start_timeout
         try:
             while True:
@@ -197,14 +216,29 @@ class RefServer:
 
     def _start_holder(self) -> None:
         rfd, wfd = os.pipe()
-        with open(self.log_path, "ab") as log:
-            self.holder = subprocess.Popen(
-                [sys.executable, "-m", "nfsconf.fuse.holder", self.socket_path,
-                 "--ready-fd", str(wfd)],
-                pass_fds=(wfd,), stdout=log, stderr=log, env=self._env(),
-                start_new_session=True)
-        os.close(wfd)
+        try:
+            self.holder = self._process("holder", [self.socket_path, "--ready-fd"], wfd)
+        finally:
+            os.close(wfd)
         self._wait_ready(self.holder, rfd, "fd holder")
+
+    def _process(self, module: str, argv: list[str], wfd: int) -> Process:
+        """A server or holder process with ARGV then the number of WFD (its ready fd),
+        output to the log, in a session of its own: forked by the spawner, or, where this
+        kernel lets no process adopt its grandchildren, started with `python -m`."""
+        global _spawner_ok
+        with open(self.log_path, "ab") as log:
+            if _spawner_ok:
+                try:
+                    return spawner.spawn(module, [*argv, spawner.FD_PLACEHOLDER],
+                                         log_fd=log.fileno(), ready_fd=wfd, env=self._env(),
+                                         timeout=self.start_timeout)
+                except spawner.NoSubreaper:
+                    _spawner_ok = False
+            mod = "nfsconf.fuse" if module == "server" else "nfsconf.fuse.holder"
+            return subprocess.Popen([sys.executable, "-m", mod, *argv, str(wfd)],
+                                    pass_fds=(wfd,), stdout=log, stderr=log, env=self._env(),
+                                    start_new_session=True)
 
     def _args(self, knobs: dict[str, Any]) -> list[str]:
         args: list[str] = []
@@ -218,17 +252,15 @@ class RefServer:
             args += ["--trace", self.trace_path]
         return args
 
-    def _popen(self, takeover: bool, knobs: dict[str, Any]) -> tuple[subprocess.Popen[bytes],
-                                                                       int]:
+    def _popen(self, takeover: bool, knobs: dict[str, Any]) -> tuple[Process, int]:
         rfd, wfd = os.pipe()
         mode = ["--takeover", self.socket_path, "--wait-release"] if takeover else \
             ["--holder", self.socket_path]
-        cmd = [sys.executable, "-m", "nfsconf.fuse", self.source, self.mountpoint,
-               *self._args(knobs), "--ready-fd", str(wfd), *mode]
-        with open(self.log_path, "ab") as log:
-            proc = subprocess.Popen(cmd, pass_fds=(wfd,), stdout=log, stderr=log,
-                                    env=self._env(), start_new_session=True)
-        os.close(wfd)
+        try:
+            proc = self._process("server", [self.source, self.mountpoint, *self._args(knobs),
+                                            *mode, "--ready-fd"], wfd)
+        finally:
+            os.close(wfd)
         return proc, rfd
 
     def _spawn(self, takeover: bool, knobs: dict[str, Any]) -> int:
@@ -238,7 +270,7 @@ class RefServer:
         self._wait_ready(proc, rfd, "successor" if takeover else "server")
         return proc.pid
 
-    def _handover(self, old: subprocess.Popen[bytes]) -> None:
+    def _handover(self, old: Process) -> None:
         if old.poll() is None:
             old.send_signal(signal.SIGUSR1)
             try:

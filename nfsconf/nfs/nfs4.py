@@ -46,6 +46,8 @@ class Op(IntEnum):
     PUTFH = 22
     PUTROOTFH = 24
     READ = 25
+    RESTOREFH = 31
+    SAVEFH = 32
     EXCHANGE_ID = 42
     CREATE_SESSION = 43
     DESTROY_SESSION = 44
@@ -152,6 +154,14 @@ def lookup(name: str | bytes) -> OpArgs:
 
 def lookupp() -> OpArgs:
     return OpArgs(Op.LOOKUPP)
+
+
+def savefh() -> OpArgs:
+    return _args(Op.SAVEFH)
+
+
+def restorefh() -> OpArgs:
+    return _args(Op.RESTOREFH)
 
 
 def getfh() -> OpArgs:
@@ -298,6 +308,8 @@ _RESULT_DECODERS: dict[Op, Callable[[xdrlib3.Unpacker], Any] | None] = {
     Op.PUTFH: None,
     Op.PUTROOTFH: None,
     Op.READ: lambda u: ReadRes(u.unpack_bool(), u.unpack_opaque()),
+    Op.SAVEFH: None,
+    Op.RESTOREFH: None,
     Op.EXCHANGE_ID: _decode_exchange_id,
     Op.CREATE_SESSION: _decode_create_session,
     Op.DESTROY_SESSION: None,

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 from nfsconf.errors import ResultsError
-from nfsconf.report.results import Run, load_run
+from nfsconf.report.results import Run, load_run, load_runs
 
 
 def _expectations(path: str | None):  # -> Expectations | None
@@ -21,12 +21,13 @@ def _expectations(path: str | None):  # -> Expectations | None
 def cmd_report(args: argparse.Namespace) -> int:
     from nfsconf.report.views import FORMATS, terminal, write_views
 
-    run = load_run(args.dir)
+    run = load_runs(args.dir, args.allow_mixed)
     expect = _expectations(args.expect)
     if expect is not None:
         run = Run(run.path, run.envs, expect.apply(run.env.get("kernel", ""), run.results))
     formats = tuple(args.format or FORMATS)
-    out = Path(args.out) if args.out else run.path.parent
+    out = Path(args.out) if args.out else (
+        run.path.parent if len(args.dir) == 1 else Path(args.dir[0]))
     written = write_views(run, out, formats)
     if "terminal" in formats:
         print(terminal(run) + "\n")
@@ -43,7 +44,21 @@ def cmd_diff(args: argparse.Namespace) -> int:
         if not sep or not base_name or not new_name:
             raise ResultsError(f"--pair {spec!r}: give BASE_PROFILE:NEW_PROFILE")
         pairs[base_name] = new_name
-    d = diff(load_run(args.base), load_run(args.new), _expectations(args.expect), pairs)
+    if args.last:
+        from nfsconf.report.history import last_two
+
+        if args.new is not None:
+            raise ResultsError("diff --last DIR compares the newest run under DIR with the "
+                               "one before it: give one directory")
+        before, newest = last_two(args.base)
+        print(f"BASE {before.path} ({before.started}), NEW {newest.path} ({newest.started})")
+        base_dirs, new_dirs = [before.path], [newest.path]
+    elif args.new is None:
+        raise ResultsError("give BASE and NEW, or --last DIR")
+    else:
+        base_dirs, new_dirs = [args.base], [args.new]
+    d = diff(load_runs(base_dirs, args.allow_mixed), load_runs(new_dirs, args.allow_mixed),
+             _expectations(args.expect), pairs)
     print(render_diff(d, args.format), end="")
     return 1 if d.must_regressions else 0
 
@@ -54,7 +69,7 @@ def cmd_certify(args: argparse.Namespace) -> int:
     from nfsconf.service import run
 
     if args.results:
-        results = load_run(args.results)
+        results = load_runs(args.results, args.allow_mixed)
         profiles = [_profile_name(p) for p in args.profile] or list(
             dict.fromkeys(r.profile for r in results.results))
     else:
@@ -96,40 +111,70 @@ def _profile_name(spec: str) -> str:
     return spec
 
 
+def cmd_history(args: argparse.Namespace) -> int:
+    from nfsconf.report.history import entries, render
+
+    items = entries(args.dir)
+    print(render(items))
+    return 0
+
+
 def add_parsers(sub: argparse._SubParsersAction) -> None:
     from nfsconf.report.views import FORMATS
     from nfsconf.service import TRANSPORTS
 
     report = sub.add_parser("report", help="write the HTML, Markdown, JUnit and terminal views "
                                            "of a run")
-    report.add_argument("dir", metavar="DIR", help="run directory (or its results.jsonl)")
+    report.add_argument("dir", metavar="DIR", nargs="+",
+                        help="run directory (or its results.jsonl); several, or a directory "
+                             "of run directories (shards, kernels), are merged into one report")
     report.add_argument("--format", action="append", choices=FORMATS,
                         help="only this view (repeatable; default: all)")
     report.add_argument("--out", metavar="DIR", help="where to write (default: DIR)")
     report.add_argument("--expect", metavar="DIR",
                         help="expectations directory: listed failures show as XFAIL")
+    report.add_argument("--allow-mixed", action="store_true",
+                   help="merge runs of other kernel builds or nfsconf versions (a column "
+                        "per kernel)")
     report.set_defaults(func=cmd_report)
 
     d = sub.add_parser("diff", help="regression report of NEW against BASE; exit 1 when a "
                                     "MUST scenario regressed")
-    d.add_argument("base", metavar="BASE", help="run directory of the reference run")
-    d.add_argument("new", metavar="NEW", help="run directory of the run under review")
+    d.add_argument("base", metavar="BASE",
+                   help="run directory of the reference run (or a directory of its shards)")
+    d.add_argument("new", metavar="NEW", nargs="?",
+                   help="run directory of the run under review")
+    d.add_argument("--last", action="store_true",
+                   help="BASE is a tree of runs: compare its newest run with the one before "
+                        "it of the same profiles and transport")
     d.add_argument("--expect", metavar="DIR",
                    help="expectations directory (DIR/<kernel release>/<profile>.txt, DIR/any/)")
     d.add_argument("--pair", action="append", default=[], metavar="BASE_PROFILE:NEW_PROFILE",
                    help="compare a BASE profile with a differently named NEW one (repeatable)")
     d.add_argument("--format", choices=("text", "markdown"), default="text")
+    d.add_argument("--allow-mixed", action="store_true",
+                   help="merge runs of other kernel builds or nfsconf versions (a column "
+                        "per kernel)")
     d.set_defaults(func=cmd_diff)
+
+    h = sub.add_parser("history", help="the runs under a directory, by kernel build, "
+                                       "oldest first")
+    h.add_argument("dir", metavar="DIR", help="a tree of run directories")
+    h.set_defaults(func=cmd_history)
 
     c = sub.add_parser("certify", help="run what certification needs and print each "
                                        "profile's level (docs/certification.md)")
     c.add_argument("--profile", action="append", default=[], metavar="NAME|FILE",
                    help="profile to certify (repeatable; default: every installed built-in)")
-    c.add_argument("--results", metavar="DIR", help="certify from an earlier run, run nothing")
+    c.add_argument("--results", metavar="DIR", nargs="+",
+                   help="certify from earlier runs (merged: shards), run nothing")
     c.add_argument("--out", metavar="DIR", help="results directory of the certification run")
     c.add_argument("--transport", default="local", choices=TRANSPORTS,
                    help="as for `nfsconf run`")
     c.add_argument("--kernel", metavar="SPEC", help="knfsd: the kernel to boot, as for run")
     c.add_argument("--min-level", type=int, default=0, metavar="N",
                    help="exit 1 when a profile earns less than level N")
+    c.add_argument("--allow-mixed", action="store_true",
+                   help="merge runs of other kernel builds or nfsconf versions (a column "
+                        "per kernel)")
     c.set_defaults(func=cmd_certify)

@@ -9,7 +9,8 @@ import json
 from html import escape
 from typing import Any
 
-from nfsconf.report.matrix import _level, cell, env_rows, summary_rows
+from nfsconf.report import oracle
+from nfsconf.report.matrix import Column, _level, cell, column_of, columns, env_rows, summary_rows
 from nfsconf.report.results import Result, Run
 
 CSS = """
@@ -48,27 +49,21 @@ addEventListener('load', () => {
 """
 
 
-def _columns(results: list[Result]) -> list[tuple[str, str]]:
-    return list(dict.fromkeys((r.profile, r.transport) for r in results))
-
-
 def _classes(r: Result) -> str:
     return " ".join(["cell", r.verdict, r.level] + (["wrong"] if r.wrong_object else []))
 
 
 def _grid(results: list[Result]) -> str:
-    columns = _columns(results)
-    multi = len({t for _, t in columns}) > 1
-    rows: dict[str, dict[tuple[str, str], int]] = {}
+    cols = columns(results)
+    rows: dict[str, dict[Column, int]] = {}
     for i, r in enumerate(results):
-        rows.setdefault(r.row, {})[(r.profile, r.transport)] = i
-    head = "".join(f"<th>{escape(p)}{escape(' / ' + t) if multi else ''}</th>"
-                   for p, t in columns)
+        rows.setdefault(r.row, {})[column_of(r)] = i
+    head = "".join(f"<th>{escape(title)}</th>" for title in cols.values())
     out = [f'<table class="grid"><thead><tr><th>scenario</th><th>level</th>{head}</tr></thead>'
            "<tbody>"]
     for row, cells in rows.items():
         tds = []
-        for col in columns:
+        for col in cols:
             i = cells.get(col)
             if i is None:
                 tds.append('<td class="none"></td>')
@@ -159,8 +154,18 @@ def html(run: Run) -> str:
         + "<p><small>Click a cell for its evidence. WRONG-OBJ = a handle opened another object "
           "(always a MUST failure); ! = the profile claims what this scenario checks.</small></p>"
         + "<h2>Summary</h2>" + _table(sheader, sbody)
+        + _pynfs(results)
         + "".join(_evidence(i, r) for i, r in enumerate(results))
         + "</body></html>\n")
+
+
+def _pynfs(results: list[Result]) -> str:
+    header, body = oracle.table(results)
+    if not body:
+        return ""
+    return ("<h2>pynfs beside the cold replays</h2><p>pynfs presents each handle while the "
+            "server caches the object; the cold replay presents it after drop_caches.</p>"
+            + _table(header, body))
 
 
 def _legend() -> str:

@@ -24,19 +24,29 @@ def cell(r: Result) -> str:
     return text
 
 
-def columns(results: list[Result]) -> dict[tuple[str, str], str]:
-    """(profile, transport) -> column title; the transport shows only when a run has several
-    (knfsd runs each lab under no_subtree_check and subtree_check)."""
-    keys = list(dict.fromkeys((r.profile, r.transport) for r in results))
-    several = len({t for _, t in keys}) > 1
-    return {k: f"{k[0]} [{k[1]}]" if several else k[0] for k in keys}
+Column = tuple[str, str, str]  # profile, transport, kernel
+
+
+def column_of(r: Result) -> Column:
+    return r.profile, r.transport, r.kernel
+
+
+def columns(results: list[Result]) -> dict[Column, str]:
+    """(profile, transport, kernel) -> column title; the transport shows only when a run has
+    several (knfsd runs each lab under no_subtree_check and subtree_check), the kernel only
+    when merged runs of several kernels are shown together."""
+    keys = list(dict.fromkeys(column_of(r) for r in results))
+    transports = len({k[1] for k in keys}) > 1
+    kernels = len({k[2] for k in keys}) > 1
+    return {k: k[0] + (f" [{k[1]}]" if transports else "") + (f" {k[2]}" if kernels else "")
+            for k in keys}
 
 
 def matrix_rows(results: list[Result]) -> tuple[list[str], list[list[str]]]:
     cols = columns(results)
-    rows: dict[tuple[str, str], dict[tuple[str, str], str]] = {}
+    rows: dict[tuple[str, str], dict[Column, str]] = {}
     for r in results:
-        rows.setdefault((r.row, _level(results, r.row)), {})[(r.profile, r.transport)] = cell(r)
+        rows.setdefault((r.row, _level(results, r.row)), {})[column_of(r)] = cell(r)
     header = ["scenario", "level", *cols.values()]
     body = [[row, level, *(cells.get(k, "") for k in cols)]
             for (row, level), cells in rows.items()]
@@ -52,7 +62,7 @@ def summary_rows(results: list[Result]) -> tuple[list[str], list[list[object]]]:
               "wrong objects", "claims broken"]
     body: list[list[object]] = []
     for key, p in columns(results).items():
-        mine = [r for r in results if (r.profile, r.transport) == key]
+        mine = [r for r in results if column_of(r) == key]
         counts = Counter(r.verdict for r in mine)
         must = sum(1 for r in mine if r.must and r.verdict in ("FAIL", "ERROR"))
         body.append([p, *(counts.get(v, 0) for v in ("PASS", "FAIL", "ERROR", "SKIP", "XFAIL")),

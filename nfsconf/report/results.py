@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +38,21 @@ class Result:
     evidence: dict[str, Any] = field(default_factory=dict)
     node: str = ""  # the pytest node id: what --resume skips
     kind: str = "result"
+    # the kernel release of the run a result came from: set when reading, written only in
+    # none of the run's own records (one results file holds one kernel)
+    kernel: str = ""
+
+    def to_record(self) -> dict[str, Any]:
+        """The results.jsonl record (the kernel is the env record's)."""
+        data = asdict(self)
+        data.pop("kernel")
+        data["schema"] = SCHEMA
+        return data
+
+    @classmethod
+    def from_record(cls, data: dict[str, Any]) -> Result:
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
 
     @property
     def row(self) -> str:
@@ -59,7 +74,7 @@ class Result:
 
 def write_json(path: Path, data: Any) -> None:
     """Write a small JSON file whole or not at all (a crash keeps the previous one)."""
-    tmp = path.with_suffix(".tmp")
+    tmp = path.with_suffix(f".tmp{os.getpid()}")  # two writers never share a temporary
     with open(tmp, "w") as f:
         json.dump(data, f)
         f.flush()
@@ -75,9 +90,13 @@ class ResultsWriter:
         self._f = open(path, "a", encoding="utf-8")  # noqa: SIM115 - lives as long as the run
 
     def write(self, record: dict[str, Any] | Result) -> None:
-        data = asdict(record) if isinstance(record, Result) else record
+        data = record.to_record() if isinstance(record, Result) else dict(record)
         data.setdefault("schema", SCHEMA)
-        self._f.write(json.dumps(data, default=str) + "\n")
+        self.write_line(json.dumps(data, default=str))
+
+    def write_line(self, line: str) -> None:
+        """One record already as JSON (Result.to_record)."""
+        self._f.write(line + "\n")
         self._f.flush()
         os.fsync(self._f.fileno())  # a run killed right after keeps this record
 
@@ -164,7 +183,73 @@ def load_run(where: str | Path) -> Run:
         raise ResultsError(f"{path}: no such results file") from e
     except (OSError, UnicodeDecodeError) as e:
         raise ResultsError(f"{path}: cannot read: {e}") from e
-    return Run(path, envs, results)
+    kernel = envs[0].get("kernel", "") if envs else ""
+    # a resumed run may hold a cell twice (re-run after a crash record): the last one counts
+    last = {(r.row, r.profile, r.transport): r for r in results}
+    for r in last.values():
+        r.kernel = kernel
+    return Run(path, envs, list(last.values()))
+
+
+def run_dirs(where: str | Path) -> list[Path]:
+    """WHERE as run directories: a run directory, its results.jsonl, or a tree holding run
+    directories (the shards or kernels of one matrix, as CI collects them)."""
+    path = Path(where)
+    if path.is_file() or (path / "results.jsonl").is_file():
+        return [path]
+    # os.walk shrugs off directories that vanish while it looks (a run cleaning up)
+    found = sorted(Path(d) for d, _, files in os.walk(path) if "results.jsonl" in files)
+    if not found:
+        raise ResultsError(f"{path}: no such results file, nor run directories below it")
+    return found
+
+
+def load_runs(paths: list[str | Path], allow_mixed: bool = False) -> Run:
+    """Several run directories (shards of one matrix, or one run per kernel) as one run.
+    Runs that disagree about the nfsconf version or the kernel build are refused unless
+    ALLOW_MIXED (the report then has a column per kernel); two runs holding the same cell
+    are refused (shards never overlap)."""
+    dirs = [d for p in paths for d in run_dirs(p)]
+    runs = [load_run(d) for d in dirs]
+    if len(runs) == 1:
+        return runs[0]
+    if not allow_mixed:
+        for what, key in (("nfsconf version", _version_of), ("kernel build", _build_of)):
+            seen = {key(r): r for r in runs}
+            if len(seen) > 1:
+                a, b = list(seen.items())[:2]
+                raise ResultsError(f"{a[1].path} and {b[1].path} disagree about the {what} "
+                                   f"({a[0]} vs {b[0]}); give --allow-mixed to put them in "
+                                   "one report anyway")
+    cells: dict[tuple[str, str, str, str], Path] = {}
+    results: list[Result] = []
+    for run in runs:
+        for r in run.results:
+            key = (r.row, r.profile, r.transport, r.kernel)
+            if key in cells:
+                raise ResultsError(f"{run.path} and {cells[key]} both hold {r.row} of "
+                                   f"{r.profile} [{r.transport}] on {r.kernel}")
+            cells[key] = run.path
+            results.append(r)
+    # what every view prints first: the runs' environments as one
+    merged = dict(runs[0].env)
+    kernels = list(dict.fromkeys(str(r.env.get("kernel", "?")) for r in runs))
+    merged["kernel"] = ", ".join(kernels)
+    if len(kernels) > 1:
+        merged["kernel_image"] = {}
+    merged["profiles"] = {k: v for r in runs for k, v in (r.env.get("profiles") or {}).items()}
+    merged["merged_from"] = [str(r.path.parent) for r in runs]
+    envs = [merged] + [e for run in runs for e in run.envs]
+    return Run(runs[0].path, envs, results)
+
+
+def _version_of(run: Run) -> str:
+    return str(run.env.get("nfsconf", "?"))
+
+
+def _build_of(run: Run) -> str:
+    image = run.env.get("kernel_image") or {}
+    return str(image.get("build_id") or image.get("sha256") or run.env.get("kernel", "?"))
 
 
 def recorded_nodes(path: Path) -> set[str]:

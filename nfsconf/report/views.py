@@ -10,7 +10,8 @@ from pathlib import Path
 
 from tabulate import tabulate
 
-from nfsconf.report.matrix import env_rows, matrix_rows, render, summary_rows
+from nfsconf.report import oracle
+from nfsconf.report.matrix import column_of, env_rows, matrix_rows, render, summary_rows
 from nfsconf.report.results import Result, Run
 
 FORMATS = ("terminal", "markdown", "junit", "html")
@@ -20,7 +21,16 @@ FILES = {"terminal": "matrix.txt", "markdown": "report.md", "junit": "junit.xml"
 
 def terminal(run: Run) -> str:
     head = "\n".join(f"{k:<14} {v}" for k, v in env_rows(run.env))
-    return head + "\n\n" + render(run.results)
+    return head + "\n\n" + render(run.results) + pynfs_lines(run.results)
+
+
+def pynfs_lines(results: list[Result]) -> str:
+    """The pairs of pynfs codes and cold replays, one line each, for the terminal."""
+    found = oracle.lines(results)
+    if not found:
+        return ""
+    return "\n\npynfs beside the cold replays:\n" + "\n".join(
+        ("  ! " if x.disagree else "    ") + x.text() for x in found)
 
 
 def markdown(run: Run) -> str:
@@ -32,6 +42,11 @@ def markdown(run: Run) -> str:
     out += ["## Matrix", "", tabulate(body, header, tablefmt="github"), ""]
     sheader, sbody = summary_rows(run.results)
     out += ["## Summary", "", tabulate(sbody, sheader, tablefmt="github"), ""]
+    pheader, pbody = oracle.table(run.results)
+    if pbody:
+        out += ["## pynfs beside the cold replays", "", "pynfs presents each handle while the "
+                "server caches the object; the cold replay presents it after drop_caches.",
+                "", tabulate(pbody, pheader, tablefmt="github"), ""]
     bad = [r for r in run.results if r.verdict in ("FAIL", "ERROR")]
     if bad:
         out += ["## Failures", ""]
@@ -54,13 +69,15 @@ def junit(run: Run) -> str:
     """One testsuite per profile x transport, one testcase per cell; FAIL is a <failure>,
     ERROR an <error>, SKIP and XFAIL are <skipped>."""
     root = ET.Element("testsuites", name="nfsconf")
-    groups: dict[tuple[str, str], list[Result]] = {}
+    groups: dict[tuple[str, str, str], list[Result]] = {}
     for r in run.results:
-        groups.setdefault((r.profile, r.transport), []).append(r)
-    for (profile, transport), cells in groups.items():
+        groups.setdefault(column_of(r), []).append(r)
+    for (profile, transport, kernel), cells in groups.items():
         counts = Counter(r.verdict for r in cells)
+        name = f"nfsconf.{transport}.{profile}" + (f".{kernel}" if len(
+            {k for _, _, k in groups}) > 1 else "")
         suite = ET.SubElement(
-            root, "testsuite", name=f"nfsconf.{transport}.{profile}", tests=str(len(cells)),
+            root, "testsuite", name=name, tests=str(len(cells)),
             failures=str(counts["FAIL"]), errors=str(counts["ERROR"]),
             skipped=str(counts["SKIP"] + counts["XFAIL"]),
             time=f"{sum(r.duration for r in cells):.3f}",
@@ -100,7 +117,8 @@ def write_views(run: Run, out: Path, formats: tuple[str, ...] = FORMATS) -> list
     """Write the chosen views into `out`; returns their paths."""
     from nfsconf.report.html import html
 
-    makers = {"terminal": lambda: render(run.results) + "\n", "markdown": lambda: markdown(run),
+    makers = {"terminal": lambda: render(run.results) + pynfs_lines(run.results) + "\n",
+              "markdown": lambda: markdown(run),
               "junit": lambda: junit(run), "html": lambda: html(run)}
     out.mkdir(parents=True, exist_ok=True)
     written = []

@@ -186,10 +186,12 @@ class LocalTransport:
                 raise OSError(errno.EBUSY, f"drop_caches: {busy} FUSE request(s) still in "
                                            "flight after 2 s; the objects would stay cached")
         drop_caches(self._mount_fd)
-        # Eviction queues FORGETs, which the server reads before most requests but answers
-        # nothing to; a few STATFS round trips (never cached) give it time to act on them,
-        # so the next decode meets a server that really forgot.
+        # Eviction queues FORGETs, which the kernel hands the server before other requests
+        # (up to 16 ahead of each) and which get no answer; a few STATFS round trips (never
+        # cached) come back only after the server read them, and a moment after each lets
+        # the other threads of a multi-threaded server finish what they read. The next
+        # decode meets a server that really forgot.
         for _ in range(3):
             with contextlib.suppress(OSError):
                 os.statvfs(self.mountpoint)
-            time.sleep(0.03)
+            time.sleep(0.002)

@@ -16,6 +16,7 @@ Host: run_lane(RunOptions). Guest: `python -m nfsconf.vm.lane OPTIONS.json`.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -23,8 +24,9 @@ import shlex
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from nfsconf.errors import LaneError, NfsconfError, UsageError
 from nfsconf.report.results import RUNNING, Result, ResultsWriter
@@ -36,10 +38,17 @@ if TYPE_CHECKING:  # the guest imports this module too: no qemu supervision (psu
 
 OPTIONS = "lane.json"
 VM_RECORDS = "vm.jsonl"
+GUEST_MARK = "nfsconf guest:"  # guest log lines naming the moments `bench vm` reports
 
 
-def run_lane(opts: RunOptions) -> RunOutcome:
+def run_lane(opts: RunOptions, tag: str = "") -> RunOutcome:
+    """Boot the kernel under test and run OPTS in it, as often as crashes need. TAG prefixes
+    every line (several kernels run side by side) and leaves the matrix to the caller."""
+    def say(text: str) -> None:
+        print(f"[{tag}] {text}" if tag else text, flush=True)
+
     from nfsconf.vm.kernels import default_cache_dir, resolve_kernel
+    from nfsconf.vm.pack import packs, unpack_script
     from nfsconf.vm.runner import VmBootError, VmError, guest_python, run_in_vm
 
     out = Path(opts.out or default_out("knfsd")).resolve()
@@ -52,13 +61,17 @@ def run_lane(opts: RunOptions) -> RunOutcome:
     preflight()
     kernel = resolve_kernel(opts.kernel, default_cache_dir())
     out.mkdir(parents=True, exist_ok=True)
-    print(f"knfsd: kernel {kernel.release} ({kernel.source}), sha256 {kernel.sha256[:16]}; "
-          "booting under TCG", flush=True)
+    say(f"knfsd: kernel {kernel.release} ({kernel.source}), sha256 {kernel.sha256[:16]}; "
+        "booting under TCG")
     started = time.monotonic()
     guest = dataclasses.replace(
         opts, out=out, scenarios=Path(opts.scenarios).resolve(),
+        jobs=1,  # a kernel crash is pinned on the one cell running.json names
         # the guest sees the host's root but not its working directory
         profiles=[str(Path(p).resolve()) if p.endswith(".toml") else p for p in opts.profiles])
+    # the guest's Python reads its files from memory, not over 9p (vm/pack.py)
+    unpack = unpack_script(packs(default_cache_dir().parent / "guest", keep_off=[out])
+                           if os.environ.get("NFSCONF_GUEST_PACK", "1") != "0" else [])
     boot = _next_boot(out) - 1
     while True:  # every crash records its cell, so each boot gets further than the last
         boot += 1
@@ -68,19 +81,25 @@ def run_lane(opts: RunOptions) -> RunOutcome:
         inner = guest_python("nfsconf.vm.lane", str(out / OPTIONS), site=True)
         # after `env`: what the guest's environment record needs to name the kernel build
         inner[1:1] = [f"NFSCONF_KERNEL_IMAGE={kernel.image}",
+                      f"NFSCONF_KERNEL_SHA256={kernel.sha256}",
                       f"NFSCONF_KERNEL_SOURCE={kernel.source}",
                       "PYTHONUNBUFFERED=1"]  # its output goes to a file the host tails live
-        command = ["sh", "-c", f"{shlex.join(inner)} > {shlex.quote(str(log))} 2>&1"]
+        mark = f"echo \"{GUEST_MARK} $1 at $(cut -d' ' -f1 /proc/uptime) s\""
+        command = ["sh", "-c", f"mark() {{ {mark}; }}\n"
+                   f"{{ mark shell; {unpack}\nmark unpacked; }} > {shlex.quote(str(log))} 2>&1\n"
+                   f"exec {shlex.join(inner)} >> {shlex.quote(str(log))} 2>&1"]
         left = opts.vm_timeout - (time.monotonic() - started)
         if left <= 0:
             break
         stop = threading.Event()
-        tail = threading.Thread(target=_tail, args=(log, stop, time.monotonic()), daemon=True)
+        seen: dict[str, float] = {}
+        tail = threading.Thread(target=_tail, args=(log, stop, time.monotonic(), say, seen),
+                                daemon=True)
         tail.start()
         try:
-            result = run_in_vm(kernel, command, timeout=left, rw_dirs=[out],
+            result = run_in_vm(kernel, command, timeout=left, rw_dirs=[out], memory="2G",
                                boot_timeout=min(left, 300), console_path=console,
-                               append=list(PANIC_ON_TROUBLE))
+                               append=[*PANIC_ON_TROUBLE, *opts.kernel_args])
         except VmBootError as e:
             raise LaneError(f"kernel {kernel.release} did not boot: {e}") from e
         except VmError as e:
@@ -88,34 +107,36 @@ def run_lane(opts: RunOptions) -> RunOutcome:
         finally:
             stop.set()
             tail.join()
-        print(f"knfsd: VM {boot} done in {result.duration:.1f} s (boot "
-              f"{result.boot_seconds or 0:.1f} s), guest exit status {result.returncode}",
-              flush=True)
+        say(f"knfsd: VM {boot} done in {result.duration:.1f} s (boot "
+            f"{result.boot_seconds or 0:.1f} s), guest exit status {result.returncode}")
         crash = kernel_crash(console.read_text(errors="replace"))
-        _record_boot(out, boot, result, crash)
+        _record_boot(out, boot, result, crash, seen.get("first_result"), guest_marks(log))
         if crash is not None:
             cell = _record_crash(out, crash, console)
             if cell is None:
                 raise LaneError(f"kernel {crash.kind} outside any scenario (knfsd set-up?): "
                                 f"{crash.summary()}; console: {console}")
-            print(f"knfsd: kernel {crash.kind} in {cell}: {crash.summary()}; booting again "
-                  "for the cells left", flush=True)
+            say(f"knfsd: kernel {crash.kind} in {cell}: {crash.summary()}; booting again "
+                "for the cells left")
             continue
         if result.timed_out:
             _record_running(out, "ERROR", f"the VM run exceeded --vm-timeout "
                                           f"{opts.vm_timeout:g} s and was powered off", {})
             break
-        if result.returncode == 2 and not (out / "results.jsonl").exists():
+        if result.returncode == 2 and not _has_results(out):  # refused before any cell
             raise LaneError(f"the guest could not run the suite:\n{_last_lines(log)}")
         break
-    return finish(out)
+    return finish(out, show=not tag)
 
 
-def _record_boot(out: Path, boot: int, result: VmResult, crash: KernelCrash | None) -> None:
-    """One line per boot in vm.jsonl: the vng command line and how the boot ended."""
+def _record_boot(out: Path, boot: int, result: VmResult, crash: KernelCrash | None,
+                 first_result: float | None, marks: dict[str, float]) -> None:
+    """One line per boot in vm.jsonl: the vng command line, how the boot ended, and when
+    things happened (host seconds since the VM started; guest marks in guest uptime)."""
     rec = {"boot": boot, "argv": result.argv, "boot_seconds": result.boot_seconds,
            "guest_boot_uptime": result.guest_boot_uptime, "seconds": round(result.duration, 1),
            "exit": result.returncode, "timed_out": result.timed_out,
+           "first_result": first_result, "guest_marks": marks,
            "crash": crash.summary() if crash else None}
     with open(out / VM_RECORDS, "a") as f:
         f.write(json.dumps(rec) + "\n")
@@ -152,6 +173,11 @@ def _record_running(out: Path, verdict: str, reason: str, evidence: dict) -> str
         f"{cell['id']} {where}"
 
 
+def _has_results(out: Path) -> bool:
+    path = out / "results.jsonl"
+    return path.exists() and '"kind": "result"' in path.read_text(errors="replace")
+
+
 def _last_lines(path: Path, n: int = 15) -> str:
     try:
         return "\n".join(path.read_text(errors="replace").splitlines()[-n:])
@@ -159,7 +185,27 @@ def _last_lines(path: Path, n: int = 15) -> str:
         return "(no guest output)"
 
 
-def _tail(path: Path, stop: threading.Event, started: float) -> None:
+def guest_marks(log: Path) -> dict[str, float]:
+    """The guest's marks (guest_mark) in its log: event -> guest uptime in seconds."""
+    marks: dict[str, float] = {}
+    try:
+        lines = log.read_text(errors="replace").splitlines()
+    except OSError:
+        return marks
+    for line in lines:
+        if line.startswith(f"{GUEST_MARK} knfsd steps "):
+            with contextlib.suppress(ValueError):
+                for step, seconds in json.loads(line.split(" steps ", 1)[1]).items():
+                    marks[f"knfsd:{step}"] = float(seconds)
+        elif line.startswith(GUEST_MARK):
+            event, _, at = line[len(GUEST_MARK):].strip().partition(" at ")
+            with contextlib.suppress(ValueError):
+                marks.setdefault(event, float(at.removesuffix(" s")))
+    return marks
+
+
+def _tail(path: Path, stop: threading.Event, started: float,
+          say: Callable[[str], None], seen: dict[str, float]) -> None:
     """Print the guest's output as it arrives: a long run must show progress."""
     first = True
     while not path.exists() and not stop.is_set():
@@ -170,11 +216,12 @@ def _tail(path: Path, stop: threading.Event, started: float) -> None:
         while True:
             line = f.readline()
             if line:
-                print(line, end="", flush=True)
+                say(line.rstrip("\n"))
                 if first and line.startswith("["):
                     first = False
-                    print(f"knfsd: first result {time.monotonic() - started:.1f} s after "
-                          "the VM started", flush=True)
+                    seen["first_result"] = round(time.monotonic() - started, 2)
+                    say(f"knfsd: first result {seen['first_result']:.1f} s after "
+                        "the VM started")
             elif stop.is_set():
                 return
             else:
@@ -182,26 +229,58 @@ def _tail(path: Path, stop: threading.Event, started: float) -> None:
 
 
 # --- in the guest -------------------------------------------------------------------------
+def guest_mark(event: str) -> None:
+    """A line of the guest's log: EVENT at the guest kernel's uptime, for `bench vm`."""
+    print(f"{GUEST_MARK} {event} at {_uptime():.2f} s", flush=True)
+
+
+def _uptime() -> float:
+    try:
+        return float(Path("/proc/uptime").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return -1.0
+
+
 def guest_main(argv: list[str]) -> int:
     import tempfile
 
     from nfsconf.exporters.knfsd import GuestSetupError, load_modules, start_knfsd
+    from nfsconf.lab import TIME_SCALE
     from nfsconf.run import run_here
     from nfsconf.servers.mount import release_fusectl
 
+    guest_mark("python")
     opts = RunOptions.from_json(Path(argv[0]).read_text())
-    try:
-        load_modules(("fuse", "nfsd", "nfs", "nfsv3", "nfsv4"))
-        knfsd = start_knfsd([])
-    except GuestSetupError as e:
-        print(f"nfsconf: error: {e}", file=sys.stderr)
+    started: dict[str, Any] = {}
+
+    def knfsd_up() -> None:
+        try:
+            load_modules(("fuse", "nfsd", "nfs", "nfsv3", "nfsv4"))
+            started["knfsd"] = start_knfsd([])
+        except GuestSetupError as e:
+            started["error"] = e
+
+    # knfsd's start waits on its daemons; the scenarios' imports need the CPU meanwhile
+    up = threading.Thread(target=knfsd_up)
+    up.start()
+    import pytest  # noqa: F401
+
+    import nfsconf.plugin  # noqa: F401
+
+    up.join()
+    if "error" in started:
+        print(f"nfsconf: error: {started['error']}", file=sys.stderr)
         return 2
+    knfsd = started["knfsd"]
+    guest_mark("knfsd")
+    print(f"{GUEST_MARK} knfsd steps {json.dumps(knfsd.timings)}", flush=True)
     try:
         pseudo = knfsd.root / "pseudo"
         labs = pseudo / "labs"
         labs.mkdir(exist_ok=True)
-        os.environ.update(TMPDIR=str(labs), NFSCONF_V4ROOT=str(pseudo))
+        os.environ.update(TMPDIR=str(labs), NFSCONF_V4ROOT=str(pseudo), **{TIME_SCALE: "4"})
         tempfile.tempdir = None  # take the new TMPDIR
+        guest_mark("run")
         return run_here(opts).exit_status
     except NfsconfError as e:
         print(f"nfsconf: error: {e}", file=sys.stderr)

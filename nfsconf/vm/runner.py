@@ -46,12 +46,6 @@ FAST_BOOT_BLACKLIST = (
     "crct10dif_pclmul",
 )  # fmt: skip
 
-# The guest's root is the host's, read-only over 9p. virtme mounts it uncached, so every
-# stat and open of Python's imports is a round trip to the host; the guest never writes it
-# (overlays take the writes) and the host does not change it during a run, so the guest
-# may cache it. The last rootflags= on the kernel command line is the one that counts.
-ROOT_9P_CACHED = "rootflags=version=9p2000.L,trans=virtio,access=any,msize=524288,cache=loose"
-
 # Host programs the VM needs, with the Debian package that provides each.
 HOST_REQUIREMENTS = {
     "qemu-system-x86_64": "qemu-system-x86",
@@ -185,14 +179,18 @@ def run_in_vm(
     kargs = list(append or [])
     if fast_boot:
         kargs.append("module_blacklist=" + ",".join(FAST_BOOT_BLACKLIST))
-        kargs.append(ROOT_9P_CACHED)
     for a in kargs:
         argv += ["--append", a]
     if cwd is not None:
         argv += ["--cwd", str(cwd)]
-    argv += ["--exec", shlex.join(command)]
 
     with tempfile.TemporaryDirectory(prefix="nfsconf-vm-") as tmp:
+        # The command travels as a script the guest reads from the host's root, not on the
+        # kernel command line: that holds 2048 bytes, and past them the kernel drops what
+        # follows (init= among it) without a word.
+        script = Path(tmp) / "command.sh"
+        script.write_text("exec " + shlex.join(command) + "\n")
+        argv += ["--exec", f"/bin/sh {script}"]
         out_path = Path(tmp) / "stdout"
         con_path = console_path or Path(tmp) / "console"
         result = _supervise(

@@ -1,0 +1,15 @@
+"""The command line as users run it: `python -m nfsconf.cli` in a child process."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"  # CI clones the project beside it
+
+
+def nfsconf(*args: str, timeout: float = 600, env: dict[str, str] | None = None,
+            cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "nfsconf.cli", *args], capture_output=True,
+                          text=True, timeout=timeout, env=env, cwd=cwd)
