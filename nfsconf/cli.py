@@ -12,9 +12,9 @@ from pathlib import Path
 
 import nfsconf
 from nfsconf.errors import NfsconfError, UsageError
-from nfsconf.run import SCENARIOS, RunOptions, preflight, profiles_of
+from nfsconf.run import SCENARIOS, TRANSPORTS, RunOptions, preflight, profiles_of
 from nfsconf.servers.builtin import BUILTIN
-from nfsconf.service import TRANSPORTS, run
+from nfsconf.service import run
 
 
 def options_of(args: argparse.Namespace) -> RunOptions:

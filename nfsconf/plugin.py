@@ -22,11 +22,11 @@ from nfsconf.kmsg import KmsgWatch, kernel_trouble
 from nfsconf.lab import Lab, stop_all_labs
 from nfsconf.report.matrix import progress_line
 from nfsconf.report.results import PLANNED, RUNNING, Result, ResultsWriter, write_json
+from nfsconf.run import TRANSPORTS
 from nfsconf.scenario import Cell
 from nfsconf.servers.builtin import find_profile, installed_builtins
 from nfsconf.servers.profile import Profile
 from nfsconf.servers.refserver import read_trace
-from nfsconf.service import TRANSPORTS
 from nfsconf.verdict import CellFacts, Phase
 from nfsconf.verdict import verdict as judge
 from nfsconf.watchdog import Watchdog

@@ -18,6 +18,7 @@ import nfsconf
 from nfsconf.errors import ResultsError, UsageError
 from nfsconf.report.results import PLANNED, Result, ResultsWriter, load_run, read_results
 
+TRANSPORTS = ("local", "ganesha", "knfsd")
 SCENARIOS = Path(nfsconf.__file__).resolve().parent.parent / "scenarios"
 # exit status of a run that ended without every cell it planned (resume it)
 INCOMPLETE = 3

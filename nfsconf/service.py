@@ -13,9 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from nfsconf.errors import UsageError
-from nfsconf.run import RunOptions, RunOutcome, default_out, run_here
-
-TRANSPORTS = ("local", "ganesha", "knfsd")
+from nfsconf.run import TRANSPORTS, RunOptions, RunOutcome, default_out, run_here
 
 
 def run(opts: RunOptions) -> RunOutcome:

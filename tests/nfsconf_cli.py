@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"  # CI clones the project beside it
 
@@ -13,3 +17,10 @@ def nfsconf(*args: str, timeout: float = 600, env: dict[str, str] | None = None,
             cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "nfsconf.cli", *args], capture_output=True,
                           text=True, timeout=timeout, env=env, cwd=cwd)
+
+
+AS_ROOT = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (FUSE mounts, VMs)")
+
+
+def needs(program: str, package: str) -> pytest.MarkDecorator:
+    return pytest.mark.skipif(shutil.which(program) is None, reason=f"{package} not installed")

@@ -4,19 +4,15 @@ that run and measures it."""
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 
 import pytest
+from nfsconf_cli import AS_ROOT, needs
 
 from nfsconf.report.results import load_run
 
-pytestmark = [
-    pytest.mark.vm,
-    pytest.mark.skipif(os.geteuid() != 0, reason="needs root"),
-    pytest.mark.skipif(shutil.which("qemu-system-x86_64") is None, reason="qemu not installed"),
-]
+pytestmark = [pytest.mark.vm, AS_ROOT, needs("qemu-system-x86_64", "qemu-system-x86")]
 
 
 @pytest.fixture(scope="module")

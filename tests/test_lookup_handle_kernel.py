@@ -4,21 +4,15 @@ Debian's sid kernel (the series' base, without it) in one run: two VMs, one repo
 column per kernel. This test never skips for want of the kernel: it builds it."""
 
 import json
-import os
-import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
-from nfsconf_cli import SHARED, nfsconf
+from nfsconf_cli import AS_ROOT, SHARED, needs, nfsconf
 
 SERIES = SHARED / "kernels" / "lookup-handle-v2"
 
-pytestmark = [
-    pytest.mark.vm,
-    pytest.mark.skipif(os.geteuid() != 0, reason="needs root"),
-    pytest.mark.skipif(shutil.which("qemu-system-x86_64") is None, reason="qemu not installed"),
-]
+pytestmark = [pytest.mark.vm, AS_ROOT, needs("qemu-system-x86_64", "qemu-system-x86")]
 
 
 @pytest.fixture(scope="module")

@@ -5,20 +5,15 @@ codes recorded as cells beside the cold replays of the same operations."""
 import json
 import os
 import re
-import shutil
 import xml.etree.ElementTree as ET
 
 import pytest
-from nfsconf_cli import SHARED, nfsconf
+from nfsconf_cli import AS_ROOT, SHARED, needs, nfsconf
 
 from nfsconf import pynfs
 
 PYNFS = SHARED / "vendor" / "pynfs"
-pytestmark = [
-    pytest.mark.ganesha,
-    pytest.mark.skipif(os.geteuid() != 0, reason="needs root for FUSE mounts"),
-    pytest.mark.skipif(shutil.which("ganesha.nfsd") is None, reason="nfs-ganesha not installed"),
-]
+pytestmark = [pytest.mark.ganesha, AS_ROOT, needs("ganesha.nfsd", "nfs-ganesha")]
 
 
 @pytest.fixture(scope="module")

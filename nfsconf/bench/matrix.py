@@ -11,14 +11,12 @@ caches, so a verdict that depends on them may differ, and the bench says which.
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
-import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from nfsconf.bench import run_nfsconf
 from nfsconf.report.results import Result, load_run
 
 PHASES = ("mount", "setup", "drop_caches", "encode", "decode", "unmount")
@@ -36,17 +34,7 @@ class MatrixRun:
 
 
 def run_matrix(out: Path, jobs: int, profiles: list[str], k: str | None) -> MatrixRun:
-    argv = [sys.executable, "-m", "nfsconf.cli", "run", "--out", str(out), "--jobs", str(jobs)]
-    for p in profiles:
-        argv += ["--profile", p]
-    if k:
-        argv += ["-k", k]
-    started = time.monotonic()
-    r = subprocess.run(argv, capture_output=True, text=True)
-    seconds = time.monotonic() - started
-    if r.returncode not in (0, 1):
-        raise RuntimeError(f"nfsconf run --jobs {jobs} exited {r.returncode}: "
-                           f"{(r.stderr or r.stdout).strip().splitlines()[-1:]}")
+    seconds = run_nfsconf(out, ["--jobs", str(jobs)], profiles, k)
     return MatrixRun(jobs, seconds, load_run(out).results)
 
 

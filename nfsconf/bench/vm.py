@@ -11,12 +11,10 @@ from __future__ import annotations
 
 import json
 import statistics
-import subprocess
-import sys
-import time
 from pathlib import Path
 from typing import Any
 
+from nfsconf.bench import run_nfsconf
 from nfsconf.report.results import load_run
 
 MARKS = ("shell", "unpacked", "python", "knfsd", "run")
@@ -34,20 +32,9 @@ def bare_boot(kernel_spec: str | None) -> dict[str, float]:
 
 def lane_run(out: Path, kernel_spec: str | None, profiles: list[str], k: str | None
              ) -> dict[str, Any]:
-    argv = [sys.executable, "-m", "nfsconf.cli", "run", "--transport", "knfsd",
-            "--out", str(out)]
-    if kernel_spec:
-        argv += ["--kernel", kernel_spec]
-    for p in profiles:
-        argv += ["--profile", p]
-    if k:
-        argv += ["-k", k]
-    started = time.monotonic()
-    r = subprocess.run(argv, capture_output=True, text=True)
-    seconds = time.monotonic() - started
-    if r.returncode not in (0, 1):
-        raise RuntimeError(f"the knfsd run exited {r.returncode}: "
-                           f"{(r.stderr or r.stdout).strip().splitlines()[-1:]}")
+    seconds = run_nfsconf(out, ["--transport", "knfsd",
+                                *(["--kernel", kernel_spec] if kernel_spec else [])],
+                          profiles, k)
     boot = json.loads((out / "vm.jsonl").read_text().splitlines()[0])
     cells = [x.duration for x in load_run(out).results if x.verdict != "SKIP"]
     return {"seconds": round(seconds, 2), "boot": boot["boot_seconds"],

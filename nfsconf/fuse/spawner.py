@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import atexit
+import contextlib
 import ctypes
 import json
 import os
@@ -174,13 +175,12 @@ def stop() -> None:
     """End the spawner (the processes it made live on: they belong to their owners)."""
     global _proc, _sock_dir
     if _proc is not None:
-        if _proc.poll() is None:
-            _proc.terminate()
-            try:
-                _proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                _proc.kill()
-                _proc.wait()
+        _proc.terminate()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            _proc.wait(timeout=5)
+        if _proc.poll() is None:  # stuck: it holds nothing that needs a clean end
+            _proc.kill()
+            _proc.wait()
         _proc = None
     if _sock_dir is not None:
         for name in os.listdir(_sock_dir):

@@ -121,7 +121,7 @@ def cmd_history(args: argparse.Namespace) -> int:
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
     from nfsconf.report.views import FORMATS
-    from nfsconf.service import TRANSPORTS
+    from nfsconf.run import TRANSPORTS
 
     report = sub.add_parser("report", help="write the HTML, Markdown, JUnit and terminal views "
                                            "of a run")
@@ -133,9 +133,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     report.add_argument("--out", metavar="DIR", help="where to write (default: DIR)")
     report.add_argument("--expect", metavar="DIR",
                         help="expectations directory: listed failures show as XFAIL")
-    report.add_argument("--allow-mixed", action="store_true",
-                   help="merge runs of other kernel builds or nfsconf versions (a column "
-                        "per kernel)")
+    _allow_mixed(report)
     report.set_defaults(func=cmd_report)
 
     d = sub.add_parser("diff", help="regression report of NEW against BASE; exit 1 when a "
@@ -152,9 +150,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     d.add_argument("--pair", action="append", default=[], metavar="BASE_PROFILE:NEW_PROFILE",
                    help="compare a BASE profile with a differently named NEW one (repeatable)")
     d.add_argument("--format", choices=("text", "markdown"), default="text")
-    d.add_argument("--allow-mixed", action="store_true",
-                   help="merge runs of other kernel builds or nfsconf versions (a column "
-                        "per kernel)")
+    _allow_mixed(d)
     d.set_defaults(func=cmd_diff)
 
     h = sub.add_parser("history", help="the runs under a directory, by kernel build, "
@@ -174,7 +170,11 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--kernel", metavar="SPEC", help="knfsd: the kernel to boot, as for run")
     c.add_argument("--min-level", type=int, default=0, metavar="N",
                    help="exit 1 when a profile earns less than level N")
-    c.add_argument("--allow-mixed", action="store_true",
-                   help="merge runs of other kernel builds or nfsconf versions (a column "
-                        "per kernel)")
+    _allow_mixed(c)
     c.set_defaults(func=cmd_certify)
+
+
+def _allow_mixed(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--allow-mixed", action="store_true",
+                        help="merge runs of other kernel builds or nfsconf versions (a column "
+                             "per kernel)")
