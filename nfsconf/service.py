@@ -45,8 +45,16 @@ def run_kernels(opts: RunOptions, kernels: list[str], jobs: int) -> RunOutcome:
         raise UsageError(f"two --kernel values name the same directory: {', '.join(slugs)}")
     one = [dataclasses.replace(opts, kernel=k, out=out / s) for k, s in zip(kernels, slugs,
                                                                            strict=True)]
-    with ThreadPoolExecutor(max_workers=jobs) as pool:
+    from nfsconf.vm import runner
+
+    pool = ThreadPoolExecutor(max_workers=jobs)
+    try:
         outcomes = list(pool.map(lambda o: run_lane(o, tag=o.out.name), one))
+    except KeyboardInterrupt:
+        runner.CANCEL.set()  # the lanes' VMs power off; what they recorded stays
+        raise
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
     merged = load_runs([o.out for o in outcomes], allow_mixed=True)
     write_views(merged, out, ("terminal", "markdown", "junit", "html"))
     print("\n" + (out / "matrix.txt").read_text(), end="")

@@ -75,9 +75,11 @@ def _from_phases(setup: Phase | None, call: Phase | None, teardown: Phase | None
     if call.outcome == "failed":
         reason = call.message.removeprefix("AssertionError: ")
         if f"[Errno {errno.EOPNOTSUPP}]" in reason:
-            # not a SKIP: a server that cannot be exported fails every export scenario
-            return Verdict("FAIL", "not exportable (the server turned export support off): "
-                           + reason)
+            # not a SKIP: a server that cannot be exported fails every export scenario. The
+            # errno does not say why (the server turned export support off, or the kernel
+            # refuses this kind of handle, e.g. AT_HANDLE_CONNECTABLE without fh_to_parent)
+            return Verdict("FAIL", "not exportable: the kernel refused the handle "
+                           "(EOPNOTSUPP): " + reason)
         return Verdict("FAIL" if call.is_assert else "ERROR", reason)
     if teardown is not None and teardown.outcome == "failed":
         return Verdict("ERROR", "teardown: " + teardown.message)

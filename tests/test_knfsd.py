@@ -4,6 +4,7 @@ that run and measures it."""
 
 import json
 import os
+import signal
 import subprocess
 import sys
 
@@ -80,3 +81,28 @@ def test_selection_that_matches_nothing_in_the_guest_exits_2(tmp_path):
     # the guest got as far as its environment record, with the extra kernel parameter
     env = json.loads((tmp_path / "run" / "results.jsonl").read_text().splitlines()[0])
     assert "nfsconf.smoke=1" in env["kernel_cmdline"].split(), env["kernel_cmdline"]
+
+
+def test_sigterm_powers_off_every_vm_of_a_multi_kernel_run(tmp_path):
+    """Two kernels at once: SIGTERM after the first result ends the run with 130, both VMs
+    powered off (they run in threads, which no signal reaches), the results written kept."""
+    out = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "nfsconf.cli", "run", "--transport",
+                             "knfsd", "--kernel", "debian:bookworm", "--kernel", "debian:trixie",
+                             "--jobs", "2", "--profile", "bindfs", "--out", str(out)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:  # the first cell of either kernel
+            if "] [  1/" in line:
+                break
+        proc.send_signal(signal.SIGTERM)
+        rest, _ = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, rest[-2000:]
+    assert not subprocess.run(["pgrep", "-f", f"rwdir={out}"], capture_output=True).stdout
+    kept = [p for p in out.glob("*/results.jsonl") if '"kind": "result"' in p.read_text()]
+    assert kept, list(out.iterdir())

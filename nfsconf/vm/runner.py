@@ -17,6 +17,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -30,6 +31,8 @@ from nfsconf.vm.kernels import Kernel, read_image_release
 _SCRIPT_MARKER = b"virtme-ng-init: starting script"
 _MARKER_LINE = re.compile(r"\[\s*(\d+\.\d+)\] virtme-ng-init: starting script")
 _POLL = 0.1
+# set when the run is interrupted: every VM of this process powers off at its next poll
+CANCEL = threading.Event()
 _TERM_GRACE = 5.0
 _CONSOLE_TAIL = 4000
 
@@ -261,6 +264,8 @@ def _supervise(
                     scanned = size
             if rc is not None:
                 break
+            if CANCEL.is_set():  # Ctrl-C reaches the main thread only; VMs run in others
+                raise KeyboardInterrupt("VM run cancelled")
             if now >= timeout:
                 timed_out = True
                 break
