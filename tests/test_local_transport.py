@@ -2,6 +2,7 @@
 
 import errno
 import os
+import tempfile
 
 import pytest
 
@@ -9,7 +10,7 @@ from nfsconf.handles import decode_fid
 from nfsconf.lab import Lab
 from nfsconf.servers.builtin import find_profile
 from nfsconf.transports.base import verdict_of
-from nfsconf.transports.local import handle_size, name_to_handle
+from nfsconf.transports.local import connectable_supported, handle_size, name_to_handle
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root for FUSE mounts")
 
@@ -75,3 +76,19 @@ def test_identity_tells_objects_apart(bindfs_lab):
     with bindfs_lab.pinned(b):
         bindfs_lab.encode(b)
         assert verdict_of(a.identity, bindfs_lab.decode(b)) == "other"
+
+
+def test_connectable_probe_on_tmpfs_still_finds_the_flag(monkeypatch):
+    # tmpfs has no fh_to_parent: a connectable handle of a file there is EOPNOTSUPP on a
+    # kernel that knows AT_HANDLE_CONNECTABLE (the knfsd guest's tmpdir is such a tmpfs)
+    with open("/proc/mounts") as f:
+        assert any(line.split()[1:3] == ["/dev/shm", "tmpfs"] for line in f), "no tmpfs"
+    probe = tempfile.NamedTemporaryFile(dir="/dev/shm")
+    with probe, pytest.raises(OSError) as e:
+        name_to_handle(probe.name, connectable=True)
+    if e.value.errno == errno.EINVAL:
+        pytest.skip("kernel < 6.13: no AT_HANDLE_CONNECTABLE at all")
+    assert e.value.errno == errno.EOPNOTSUPP  # what the probe meets there
+    monkeypatch.setattr(tempfile, "tempdir", "/dev/shm")
+    known, why = connectable_supported.__wrapped__()
+    assert known and "EOPNOTSUPP" in why, why
