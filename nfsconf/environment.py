@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ctypes
 import datetime
+import functools
 import os
 import platform
 import select
@@ -57,6 +58,17 @@ def probe_fuse_init(timeout: float = 5.0) -> dict[str, Any]:
             "flags": flag_names(bits, minor, offer.dialect),
             "lookup_handle": {"dialect": offer.dialect, "why": offer.why,
                               "max_handle_sz": FUSE_MAX_HANDLE_SZ if offer.dialect else None}}
+
+
+@functools.cache
+def kernel_lookup_handle() -> tuple[str | None, str]:
+    """(dialect, why) of FUSE_LOOKUP_HANDLE as this kernel offers it in INIT, probed once per
+    process: a scenario that needs it SKIPs before mounting anything where it is not."""
+    try:
+        offer = probe_fuse_init()["lookup_handle"]
+    except (OSError, RuntimeError, TimeoutError) as e:
+        return None, f"FUSE INIT probe failed: {e}"
+    return offer["dialect"], offer["why"]
 
 
 def environment_record(transport: str, profiles: dict[str, str]) -> dict[str, Any]:

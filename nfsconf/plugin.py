@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from nfsconf import shard
+from nfsconf.environment import kernel_lookup_handle
 from nfsconf.evidence import Evidence
 from nfsconf.kmsg import KmsgWatch, kernel_trouble
 from nfsconf.lab import Lab, stop_all_labs
@@ -160,6 +161,11 @@ def lab(request: pytest.FixtureRequest, profile: Profile, transport_name: str,
                     "runs on the local transport")
     if transport_name == "local" and where == "nfs":
         pytest.skip("NFS wire check: runs on the ganesha and knfsd transports")
+    marker = request.node.get_closest_marker("scenario")
+    if marker is not None and marker.kwargs.get("lookup_handle"):
+        dialect, why = kernel_lookup_handle()
+        if dialect is None:
+            pytest.skip(f"LOOKUP_HANDLE not negotiated: {why}")
     the_lab = Lab(profile, transport_name).start()
     request.node.stash.setdefault(_LABS, []).append(the_lab)
     evidence.note("server_pid", the_lab.server.pid if the_lab.server else None)

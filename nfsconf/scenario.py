@@ -35,17 +35,20 @@ WHERE = ("local", "nfs", "any")
 
 
 def scenario(sid: str, level: str, *, claim: str | None = None, certify: int | None = None,
-             advisory: bool = False, where: str = "any",
-             timeout: float | None = None) -> pytest.MarkDecorator:
+             advisory: bool = False, where: str = "any", timeout: float | None = None,
+             lookup_handle: bool = False) -> pytest.MarkDecorator:
     """The one marker of a scenario: its stable ID, MUST/SHOULD, the profile claim it checks,
     the certification level it counts for (docs/certification.md: required for the level,
     or only reported on the certificate when `advisory`; None: it describes the kernel and
     belongs to no level), where it runs (local, nfs or any transport) and, for a scenario
-    that runs an outside suite taking its own time, its time limit instead of --timeout."""
+    that runs an outside suite taking its own time, its time limit instead of --timeout;
+    `lookup_handle`: it needs a kernel that offers FUSE_LOOKUP_HANDLE, and SKIPs before any
+    mount on one that does not (a kernel that breaks plain servers then cannot make it
+    ERROR at set-up)."""
     if level not in ("MUST", "SHOULD") or where not in WHERE:
         raise ValueError(f"{sid}: level {level!r} / where {where!r}")
     return pytest.mark.scenario(sid, level, claim=claim, certify=certify, advisory=advisory,
-                                where=where, timeout=timeout)
+                                where=where, timeout=timeout, lookup_handle=lookup_handle)
 
 
 class Cell:

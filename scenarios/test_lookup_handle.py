@@ -47,7 +47,7 @@ def check_part(part, want_handle, what):
         f"gave nodeid {part.nodeid:#x} {len(want_handle)} bytes {want_handle.hex()}")
 
 
-@scenario("LH-ENC", "MUST", claim="lookup_handle", where="local", certify=5)
+@scenario("LH-ENC", "MUST", claim="lookup_handle", where="local", certify=5, lookup_handle=True)
 @pytest.mark.parametrize("kind", KINDS)
 def test_lookup_handle_encode(cell, kind):
     """LH-ENC: a file or directory of a server that negotiated LOOKUP_HANDLE encodes as
@@ -65,7 +65,7 @@ def test_lookup_handle_encode(cell, kind):
         f"{len(handle.data)} fid bytes for a {len(fid.inode.handle)}-byte handle")
 
 
-@scenario("LH-CONN", "SHOULD", where="local", certify=5, advisory=True)
+@scenario("LH-CONN", "SHOULD", where="local", certify=5, advisory=True, lookup_handle=True)
 def test_lookup_handle_connectable(cell):
     """LH-CONN: AT_HANDLE_CONNECTABLE on a file gives 0x92 FILEID_FUSE_WITH_PARENT: the
     file's fuse_inode_handle as in its 0x91 handle, then its parent's, each with the
@@ -89,7 +89,7 @@ def test_lookup_handle_connectable(cell):
     check_part(fid.parent, given.get(parent.inode.nodeid), "parent part of 0x92")
 
 
-@scenario("LH-PARENT", "SHOULD", where="local", certify=5, advisory=True)
+@scenario("LH-PARENT", "SHOULD", where="local", certify=5, advisory=True, lookup_handle=True)
 def test_lookup_handle_parent_from_fid(cell):
     """LH-PARENT: after drop_caches a connectable 0x92 handle decodes to the file and the
     kernel reconnects it through the parent part of the fid (fh_to_parent)."""
@@ -125,7 +125,7 @@ def _sized_files(cell):
     return made
 
 
-@scenario("LH-SIZE", "MUST", where="local", certify=5)
+@scenario("LH-SIZE", "MUST", where="local", certify=5, lookup_handle=True)
 def test_lookup_handle_every_size(cell):
     """LH-SIZE: for every server handle size 1..max_handle_sz the kernel accepted, the fid is
     24 + size bytes and carries exactly the server's bytes, and after drop_caches it opens
@@ -163,7 +163,7 @@ def test_lookup_handle_every_size(cell):
                      f"{_ranges(sorted(bad))}; e.g. {bad[min(bad)]}")
 
 
-@scenario("LH-SIZE-RANGE", "SHOULD", where="local", certify=5, advisory=True)
+@scenario("LH-SIZE-RANGE", "SHOULD", where="local", certify=5, advisory=True, lookup_handle=True)
 def test_lookup_handle_size_range(cell):
     """LH-SIZE-RANGE: every handle size from 1 to the max_handle_sz the server announced is
     accepted in the reply and can be encoded (name_to_handle_at's 128-byte limit holds
@@ -190,7 +190,7 @@ def _ranges(ns):
 RESTARTS = ("remount", "handover", "sigkill")
 
 
-@scenario("LH-RESTART", "MUST", claim="restart", certify=5)
+@scenario("LH-RESTART", "MUST", claim="restart", certify=5, lookup_handle=True)
 @pytest.mark.parametrize("how", RESTARTS)
 @pytest.mark.parametrize("kind", KINDS)
 def test_lookup_handle_restart(cell, kind, how):
@@ -220,7 +220,7 @@ def test_lookup_handle_restart(cell, kind, how):
     assert not bad, f"after {how}: {len(bad)} of {len(objs)}: {bad}"
 
 
-@scenario("LH-STALE", "MUST", certify=5)
+@scenario("LH-STALE", "MUST", certify=5, lookup_handle=True)
 @pytest.mark.parametrize("cache", ("warm", "cold"))
 @pytest.mark.parametrize("kind", KINDS)
 def test_lookup_handle_unlinked(cell, kind, cache):
@@ -236,7 +236,7 @@ def test_lookup_handle_unlinked(cell, kind, cache):
     assert as_errno_name(outcome) in ("ESTALE", "ENOENT"), f"removed {kind}: {outcome}"
 
 
-@scenario("LH-REUSE", "MUST", where="local")
+@scenario("LH-REUSE", "MUST", where="local", lookup_handle=True)
 def test_lookup_handle_reused_nodeid(cell):
     """LH-REUSE: when a nodeid comes back for another file with another server handle, the
     old fid (which carries the old handle) must not open the new file: the handle is there
@@ -270,7 +270,7 @@ def test_lookup_handle_reused_nodeid(cell):
 HOSTILE_HANDLES = ("zero-handle", "oversize-handle", "short-handle")
 
 
-@scenario("HOSTILE-HANDLE", "MUST", where="local")
+@scenario("HOSTILE-HANDLE", "MUST", where="local", lookup_handle=True)
 @pytest.mark.parametrize("mode", HOSTILE_HANDLES)
 def test_hostile_lookup_handle(cell, mode):
     """HOSTILE-HANDLE: LOOKUP_HANDLE replies whose handle is empty (0 bytes), oversize
