@@ -4,6 +4,9 @@ process behind: the suite promises users the same."""
 from __future__ import annotations
 
 import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
 
 import psutil
 import pytest
@@ -98,3 +101,17 @@ def ref_mounts(tmp_path):
     for srv in servers:
         assert srv.holder is None
         assert srv.proc is None or srv.proc.returncode is not None, "server still running"
+
+
+@pytest.fixture
+def tmpfs_dir(tmp_path: Path) -> Iterator[Path]:
+    """A tmpfs of the test's own (tmpfs has no fh_to_parent and is not ext4): /dev/shm is
+    not a tmpfs everywhere, e.g. in a chroot whose /dev is a plain bind mount."""
+    d = tmp_path / "tmpfs"
+    d.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m,mode=0755", "nfsconf-test",
+                    str(d)], check=True)
+    try:
+        yield d
+    finally:
+        subprocess.run(["umount", str(d)], check=True)

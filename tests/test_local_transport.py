@@ -78,17 +78,15 @@ def test_identity_tells_objects_apart(bindfs_lab):
         assert verdict_of(a.identity, bindfs_lab.decode(b)) == "other"
 
 
-def test_connectable_probe_on_tmpfs_still_finds_the_flag(monkeypatch):
+def test_connectable_probe_on_tmpfs_still_finds_the_flag(monkeypatch, tmpfs_dir):
     # tmpfs has no fh_to_parent: a connectable handle of a file there is EOPNOTSUPP on a
     # kernel that knows AT_HANDLE_CONNECTABLE (the knfsd guest's tmpdir is such a tmpfs)
-    with open("/proc/mounts") as f:
-        assert any(line.split()[1:3] == ["/dev/shm", "tmpfs"] for line in f), "no tmpfs"
-    probe = tempfile.NamedTemporaryFile(dir="/dev/shm")
+    probe = tempfile.NamedTemporaryFile(dir=tmpfs_dir)
     with probe, pytest.raises(OSError) as e:
         name_to_handle(probe.name, connectable=True)
     if e.value.errno == errno.EINVAL:
         pytest.skip("kernel < 6.13: no AT_HANDLE_CONNECTABLE at all")
     assert e.value.errno == errno.EOPNOTSUPP  # what the probe meets there
-    monkeypatch.setattr(tempfile, "tempdir", "/dev/shm")
+    monkeypatch.setattr(tempfile, "tempdir", str(tmpfs_dir))
     known, why = connectable_supported.__wrapped__()
     assert known and "EOPNOTSUPP" in why, why

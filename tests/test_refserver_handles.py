@@ -175,13 +175,11 @@ def test_stable_handle_of_a_deleted_file_is_estale(lab) -> None:
     assert decode(lab.mnt, enc)[0] == "ESTALE"
 
 
-def test_stable_nodeids_on_a_non_ext4_source_use_the_state_map(tmp_path: Path) -> None:
-    shm = Path("/dev/shm")
-    if not any(m.mountpoint == "/dev/shm" and m.fstype == "tmpfs" for m in su.mountinfo()):
-        pytest.skip("no tmpfs on /dev/shm")
+def test_stable_nodeids_on_a_non_ext4_source_use_the_state_map(tmp_path: Path,
+                                                               tmpfs_dir: Path) -> None:
     import tempfile
 
-    with tempfile.TemporaryDirectory(dir=shm, prefix="nfsconf-ref-") as s:
+    with tempfile.TemporaryDirectory(dir=tmpfs_dir, prefix="nfsconf-ref-") as s:
         src, mnt, state = Path(s), tmp_path / "mnt", tmp_path / "state"
         mnt.mkdir()
         (src / "sub").mkdir()
