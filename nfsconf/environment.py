@@ -61,11 +61,18 @@ def probe_fuse_init(timeout: float = 5.0) -> dict[str, Any]:
 
 
 @functools.cache
+def _fuse_init() -> dict[str, Any]:
+    """The INIT probe once per process: the env record and the LOOKUP_HANDLE gate share it
+    (failures are not cached: each caller records its own)."""
+    return probe_fuse_init()
+
+
+@functools.cache
 def kernel_lookup_handle() -> tuple[str | None, str]:
     """(dialect, why) of FUSE_LOOKUP_HANDLE as this kernel offers it in INIT, probed once per
     process: a scenario that needs it SKIPs before mounting anything where it is not."""
     try:
-        offer = probe_fuse_init()["lookup_handle"]
+        offer = _fuse_init()["lookup_handle"]
     except (OSError, RuntimeError, TimeoutError) as e:
         return None, f"FUSE INIT probe failed: {e}"
     return offer["dialect"], offer["why"]
@@ -73,7 +80,7 @@ def kernel_lookup_handle() -> tuple[str | None, str]:
 
 def environment_record(transport: str, profiles: dict[str, str]) -> dict[str, Any]:
     try:
-        fuse: dict[str, Any] = probe_fuse_init()
+        fuse: dict[str, Any] = dict(_fuse_init())
     except (OSError, RuntimeError, TimeoutError) as e:
         fuse = {"error": str(e)}
     return {

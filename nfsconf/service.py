@@ -37,6 +37,7 @@ def run_kernels(opts: RunOptions, kernels: list[str], jobs: int) -> RunOutcome:
     run in OUT/<kernel>/, and one report over all of them in OUT (a column per kernel)."""
     from nfsconf.report.results import load_runs
     from nfsconf.report.views import write_views
+    from nfsconf.vm import runner
     from nfsconf.vm.lane import run_lane
 
     out = Path(opts.out or default_out("knfsd"))
@@ -45,8 +46,6 @@ def run_kernels(opts: RunOptions, kernels: list[str], jobs: int) -> RunOutcome:
         raise UsageError(f"two --kernel values name the same directory: {', '.join(slugs)}")
     one = [dataclasses.replace(opts, kernel=k, out=out / s) for k, s in zip(kernels, slugs,
                                                                            strict=True)]
-    from nfsconf.vm import runner
-
     pool = ThreadPoolExecutor(max_workers=jobs)
     try:
         outcomes = list(pool.map(lambda o: run_lane(o, tag=o.out.name), one))

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from nfsconf.errors import LaneError, NfsconfError, UsageError
-from nfsconf.report.results import RUNNING, Result, ResultsWriter
+from nfsconf.report.results import RUNNING, Result, ResultsWriter, read_results
 from nfsconf.run import RunOptions, RunOutcome, default_out, finish, preflight, profiles_of
 from nfsconf.vm.console import PANIC_ON_TROUBLE, KernelCrash, kernel_crash
 
@@ -175,7 +175,7 @@ def _record_running(out: Path, verdict: str, reason: str, evidence: dict) -> str
 
 def _has_results(out: Path) -> bool:
     path = out / "results.jsonl"
-    return path.exists() and '"kind": "result"' in path.read_text(errors="replace")
+    return path.exists() and bool(read_results(path)[1])
 
 
 def _last_lines(path: Path, n: int = 15) -> str:
