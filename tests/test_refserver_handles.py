@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
@@ -114,12 +115,27 @@ def test_volatile_nodeids_give_estale_or_the_same_file(lab) -> None:
     assert stale, "the ESTALE comes from the server's answer to LOOKUP(nodeid, '.')"
 
 
+def _wait_forgotten(trace_path: str, nodeid: int, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for r in trace_records(trace_path):
+            if r.get("op") == "FORGET" and r.get("nodeid") == nodeid and r.get("dropped"):
+                return
+            if r.get("op") == "BATCH_FORGET" and r.get("dropped") and any(
+                    n == nodeid for n, _ in r.get("forgets", [])):
+                return
+        time.sleep(0.01)
+    raise AssertionError(f"the server never dropped nodeid {nodeid} after drop_caches")
+
+
 def _reuse(lab, generation: str) -> tuple[Encoded, tuple[str, int | None, bytes | None], int]:
     """Encode A, let the kernel forget it, create B (reusing A's nodeid), decode A."""
     srv = lab.start(nodeid="volatile", generation=generation)
     (lab.src / "victim").write_bytes(b"marker:victim")
     enc = encode(lab.mnt, lab.src, "victim")
     drop_caches()  # the kernel FORGETs A: a volatile server frees its nodeid
+    # the FORGET is queued, not answered: create B only once the server has freed A's
+    _wait_forgotten(srv.trace_path, nodeid_of(enc))
     (lab.mnt / "newcomer").write_bytes(b"marker:newcomer")
     # an open fd pins B's inode (with the reused nodeid) even if someone drops caches now
     pin = os.open(lab.mnt / "newcomer", os.O_RDONLY)
