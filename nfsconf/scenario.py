@@ -22,7 +22,7 @@ import pytest
 
 from nfsconf.evidence import Evidence
 from nfsconf.lab import SEED_DIRS, SEED_FILES, Lab, time_scale
-from nfsconf.transports.base import MARKER_NAME, Handle, Identity, Obj, as_errno_name
+from nfsconf.transports.base import MARKER_NAME, Decoded, Handle, Identity, Obj, as_errno_name
 from nfsconf.transports.local import connectable_supported
 
 # Seed objects every profile serves, read-only images included.
@@ -30,6 +30,7 @@ SEED = {"file": "d0/f1", "dir": "d1/sub"}
 SEEDS = {"file": SEED_FILES, "dir": SEED_DIRS}
 KINDS = ("file", "dir")
 CACHES = ("warm", "cold")
+RESTARTS = ("remount", "handover", "sigkill")
 # where a scenario runs: exportfs level (name_to_handle_at on the FUSE mount), NFS wire, both
 WHERE = ("local", "nfs", "any")
 
@@ -108,9 +109,20 @@ class Cell:
         makes of it."""
         return self._decode(obj, label, judge=False)
 
-    def _decode(self, obj: Obj, label: str, judge: bool = True) -> str:
+    def decode_by(self, obj: Obj, label: str, present: Callable[[], Decoded]) -> str:
+        """Like decode, for a client of the scenario's own (an NFSv4.1 compound, the
+        kernel's NFS client): PRESENT shows the old handle to the server and says what
+        came back; the outcome and the kernel's requests are recorded the same way."""
+        outcome = self._decode(obj, label, present=present)
+        if outcome == "other":
+            raise AssertionError(f"WRONG OBJECT: {label}: handle of {obj.rel} opened "
+                                 f"{self.ev.data['decodes'][label]['got']}")
+        return outcome
+
+    def _decode(self, obj: Obj, label: str, judge: bool = True,
+                present: Callable[[], Decoded] | None = None) -> str:
         _, start = self.lab.trace_since(self._trace_at)
-        got = self.lab.decode(obj)
+        got = present() if present is not None else self.lab.decode(obj)
         outcome = self.ev.decoded(label, obj, got)
         asked = self._kernel_requests(start)
         if asked:
@@ -135,8 +147,40 @@ class Cell:
             out.append(f"{r['op']}({r.get('nodeid', 0):#x}, {r['name']!r}{via}) -> {answer}")
         return out
 
+    def unsent_handles(self, labels: list[str]) -> str:
+        """For failed decodes of LOOKUP_HANDLE fids: the kernel's part, when it looked the
+        object up by nodeid alone, i.e. sent LOOKUP_HANDLE(nodeid, '.') without the server's
+        handle that the fid carries; '' otherwise."""
+        decodes = self.ev.data.get("decodes", {})
+        bare = sorted({a.split(" ->")[0] for label in labels
+                       for a in decodes.get(label, {}).get("kernel_asked", [])
+                       if a.startswith("LOOKUP_HANDLE(") and "'.', no handle" in a})
+        if not bare:
+            return ""
+        return (f"; the kernel looked the object up by nodeid alone: {', '.join(bare[:3])} "
+                "carried none of the handle bytes in the fid, so a server whose nodeids do "
+                "not outlive it cannot find the object")
+
     def drop_caches(self) -> None:
         self.lab.drop_caches()
+
+    def restart_server(self, how: str, objs: list[Obj]) -> None:
+        """Restart the server HOW (one of RESTARTS: unmount + mount, the /dev/fuse fd handed
+        to a successor, SIGKILL + takeover), then drop caches so that every old handle has
+        to be looked up again. After a remount OBJS expect the new mount's st_dev."""
+        if how not in RESTARTS:
+            raise ValueError(f"restart {how!r}: not one of {RESTARTS}")
+        ref = self.require_ref()
+        if how == "remount":
+            self.lab.restart()
+        elif how == "handover":
+            ref.live_restart()
+        else:
+            ref.kill_and_takeover()
+        self.drop_caches()
+        if how == "remount":
+            for obj in objs:
+                self.lab.remounted(obj)  # a new mount: new st_dev (the inode number stays)
 
     def wait_trace(self, match: Callable[[dict[str, Any]], bool], since: int = 0,
                    timeout: float = 10.0) -> dict[str, Any]:

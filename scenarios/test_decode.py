@@ -30,7 +30,7 @@ def test_decode_cold(cell, kind):
     """DEC-COLD: after drop_caches the handle still opens the same object (the server kept
     its nodeids and answers LOOKUP(nodeid, ".") — and "..", for a directory)."""
     outcome = cell.roundtrip(cell.seed(kind))
-    assert outcome == "same", f"cold decode: {outcome}"
+    assert outcome == "same", f"cold decode: {outcome}" + cell.unsent_handles(["cold"])
 
 
 @scenario("STABLE", "SHOULD", claim="cold_decode", certify=2)

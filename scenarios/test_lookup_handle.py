@@ -12,7 +12,7 @@ import pytest
 
 from nfsconf.handles import FILEID_FUSE_WITH_PARENT, FILEID_FUSE_WITHOUT_PARENT, decode_fid
 from nfsconf.handles.fusefh import SIZEOF_FUSE_INODE_HANDLE
-from nfsconf.scenario import KINDS, SEED, scenario
+from nfsconf.scenario import KINDS, RESTARTS, SEED, scenario
 from nfsconf.transports.base import as_errno_name
 
 
@@ -187,9 +187,6 @@ def _ranges(ns):
     return ",".join(out)
 
 
-RESTARTS = ("remount", "handover", "sigkill")
-
-
 @scenario("LH-RESTART", "MUST", claim="restart", certify=5, lookup_handle=True)
 @pytest.mark.parametrize("how", RESTARTS)
 @pytest.mark.parametrize("kind", KINDS)
@@ -199,25 +196,15 @@ def test_lookup_handle_restart(cell, kind, how):
     (handover; SIGKILL + takeover): the proposal's promise. The evidence names the request
     the kernel used to find each object again."""
     cell.require_lookup_handle()
-    ref = cell.require_ref()
     objs = cell.seeds(kind)
     for obj in objs:
         cell.encode(obj)
-    if how == "remount":
-        cell.lab.restart()
-    elif how == "handover":
-        ref.live_restart()
-    else:
-        ref.kill_and_takeover()
-    cell.drop_caches()
-    outcomes = {}
-    for obj in objs:
-        if how == "remount":
-            cell.lab.remounted(obj)  # a new mount: new st_dev (the inode number stays)
-        outcomes[obj.rel] = cell.decode(obj, obj.rel)
+    cell.restart_server(how, objs)
+    outcomes = {obj.rel: cell.decode(obj, obj.rel) for obj in objs}
     cell.note("outcomes", outcomes)
     bad = {rel: o for rel, o in outcomes.items() if o != "same"}
-    assert not bad, f"after {how}: {len(bad)} of {len(objs)}: {bad}"
+    assert not bad, f"after {how}: {len(bad)} of {len(objs)}: {bad}" + cell.unsent_handles(
+        list(bad))
 
 
 @scenario("LH-STALE", "MUST", certify=5, lookup_handle=True)

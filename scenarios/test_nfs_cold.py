@@ -14,11 +14,9 @@ from nfsconf.scenario import KINDS, scenario
 
 def _v4_fh(cell, rel):
     """The object's NFSv4 handle, taken by name while it is cached."""
-    v4 = cell.lab.transport.v4
-    res = v4.lookup_path(cell.lab.transport.v4_path(cell.lab.path(rel)))
-    assert res.ok and res.fh, f"LOOKUP {rel}: {res.status.name}"
-    cell.note(f"fh {rel}", res.fh.hex())
-    return res.fh
+    fh = cell.lab.transport.v4_handle(cell.lab.path(rel))
+    cell.note(f"fh {rel}", fh.hex())
+    return fh
 
 
 def _status(res):

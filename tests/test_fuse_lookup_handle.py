@@ -6,6 +6,7 @@ reference server's request engine (Server.process) the bytes such a kernel would
 
 from __future__ import annotations
 
+import errno
 import os
 import struct
 from pathlib import Path
@@ -283,6 +284,35 @@ def test_server_v2_lookup_handle_bytes(engine) -> None:
     f_entry, f_fh = lh.V2.decode_entry(body)
     assert err == 0 and f_entry.attr.ino == os.stat(src / "d" / "f").st_ino
     assert s.node_from_handle(f_fh).ino == f_entry.attr.ino  # the handle finds the file again
+
+
+@pytest.mark.parametrize("salt", ["none", "instance"])
+def test_server_v2_finds_a_renumbered_node_by_its_handle(engine, salt: str) -> None:
+    """A handle of an earlier instance of a counter-nodeid server: the new instance does not
+    know the nodeid, and finds the file by the handle the kernel sent with LOOKUP_HANDLE
+    "." (ESTALE without one, and for handles salted per instance)."""
+    src, make = engine
+    knobs = {"nodeid": "volatile", "generation": "bump", "handle_salt": salt}
+    first = make(**knobs)
+    _init(first, 45, KERNEL_FLAGS | lh.FUSE_HAS_LOOKUP_HANDLE)
+    _err, body = _reply(first, abi.pack_request(54, 4, 1, lh.V2.encode_lookup_request(b"d")))
+    d_entry, d_fh = lh.V2.decode_entry(body)
+    req = abi.pack_request(54, 6, d_entry.nodeid, lh.V2.encode_lookup_request(b"f", d_fh))
+    _err, body = _reply(first, req)
+    f_entry, f_fh = lh.V2.decode_entry(body)
+    second = make(**knobs)
+    _init(second, 45, KERNEL_FLAGS | lh.FUSE_HAS_LOOKUP_HANDLE)
+    err, _ = _reply(second, abi.pack_request(54, 8, f_entry.nodeid,
+                                             lh.V2.encode_lookup_request(b".")))
+    assert err == -errno.ESTALE  # the nodeid alone names nothing in this instance
+    err, body = _reply(second, abi.pack_request(54, 10, f_entry.nodeid,
+                                                lh.V2.encode_lookup_request(b".", f_fh)))
+    if salt == "instance":
+        assert err == -errno.ESTALE
+        return
+    assert err == 0
+    entry, fh = lh.V2.decode_entry(body)
+    assert entry.attr.ino == os.stat(src / "d" / "f").st_ino and fh == f_fh
 
 
 def test_server_v2_appends_handles_to_create_and_mkdir(engine) -> None:

@@ -55,6 +55,13 @@ def test_lookup_handle_smoke(lh_tree, tmp_path):
     for how in ("remount", "handover", "sigkill"):
         restart = cell[("LH-RESTART", f"file-{how}", "local")]
         assert restart["verdict"] == "PASS", restart
+        # the same promise through NFS: raw v4.1 PUTFH, and the kernel's v3 client holding
+        # the file open; knfsd's GETATTR/READ on the old handle went to LOOKUP_HANDLE
+        for client in ("v4.1", "kclient-v3"):
+            nfs = cell[("LH-RESTART-NFS", f"{client}-file-{how}", "knfsd")]
+            assert nfs["verdict"] == "PASS", nfs
+            asked = nfs["evidence"]["decodes"][f"{client} after {how}"]["kernel_asked"]
+            assert any(a.startswith("LOOKUP_HANDLE(") for a in asked), asked
 
     # the same scenarios on the series' base kernel: the feature is not offered, so the
     # LOOKUP_HANDLE scenarios say SKIP with the reason, never PASS

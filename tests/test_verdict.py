@@ -126,3 +126,22 @@ def test_claims(claimed, verdict_, broken):
     ("NFS3ERR_STALE", "error"), (None, "error")])
 def test_outcome_classes(outcome, cls):
     assert outcome_class(outcome) == cls
+
+
+def test_unsent_handles_names_lookups_by_nodeid_alone() -> None:
+    """The kernel's part of a failed LOOKUP_HANDLE decode is named only when its '.' lookup
+    carried no handle; a LOOKUP_HANDLE with the handle, or a plain LOOKUP, adds nothing."""
+    from nfsconf.evidence import Evidence
+    from nfsconf.scenario import Cell
+
+    ev = Evidence()
+    cell = Cell(None, ev)  # type: ignore[arg-type]  # the hint reads the evidence only
+    ev.data["decodes"] = {
+        "bare": {"kernel_asked": ["LOOKUP_HANDLE(0x6, '.', no handle) -> ESTALE"]},
+        "sent": {"kernel_asked": ["LOOKUP_HANDLE(0x6, '.', handle 0a0b) -> ESTALE"]},
+        "classic": {"kernel_asked": ["LOOKUP(0x6, '.') -> ESTALE"]},
+    }
+    hint = cell.unsent_handles(["bare", "sent", "classic"])
+    assert "LOOKUP_HANDLE(0x6, '.', no handle)" in hint and "by nodeid alone" in hint
+    assert "handle 0a0b" not in hint
+    assert cell.unsent_handles(["sent", "classic", "missing"]) == ""

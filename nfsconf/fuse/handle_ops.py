@@ -1,9 +1,10 @@
 """The reference server's side of FUSE_LOOKUP_HANDLE (RFC v2 and v3): its operations.
 
 Active only when INIT negotiated a dialect, which needs a kernel offering
-FUSE_HAS_LOOKUP_HANDLE; none on this machine does, so the byte-level tests drive these
-handlers through Server.process. Wire layouts live in lookup_handle.py, the server's
-handles (and the hostile modes that spoil them) in handles.py.
+FUSE_HAS_LOOKUP_HANDLE (the RFC v2 series, `nfsconf kernel build`); the byte-level
+tests also drive these handlers through Server.process. Wire layouts live in
+lookup_handle.py, the server's handles (and the hostile modes that spoil them) in
+handles.py.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from . import lookup_handle as lh
 from .abi import Op
 from .config import Negotiated
 from .handles import Handles
-from .nodes import Node
+from .nodes import Node, StaleNode
 from .ops import Passthrough
 from .request import NO_REPLY, Handler, Req
 
@@ -53,7 +54,7 @@ class LookupHandleOps:
         name, parent_fh = lh.V2.decode_lookup_request(bytes(r.payload))
         r.info["name"] = name
         r.info["parent_handle"] = parent_fh.data.hex() if parent_fh else None
-        parent = self.ops.node(r)
+        parent = self._named(r, parent_fh)
         if name in (b".", b".."):
             entry = self.ops.lookup_dot(r, parent, name)
             if entry is NO_REPLY:
@@ -64,6 +65,20 @@ class LookupHandleOps:
             entry = self.ops.entry(node, st, r)
         wire = self.handles.v2_wire(self.handles.server_handle(node), r)
         return entry + wire  # type: ignore[operator]
+
+    def _named(self, r: Req, fh: lh.FileHandle | None) -> Node:
+        """The node a v2 LOOKUP_HANDLE names: by its nodeid, or, when this instance does
+        not know the nodeid (a restart renumbered it) and the kernel sent the node's
+        handle, by that handle: the handle is what outlives a server instance."""
+        try:
+            return self.ops.node(r)
+        except StaleNode as e:
+            if fh is None or self.handles.cfg.hostile:
+                raise
+            node = self.handles.node_from_handle(fh)
+            r.info["by_handle"] = f"nodeid {r.nodeid:#x} unknown ({e.strerror}); the " \
+                f"handle names nodeid {node.nodeid:#x}"
+            return node
 
     def op_lookup_handle_v3(self, r: Req) -> tuple[bytes, Node]:
         name, parent_fh = lh.V3.decode_lookup_request(bytes(r.payload), r.extlen)

@@ -14,7 +14,7 @@ import struct
 
 from . import lookup_handle as lh
 from .config import Config, Negotiated
-from .nodes import Node, NodeTable, StaleNode
+from .nodes import Node, NodeTable
 from .request import Req
 
 _HS_NAME = re.compile(rb"hs(\d{1,3})")
@@ -60,7 +60,9 @@ class Handles:
         for node in self.table.by_id.values():
             if node.htype == htype and node.hdata == hdata:
                 return node
-        raise StaleNode(0, "volatile server does not know this handle")
+        # a handle of an earlier instance: the backing file is found again by the handle
+        # within it (an unsalted handle outlives the nodeid counter of its instance)
+        return self.table.reopen(htype, hdata)
 
     def v2_handle(self, node: Node, r: Req) -> bytes:
         """RFC v2 appends the server's handle to every entry reply (CREATE, MKNOD, MKDIR,

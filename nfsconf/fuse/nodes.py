@@ -156,6 +156,24 @@ class NodeTable:
         self.by_ino[ino] = node
         return node
 
+    def reopen(self, htype: int, hdata: bytes) -> Node:
+        """The node of a backing file known only by its handle (a handle of an earlier
+        server instance): reopened on the source, given a nodeid as if found by name."""
+        try:
+            fd = su.open_by_handle_at(self.root_fd, su.make_handle_buffer(htype, hdata),
+                                      os.O_PATH | os.O_NOFOLLOW)
+        except OSError as e:
+            if e.errno in (errno.ESTALE, errno.ENOENT, errno.EINVAL):
+                raise StaleNode(0, f"handle: open_by_handle_at: {e.strerror}") from None
+            raise
+        try:
+            st = os.fstat(fd)
+        finally:
+            os.close(fd)
+        if st.st_dev != self.dev:
+            raise StaleNode(0, "handle resolves outside the source filesystem")
+        return self.node_for(htype, hdata, st.st_ino)
+
     def add_alias(self, nodeid: int, generation: int, target: Node) -> Node:
         """Bind ``nodeid`` to ``target``'s file (hostile modes); replaces what it named."""
         old = self.by_id.get(nodeid)

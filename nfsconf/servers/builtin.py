@@ -71,6 +71,11 @@ REFERENCE: tuple[Profile, ...] = (
          Claims(export_support=True, cold_decode=True, restart=True, live_restart=True,
                 lookup_handle=True),
          nodeid="stable", lookup_handle="auto"),
+    _ref("ref-lh-handles", "reference server speaking LOOKUP_HANDLE; counter nodeids, "
+                           "handles from the backing file: only the handle outlives a "
+                           "restart",
+         Claims(export_support=True, lookup_handle=True), nodeid="volatile",
+         generation="bump", lookup_handle="auto"),
     _ref("ref-lh-volatile", "reference server speaking LOOKUP_HANDLE; counter nodeids and "
                             "handles salted per server instance: nothing survives a restart",
          Claims(export_support=True, lookup_handle=True), nodeid="volatile",

@@ -25,8 +25,13 @@ def _status_name(status: Nfs3Status) -> str:
     return status.name if isinstance(status, Nfs3Status) else str(status)
 
 
-_ERRNO_OF = {"NFS3ERR_STALE": errno.ESTALE, "NFS3ERR_NOENT": errno.ENOENT,
-             "NFS3ERR_BADHANDLE": errno.EBADF, "NFS3ERR_IO": errno.EIO}
+# NFS3ERR_X and NFS4ERR_X, by X
+_ERRNO_OF = {"STALE": errno.ESTALE, "NOENT": errno.ENOENT, "BADHANDLE": errno.EBADF,
+             "IO": errno.EIO}
+
+
+def _errno_of(status_name: str) -> int:
+    return _ERRNO_OF.get(status_name.partition("ERR_")[2], errno.EIO)
 
 
 class NfsTransport:
@@ -87,6 +92,15 @@ class NfsTransport:
             self._v4.establish()
         return self._v4
 
+    def v4_handle(self, path: Path) -> bytes:
+        """PATH's NFSv4 handle, looked up by name from the pseudo-root."""
+        res = self.v4.lookup_path(self.v4_path(path))
+        if not res.ok or not res.fh:
+            name = (res.failed or res).status.name
+            raise OSError(_errno_of(name),
+                          f"LOOKUP {self.v4_path(path)}: {name}")
+        return res.fh
+
     def v4_path(self, path: Path) -> str:
         rel = os.path.relpath(path, self.mountpoint)
         base = self.exporter.v4_path.rstrip("/")
@@ -102,7 +116,7 @@ class NfsTransport:
             res = self.client.lookup_path(self.root_fh, rel)
             if not res.ok:
                 name = _status_name(res.status)
-                raise OSError(_ERRNO_OF.get(name, errno.EIO), f"LOOKUP {rel}: {name}")
+                raise OSError(_errno_of(name), f"LOOKUP {rel}: {name}")
             fh = res.fh
         return Handle(NFS_FH, fh)
 
