@@ -4,8 +4,10 @@ A cell is PASS, FAIL, ERROR, SKIP or XFAIL. What the scenario's own phases say c
 before it, in this order: a kernel that logged trouble (WARN, BUG, oops) fails the cell; a
 handle that opened another object fails it whatever else happened; a time limit or an
 exception inside the reference server makes it ERROR (the suite cannot vouch for what it
-saw). Decode outcomes fall into three classes (the same object, an error, another object);
-the diff compares classes, not errno names.
+saw). Of the scenario's own exceptions, EOPNOTSUPP and ESTALE are answers of the system
+under test (FAIL); any other is the suite's (ERROR). Decode outcomes fall into three
+classes (the same object, an error, another object); the diff compares classes, not errno
+names.
 """
 
 from __future__ import annotations
@@ -80,6 +82,11 @@ def _from_phases(setup: Phase | None, call: Phase | None, teardown: Phase | None
             # refuses this kind of handle, e.g. AT_HANDLE_CONNECTABLE without fh_to_parent)
             return Verdict("FAIL", "not exportable: the kernel refused the handle "
                            "(EOPNOTSUPP): " + reason)
+        if f"[Errno {errno.ESTALE}]" in reason and not call.is_assert:
+            # ESTALE is an answer of the system under test, never of the suite: a live,
+            # cached object it could not name or reach (knfsd refusing a handle it just
+            # made, the FUSE mount failing a walk) is a failure it found, not an ERROR
+            return Verdict("FAIL", "ESTALE on a live object: " + reason)
         return Verdict("FAIL" if call.is_assert else "ERROR", reason)
     if teardown is not None and teardown.outcome == "failed":
         return Verdict("ERROR", "teardown: " + teardown.message)

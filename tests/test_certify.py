@@ -134,3 +134,16 @@ def test_rules():
     only_skips = [r if r.id not in LEVELS[3].must else Result(r.id, "", "MUST", "p", "local",
                                                              "SKIP") for r in _cells()]
     assert _level(only_skips) == 2  # a level of nothing but SKIP is not earned
+
+
+def test_blocking_items_name_what_ran_and_what_did_not():
+    """A level whose cells all SKIPped names the scenarios that SKIPped; one of its
+    scenarios without any cell is named once, as not run."""
+    five = LEVELS[5]
+    first, *rest = five.must
+    results = [r if r.id not in five.must else Result(r.id, "", "MUST", "p", "local", "SKIP")
+               for r in _cells() if r.id != first]
+    status = certify(Run(Path("r"), [{"kernel": "k"}], results), "p").levels[5]
+    assert not status.earned
+    by_cell = {item.cell: item.scenario for item in status.blocking}
+    assert by_cell == {"not run": first, "all SKIP": ",".join(rest)}

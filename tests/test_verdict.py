@@ -51,6 +51,15 @@ def test_eopnotsupp_is_fail_not_exportable():
     assert out[0] == "FAIL" and out[1].startswith("not exportable")
 
 
+def test_estale_outside_a_decode_is_fail():
+    """ESTALE raised while the scenario sets up its handles (knfsd refusing the handle of a
+    file it just looked up) is the system's failure; other errors stay ERROR."""
+    msg = f"OSError: [Errno {errno.ESTALE}] LOOKUP d0/f1: NFS3ERR_STALE"
+    out = v(call=Phase("failed", msg))
+    assert out == ("FAIL", "ESTALE on a live object: " + msg)
+    assert v(call=Phase("failed", f"OSError: [Errno {errno.EIO}] x"))[0] == "ERROR"
+
+
 def test_xfail_and_xpass():
     assert v(call=Phase("skipped", "", xfail="kernel trusts the server")) == (
         "XFAIL", "kernel trusts the server")
