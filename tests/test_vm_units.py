@@ -257,3 +257,21 @@ def test_private_sources_per_suite(suite, pockets):
                           Path("/k.gpg"))
     assert [ln.split()[3] for ln in lines] == pockets
     assert all(ln.startswith("deb [signed-by=/k.gpg] http://") for ln in lines)
+
+
+def test_pack_of_changed_code_keeps_the_tar_a_running_lane_booted_with(tmp_path):
+    """A second run of changed code packs the directory again; the first run's tar stays,
+    so its next boot (after a kernel crash) runs the code it started with."""
+    from nfsconf.vm.pack import pack_dir
+
+    top, cache = tmp_path / "pkg", tmp_path / "cache"
+    top.mkdir()
+    (top / "a.py").write_text("A = 1\n")
+    first = pack_dir(top, cache)
+    (top / "a.py").write_text("A = 22\n")  # another size: another content key
+    second = pack_dir(top, cache)
+    assert second != first and first.is_file() and second.is_file()
+    os.utime(first, (0, 0))  # unused for long: the next packing removes it
+    (top / "a.py").write_text("A = 333\n")
+    third = pack_dir(top, cache)
+    assert not first.exists() and second.is_file() and third.is_file()

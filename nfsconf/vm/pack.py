@@ -9,12 +9,14 @@ the same (tracebacks, __file__, the trace), only the reads get local.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shlex
 import sys
 import sysconfig
 import tarfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -87,15 +89,25 @@ def content_key(top: Path) -> str:
     return h.hexdigest()[:16]
 
 
+# Earlier contents of a directory are removed only when no run has used them for this
+# long: a run boots its VM again after every kernel crash and must find the tars it started
+# with, whatever another run of changed code packed meanwhile.
+STALE_AFTER = 2 * 86400.0
+
+
 def pack_dir(top: Path, cache: Path) -> Path:
-    """TOP as a tar in CACHE, made once per content."""
+    """TOP as a tar in CACHE, made once per content (and touched on every use)."""
     key = content_key(top)
     tar = cache / f"{top.name}-{hashlib.sha256(str(top).encode()).hexdigest()[:8]}-{key}.tar"
     if tar.is_file():
+        os.utime(tar)
         return tar
     cache.mkdir(parents=True, exist_ok=True)
+    now = time.time()
     for old in cache.glob(f"{tar.name.rsplit('-', 1)[0]}-*.tar"):
-        old.unlink(missing_ok=True)  # earlier contents of the same directory
+        with contextlib.suppress(FileNotFoundError):
+            if now - old.stat().st_mtime > STALE_AFTER:
+                old.unlink()
     tmp = tar.with_suffix(f".tmp{os.getpid()}")
     skip = _skipped(top)
     # records of 1 MiB: the guest reads the tar over 9p in as few round trips as it can
