@@ -182,6 +182,10 @@ def run_in_vm(
     kargs = list(append or [])
     if fast_boot:
         kargs.append("module_blacklist=" + ",".join(FAST_BOOT_BLACKLIST))
+        # the crypto self-tests run at boot for every algorithm registered; under TCG on
+        # an oversubscribed host one stalled 261 s (soft lockup in alg_test) and the VM
+        # missed its time limit. Nothing here relies on them.
+        kargs.append("cryptomgr.notests")
     for a in kargs:
         argv += ["--append", a]
     if cwd is not None:
