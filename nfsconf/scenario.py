@@ -82,11 +82,15 @@ class Cell:
         self.ev.encoded(label or obj.rel, handle)
         return handle
 
-    def decode(self, obj: Obj, label: str) -> str:
+    def decode(self, obj: Obj, label: str,
+               present: Callable[[], Decoded] | None = None) -> str:
         """Present OBJ's handle; record the outcome ('same', 'other' or an error name) and
-        what the kernel asked the reference server meanwhile. Another object fails the
-        cell at once: that is never acceptable, whatever the scenario is about."""
-        outcome = self._decode(obj, label)
+        what the kernel asked the reference server meanwhile. PRESENT, for a client of the
+        scenario's own (an NFSv4.1 compound, the kernel's NFS client), shows the old handle
+        to the server and says what came back; by default the lab's transport does. Another
+        object fails the cell at once: that is never acceptable, whatever the scenario is
+        about."""
+        outcome = self._decode(obj, label, present=present)
         if outcome == "other":
             seen = self.ev.data["decodes"][label]["got"]
             raise AssertionError(f"WRONG OBJECT: {label}: handle of {obj.rel} opened ino "
@@ -108,16 +112,6 @@ class Cell:
         itself puts another object behind a handle and the question is what the kernel
         makes of it."""
         return self._decode(obj, label, judge=False)
-
-    def decode_by(self, obj: Obj, label: str, present: Callable[[], Decoded]) -> str:
-        """Like decode, for a client of the scenario's own (an NFSv4.1 compound, the
-        kernel's NFS client): PRESENT shows the old handle to the server and says what
-        came back; the outcome and the kernel's requests are recorded the same way."""
-        outcome = self._decode(obj, label, present=present)
-        if outcome == "other":
-            raise AssertionError(f"WRONG OBJECT: {label}: handle of {obj.rel} opened "
-                                 f"{self.ev.data['decodes'][label]['got']}")
-        return outcome
 
     def _decode(self, obj: Obj, label: str, judge: bool = True,
                 present: Callable[[], Decoded] | None = None) -> str:

@@ -120,7 +120,7 @@ def test_lookup_handle_restart_nfs_clients(cell, client, kind, how):
             present = _kclient_present(obj, fd)
         cell.restart_server(how, [obj])
         label = f"{client} after {how}"
-        outcome = cell.decode_by(obj, label, present)
+        outcome = cell.decode(obj, label, present)
     finally:
         if fd is not None:
             os.close(fd)

@@ -57,11 +57,8 @@ class Handles:
         hdata = fh.data[salt + 5:salt + 5 + n]
         if self.table.mode == "stable":
             return self.table.get(self.table.stable_id(htype, hdata))
-        for node in self.table.by_id.values():
-            if node.htype == htype and node.hdata == hdata:
-                return node
-        # a handle of an earlier instance: the backing file is found again by the handle
-        # within it (an unsalted handle outlives the nodeid counter of its instance)
+        # the known node of that file, or (a handle of an earlier instance: an unsalted
+        # handle outlives the nodeid counter of its instance) the file found again
         return self.table.reopen(htype, hdata)
 
     def v2_handle(self, node: Node, r: Req) -> bytes:

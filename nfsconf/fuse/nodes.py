@@ -157,21 +157,10 @@ class NodeTable:
         return node
 
     def reopen(self, htype: int, hdata: bytes) -> Node:
-        """The node of a backing file known only by its handle (a handle of an earlier
-        server instance): reopened on the source, given a nodeid as if found by name."""
-        try:
-            fd = su.open_by_handle_at(self.root_fd, su.make_handle_buffer(htype, hdata),
-                                      os.O_PATH | os.O_NOFOLLOW)
-        except OSError as e:
-            if e.errno in (errno.ESTALE, errno.ENOENT, errno.EINVAL):
-                raise StaleNode(0, f"handle: open_by_handle_at: {e.strerror}") from None
-            raise
-        try:
-            st = os.fstat(fd)
-        finally:
-            os.close(fd)
-        if st.st_dev != self.dev:
-            raise StaleNode(0, "handle resolves outside the source filesystem")
+        """The node of a backing file known only by its handle (one of an earlier server
+        instance): the known node of that file, or a new one as if found by name."""
+        fd, st = self._open_backing(0, su.make_handle_buffer(htype, hdata))
+        os.close(fd)
         return self.node_for(htype, hdata, st.st_ino)
 
     def add_alias(self, nodeid: int, generation: int, target: Node) -> Node:
@@ -204,9 +193,19 @@ class NodeTable:
             raise StaleNode(nodeid, "no backing handle for this stable nodeid")
         htype, hdata = h
         probe = Node(nodeid, 0, htype, hdata, 0)
+        fd, st = self._open_backing(nodeid, probe.handle_buffer())
+        probe.ino = st.st_ino
+        self._last = (probe, st)
+        self.by_id[nodeid] = probe
+        self.by_ino.setdefault(st.st_ino, probe)
+        self._cache_fd(probe, fd)
+        return probe
+
+    def _open_backing(self, nodeid: int, handle_buffer: bytes) -> tuple[int, os.stat_result]:
+        """An O_PATH fd of the backing file behind a handle, and its stat; StaleNode (for
+        NODEID) where the source no longer has it or it lies outside the source fs."""
         try:
-            fd = su.open_by_handle_at(self.root_fd, probe.handle_buffer(),
-                                      os.O_PATH | os.O_NOFOLLOW)
+            fd = su.open_by_handle_at(self.root_fd, handle_buffer, os.O_PATH | os.O_NOFOLLOW)
         except OSError as e:
             if e.errno in (errno.ESTALE, errno.ENOENT, errno.EINVAL):
                 raise StaleNode(nodeid, f"open_by_handle_at: {e.strerror}") from None
@@ -215,12 +214,7 @@ class NodeTable:
         if st.st_dev != self.dev:
             os.close(fd)
             raise StaleNode(nodeid, "handle resolves outside the source filesystem")
-        probe.ino = st.st_ino
-        self._last = (probe, st)
-        self.by_id[nodeid] = probe
-        self.by_ino.setdefault(st.st_ino, probe)
-        self._cache_fd(probe, fd)
-        return probe
+        return fd, st
 
     def fresh_stat(self, node: Node) -> os.stat_result:
         """fstat of the node, reusing the one get() just took when it resolved the node."""
