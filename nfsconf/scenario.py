@@ -144,11 +144,12 @@ class Cell:
     def unsent_handles(self, labels: list[str]) -> str:
         """For failed decodes of LOOKUP_HANDLE fids: the kernel's part, when it looked the
         object up by nodeid alone, i.e. sent LOOKUP_HANDLE(nodeid, '.') without the server's
-        handle that the fid carries; '' otherwise."""
+        handle that the fid carries, and the server could not answer; '' otherwise."""
         decodes = self.ev.data.get("decodes", {})
         bare = sorted({a.split(" ->")[0] for label in labels
                        for a in decodes.get(label, {}).get("kernel_asked", [])
-                       if a.startswith("LOOKUP_HANDLE(") and "'.', no handle" in a})
+                       if a.startswith("LOOKUP_HANDLE(") and "'.', no handle" in a
+                       and not a.split(" -> ")[-1].startswith("nodeid")})  # it failed
         if not bare:
             return ""
         return (f"; the kernel looked the object up by nodeid alone: {', '.join(bare[:3])} "
