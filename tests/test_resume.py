@@ -59,13 +59,15 @@ def _ours(tag):
 
 
 def _clean_up(tag):
-    """What a SIGKILLed run could not: unmount its labs and end its servers."""
-    for m in mounts():
-        if m.mountpoint.startswith(str(tag)):
-            umount(m.mountpoint, lazy=True)
+    """What a SIGKILLed run could not: end its servers and unmount its labs. The servers go
+    first: one the kill caught half way through its set-up can still mount after a sweep of
+    the mount table, and then stays mounted with nobody serving it."""
     for p in _ours(tag):
         p.kill()
     psutil.wait_procs(_ours(tag), timeout=10)
+    for m in mounts():
+        if m.mountpoint.startswith(str(tag)):
+            umount(m.mountpoint, lazy=True)
 
 
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])
