@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import errno
 import json
-import re
 import signal
 from collections.abc import Iterator
 from pathlib import Path
@@ -43,6 +42,7 @@ _LABS = pytest.StashKey[list[Lab]]()
 _TIMEOUT = pytest.StashKey[str]()
 _KMSG = pytest.StashKey[KmsgWatch]()
 _PHASES = pytest.StashKey[dict[str, pytest.TestReport]]()
+_ERRNOS = pytest.StashKey[dict[str, int]]()  # by phase: the errno of the OSError that failed it
 _TOTAL = pytest.StashKey[int]()
 _RECORDS = "nfsconf-records"  # the user property a teardown report carries them in
 _CONFIG: dict[str, pytest.Config] = {}  # the process's config, for the report hooks
@@ -166,6 +166,9 @@ def lab(request: pytest.FixtureRequest, profile: Profile, transport_name: str,
         dialect, why = kernel_lookup_handle()
         if dialect is None:
             pytest.skip(f"LOOKUP_HANDLE not negotiated: {why}")
+        if (profile.refserver or {}).get("lookup_handle") == "off":
+            # what the server's INIT would say; known before a mount it could break
+            pytest.skip("LOOKUP_HANDLE not negotiated: declined by the server's configuration")
     the_lab = Lab(profile, transport_name).start()
     request.node.stash.setdefault(_LABS, []).append(the_lab)
     evidence.note("server_pid", the_lab.server.pid if the_lab.server else None)
@@ -258,13 +261,13 @@ def _reason(rep: pytest.TestReport) -> str:
     return str(rep.longrepr).strip().splitlines()[-1][:300] if rep.longrepr else ""
 
 
-def _phase(rep: pytest.TestReport | None) -> Phase | None:
+def _phase(rep: pytest.TestReport | None, errno_: int | None = None) -> Phase | None:
     if rep is None:
         return None
     crash = getattr(rep.longrepr, "reprcrash", None)
     is_assert = crash is not None and str(crash.message).startswith("AssertionError")
     xfail = getattr(rep, "wasxfail", None)
-    return Phase(rep.outcome, _reason(rep), is_assert, xfail)
+    return Phase(rep.outcome, _reason(rep), is_assert, xfail, errno_)
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -272,6 +275,9 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     outcome = yield
     rep: pytest.TestReport = outcome.get_result()
     item.stash.setdefault(_PHASES, {})[rep.when] = rep
+    exc = call.excinfo.value if call.excinfo is not None else None
+    if isinstance(exc, OSError) and exc.errno is not None:
+        item.stash.setdefault(_ERRNOS, {})[rep.when] = exc.errno
     if rep.when == "teardown":
         # the records travel with the report: with --jobs, the process that writes
         # results.jsonl is not the worker that ran the cell
@@ -333,10 +339,13 @@ def _records(item: pytest.Item) -> list[Result]:
     facts = CellFacts(kernel_trouble=tuple(trouble), wrong_object=ev.wrong_object,
                       timeout=item.stash.get(_TIMEOUT, None),
                       server_errors=tuple(ev.data.get("server_exceptions", ())))
-    judged = judge(*(_phase(phases.get(k)) for k in ("setup", "call", "teardown")), facts)
+    errnos = item.stash.get(_ERRNOS, {})
+    judged = judge(*(_phase(phases.get(k), errnos.get(k))
+                     for k in ("setup", "call", "teardown")), facts)
     verdict, reason = judged.verdict, judged.reason
-    if ev.errno is None and (m := re.search(r"\[Errno (\d+)\]", reason)):
-        ev.errno = errno.errorcode.get(int(m.group(1)), m.group(1))
+    failed_with = next((errnos[k] for k in ("setup", "call", "teardown") if k in errnos), None)
+    if ev.errno is None and failed_with is not None:
+        ev.errno = errno.errorcode.get(failed_with, str(failed_with))
     extra = [Result(**{**cell, "id": x["id"], "variant": x["variant"], "level": "SHOULD",
                        "claim": None, "claimed": False,
                        "node": f"{cell['node']}::{x['id']}/{x['variant']}"},

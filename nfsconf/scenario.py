@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -43,13 +44,41 @@ def scenario(sid: str, level: str, *, claim: str | None = None, certify: int | N
     or only reported on the certificate when `advisory`; None: it describes the kernel and
     belongs to no level), where it runs (local, nfs or any transport) and, for a scenario
     that runs an outside suite taking its own time, its time limit instead of --timeout;
-    `lookup_handle`: it needs a kernel that offers FUSE_LOOKUP_HANDLE, and SKIPs before any
-    mount on one that does not (a kernel that breaks plain servers then cannot make it
-    ERROR at set-up)."""
+    `lookup_handle`: it needs a kernel that offers FUSE_LOOKUP_HANDLE and a server not
+    configured to decline it, and SKIPs before any mount otherwise (a kernel that breaks
+    plain servers then cannot make it ERROR at set-up)."""
     if level not in ("MUST", "SHOULD") or where not in WHERE:
         raise ValueError(f"{sid}: level {level!r} / where {where!r}")
     return pytest.mark.scenario(sid, level, claim=claim, certify=certify, advisory=advisory,
                                 where=where, timeout=timeout, lookup_handle=lookup_handle)
+
+
+@dataclass(frozen=True)
+class KernelRequest:
+    """A LOOKUP or LOOKUP_HANDLE of '.' or '..' the kernel sent the reference server to find
+    an object again, and the answer: the nodeid found, or the error."""
+
+    op: str
+    nodeid: int
+    name: str
+    handle: str | None  # hex of the server's handle the kernel sent with it
+    found: int | None
+    error: str | None
+
+    @property
+    def request(self) -> str:
+        via = f", handle {self.handle}" if self.handle else (
+            ", no handle" if self.op == "LOOKUP_HANDLE" else "")
+        return f"{self.op}({self.nodeid:#x}, {self.name!r}{via})"
+
+    @property
+    def bare(self) -> bool:
+        """LOOKUP_HANDLE of '.' by nodeid alone: none of the handle bytes the fid holds."""
+        return self.op == "LOOKUP_HANDLE" and self.name == "." and not self.handle
+
+    def __str__(self) -> str:
+        answer = f"nodeid {self.found:#x}" if self.found is not None else self.error
+        return f"{self.request} -> {answer}"
 
 
 class Cell:
@@ -57,6 +86,7 @@ class Cell:
         self.lab = lab
         self.ev = evidence
         self._trace_at = 0
+        self._asked: dict[str, list[KernelRequest]] = {}  # by decode label
 
     # -- objects ------------------------------------------------------------------------
     def seed(self, kind: str) -> Obj:
@@ -118,38 +148,28 @@ class Cell:
         _, start = self.lab.trace_since(self._trace_at)
         got = present() if present is not None else self.lab.decode(obj)
         outcome = self.ev.decoded(label, obj, got)
-        asked = self._kernel_requests(start)
+        asked = self._asked[label] = self._kernel_requests(start)
         if asked:
-            self.ev.data["decodes"][label]["kernel_asked"] = asked
+            self.ev.data["decodes"][label]["kernel_asked"] = [str(r) for r in asked]
         if outcome == "other" and judge:
             self.ev.wrong_object = True
         return outcome
 
-    def _kernel_requests(self, start: int) -> list[str]:
+    def _kernel_requests(self, start: int) -> list[KernelRequest]:
         """How the kernel looked the object up again: LOOKUP / LOOKUP_HANDLE of '.' and '..'
-        (with the parent's handle, if it sent one) and what the server answered."""
+        (with the handle, if it sent one) and what the server answered."""
         records, self._trace_at = self.lab.trace_since(start)
-        out = []
-        for r in records:
-            if r.get("op") not in ("LOOKUP", "LOOKUP_HANDLE") or r.get("name") not in (".", ".."):
-                continue
-            handle = r.get("parent_handle")
-            via = f", handle {handle}" if handle else (", no handle" if r["op"] ==
-                                                      "LOOKUP_HANDLE" else "")
-            reply = r.get("reply") or {}
-            answer = f"nodeid {reply['nodeid']:#x}" if "nodeid" in reply else r.get("result")
-            out.append(f"{r['op']}({r.get('nodeid', 0):#x}, {r['name']!r}{via}) -> {answer}")
-        return out
+        return [KernelRequest(r["op"], r.get("nodeid", 0), r["name"], r.get("parent_handle"),
+                              (r.get("reply") or {}).get("nodeid"), r.get("result"))
+                for r in records
+                if r.get("op") in ("LOOKUP", "LOOKUP_HANDLE") and r.get("name") in (".", "..")]
 
     def unsent_handles(self, labels: list[str]) -> str:
         """For failed decodes of LOOKUP_HANDLE fids: the kernel's part, when it looked the
         object up by nodeid alone, i.e. sent LOOKUP_HANDLE(nodeid, '.') without the server's
         handle that the fid carries, and the server could not answer; '' otherwise."""
-        decodes = self.ev.data.get("decodes", {})
-        bare = sorted({a.split(" ->")[0] for label in labels
-                       for a in decodes.get(label, {}).get("kernel_asked", [])
-                       if a.startswith("LOOKUP_HANDLE(") and "'.', no handle" in a
-                       and not a.split(" -> ")[-1].startswith("nodeid")})  # it failed
+        bare = sorted({r.request for label in labels for r in self._asked.get(label, [])
+                       if r.bare and r.found is None})
         if not bare:
             return ""
         return (f"; the kernel looked the object up by nodeid alone: {', '.join(bare[:3])} "

@@ -7,9 +7,11 @@ and what came back: the suite never works around the kernel.
 
 import errno
 import os
+import time
 
 import pytest
 
+from nfsconf.fuse.config import Config
 from nfsconf.handles import FILEID_FUSE_WITH_PARENT, FILEID_FUSE_WITHOUT_PARENT, decode_fid
 from nfsconf.handles.fusefh import SIZEOF_FUSE_INODE_HANDLE
 from nfsconf.scenario import KINDS, RESTARTS, SEED, scenario
@@ -314,3 +316,51 @@ def test_lookup_at_each_minor(cell, minor):
     assert not refused, (f"at 7.{minor} the kernel refused {len(refused)} fuse_entry_out "
                          f"reply(ies) of the size 7.{minor} defines, e.g. {refused[0]}")
     assert not errors, f"stat by name at 7.{minor}: {errors}"
+
+
+@scenario("REVALIDATE", "SHOULD", where="local")
+def test_revalidation_keeps_a_matching_entry(cell):
+    """REVALIDATE: once the cached entries of d0 and d0/f1 have outlived their validity, a
+    stat of d0/f1 revalidates each with one LOOKUP (LOOKUP_HANDLE where negotiated) of its
+    name; an answer that matches (the same nodeid, generation, attributes and handle) keeps
+    the entry: no second lookup of the name, no FORGET of what is cached below it. Any
+    server, any dialect: a kernel that drops a directory's subtree on every revalidation
+    also renumbers, on a server with counter nodeids, the objects NFS clients hold handles
+    of."""
+    cell.require_ref()
+    lab = cell.lab
+    os.stat(lab.path("d0/f1"))  # cached, with d0 and d0's other children from the set-up
+    validity = float((lab.profile.refserver or {}).get("timeout", Config.timeout))
+    time.sleep(validity + 0.5)  # both entries out of date: the next walk asks the server
+    _, start = lab.trace_since()
+    os.stat(lab.path("d0/f1"))
+    # a lookup's record is written before its reply: the stat returned, so they are all in
+    records, offset = lab.trace_since(start)
+    lookups = [r for r in records if r.get("op") in ("LOOKUP", "LOOKUP_HANDLE")]
+    time.sleep(0.2)  # FORGETs are sent without waiting for the server: evidence only
+    forgets = [f for r in records + lab.trace_since(offset)[0] for f in _forgotten(r)]
+    cell.note("lookups", [_lookup(r) for r in lookups])
+    cell.note("forgotten_nodeids", len(forgets))
+    assert {r["name"] for r in lookups} <= {"d0", "f1"}, lookups
+    assert lookups, ("no lookup after the entries' validity ran out: the kernel did not "
+                     "revalidate, so the scenario shows nothing")
+    again = sorted({r["name"] for r in lookups if sum(x["name"] == r["name"]
+                                                     for x in lookups) > 1})
+    assert not again, (
+        f"the kernel looked {', '.join(again)} up twice: it took a matching answer to its "
+        f"revalidating {lookups[0]['op']} as a mismatch, dropped the entry and looked it up "
+        f"anew, forgetting {len(forgets)} cached nodeid(s) on the way")
+
+
+def _lookup(r) -> str:
+    reply = r.get("reply") or {}
+    answer = f"nodeid {reply['nodeid']:#x}" if "nodeid" in reply else r.get("result")
+    return f"{r['op']}({r['nodeid']:#x}, {r['name']!r}) -> {answer}"
+
+
+def _forgotten(record) -> list[int]:
+    if record.get("op") == "FORGET":
+        return [record["nodeid"]]
+    if record.get("op") == "BATCH_FORGET":
+        return [nodeid for nodeid, _ in record.get("forgets", [])]
+    return []

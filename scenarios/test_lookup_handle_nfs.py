@@ -7,61 +7,18 @@ The kernel client is mounted `noac,lookupcache=none`: after drop_caches every fs
 GETATTR and every open below a held directory a LOOKUP in it, on the old handle.
 """
 
+import contextlib
 import errno
 import os
 import stat
-import subprocess
-import tempfile
 
 import pytest
 
-from nfsconf.nfs import nfs4
-from nfsconf.nfs.status import FileType
 from nfsconf.scenario import KINDS, RESTARTS, scenario
 from nfsconf.transports.base import MARKER_NAME, Decoded, Identity
 
 CLIENTS = ("v4.1", "kclient-v3")
-KCLIENT_OPTIONS = "vers=3,nolock,noac,lookupcache=none,soft,timeo=300,retrans=2"
-
-
-def _v4_present(cell, obj, fh):
-    """PUTFH the old handle; GETFH, GETATTR and READ the marker (in a directory: LOOKUP it
-    first) in one compound."""
-    ops = [nfs4.putfh(fh), nfs4.getfh(), nfs4.getattr(nfs4.Attr.TYPE, nfs4.Attr.FILEID)]
-    if obj.identity.is_dir:
-        ops.append(nfs4.lookup(MARKER_NAME))
-    ops.append(nfs4.read(0, 4096))
-
-    def present():
-        res = cell.lab.transport.v4.compound(ops)
-        bad = res.failed
-        cell.note(f"v4 {obj.rel}", "NFS4_OK" if bad is None else f"{bad.op.name}: "
-                  f"{bad.status.name}")
-        getfh = res.last(nfs4.Op.GETFH)
-        if getfh is not None and getfh.ok and getfh.value != fh:
-            raise AssertionError(f"GETFH after PUTFH of {obj.rel} gave {getfh.value.hex()}, "
-                                 f"presented {fh.hex()}")
-        attrs = res.attrs
-        if attrs is None:
-            return Decoded(error=bad.status.name if bad else res.status.name)
-        read = res.last(nfs4.Op.READ)
-        marker = read.value.data.decode(errors="replace") if read and read.ok else None
-        ident = Identity(attrs["fileid"], obj.identity.st_dev,
-                         attrs["type"] == FileType.DIR, marker)
-        return Decoded(identity=ident,
-                       path=None if marker is not None else f"marker: {bad.status.name}")
-
-    return present
-
-
-def _kclient_mount(cell):
-    mp = tempfile.mkdtemp(prefix="kclient-", dir=cell.lab.root)
-    argv = ["mount", "-t", "nfs", "-o", KCLIENT_OPTIONS,
-            f"127.0.0.1:{cell.lab.transport.exporter.mount_path}", mp]
-    r = subprocess.run(argv, capture_output=True, text=True, timeout=60)
-    assert r.returncode == 0, f"{' '.join(argv)}: {r.stderr.strip()}"
-    cell.note("client", " ".join(argv))
-    return mp
+KCLIENT_OPTIONS = ("noac", "lookupcache=none", "soft", "timeo=300", "retrans=2")
 
 
 def _kclient_present(obj, fd):
@@ -103,28 +60,27 @@ def test_lookup_handle_restart_nfs_clients(cell, client, kind, how):
     if client == "kclient-v3" and not cell.lab.transport.knfsd:
         pytest.skip("the kernel NFS client exists only in the knfsd VM (the host kernel has "
                     "no NFS client)")
-    fd = mp = None
-    try:
+    with contextlib.ExitStack() as stack:
         if client == "v4.1":
             fh = cell.lab.transport.v4_handle(cell.lab.path(obj.rel))
             cell.note("fh", fh.hex())
-            present = _v4_present(cell, obj, fh)
+
+            def present():  # the transport of the server after the restart
+                return cell.lab.transport.decode_v4(fh, obj.identity.is_dir)
         else:
-            mp = _kclient_mount(cell)
+            mount = stack.enter_context(
+                cell.lab.transport.kernel_mount("3", cell.lab.root, KCLIENT_OPTIONS))
+            cell.note("client", mount.command)
             flags = os.O_RDONLY | (os.O_DIRECTORY if kind == "dir" else 0)
             try:
-                fd = os.open(os.path.join(mp, obj.rel), flags)
+                fd = os.open(os.path.join(mount.path, obj.rel), flags)
             except OSError as e:  # the export refused a handle the kernel just made
                 raise AssertionError(f"before the restart: open {obj.rel} through the "
                                      f"kernel NFS client: {errno.errorcode.get(e.errno)}") from e
+            stack.callback(os.close, fd)
             present = _kclient_present(obj, fd)
         cell.restart_server(how, [obj])
         label = f"{client} after {how}"
         outcome = cell.decode(obj, label, present)
-    finally:
-        if fd is not None:
-            os.close(fd)
-        if mp is not None:
-            subprocess.run(["umount", "-l", mp], capture_output=True, timeout=60)
     assert outcome == "same", f"{client}, {kind}, after {how}: {outcome}" + \
         cell.unsent_handles([label])

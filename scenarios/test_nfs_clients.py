@@ -3,8 +3,6 @@ root, so it shows what is reachable by name, never what an old handle reaches) a
 kernel's own NFS client (vers=3 and 4.2 mounts, knfsd VM only: the host kernel has none)."""
 
 import os
-import subprocess
-import tempfile
 
 import pytest
 
@@ -50,23 +48,12 @@ def test_kernel_client(cell, vers):
     if not lab.transport.knfsd:
         pytest.skip("the kernel NFS client exists only in the knfsd VM (the host kernel has "
                     "no NFS client)")
-    mp = tempfile.mkdtemp(prefix="kclient-", dir=lab.root)
-    if vers == "3":
-        argv = ["mount", "-t", "nfs", "-o", "vers=3,nolock",
-                f"127.0.0.1:{lab.transport.exporter.mount_path}", mp]
-    else:
-        argv = ["mount", "-t", "nfs4", "-o", f"vers={vers}",
-                f"127.0.0.1:{lab.transport.v4_path(lab.mnt)}", mp]
-    r = subprocess.run(argv, capture_output=True, text=True, timeout=60)
-    assert r.returncode == 0, f"{' '.join(argv)}: {r.stderr.strip()}"
-    try:
+    with lab.transport.kernel_mount(vers, lab.root) as mount:
         lab.drop_caches()
         rel = SEED["file"]
-        with open(os.path.join(mp, rel)) as f:
+        with open(os.path.join(mount.path, rel)) as f:
             content = f.read()
-        ino = os.stat(os.path.join(mp, rel)).st_ino
-        evidence.note("client", {"mount": " ".join(argv), "ino": ino})
-    finally:
-        subprocess.run(["umount", "-l", mp], capture_output=True, timeout=60)
+        ino = os.stat(os.path.join(mount.path, rel)).st_ino
+        evidence.note("client", {"mount": mount.command, "ino": ino})
     assert content == lab.markers[rel], f"read {content!r}"
     assert ino == lab.obj(rel).identity.st_ino, f"st_ino {ino}"

@@ -29,8 +29,8 @@ def lh_tree():
 def test_lookup_handle_smoke(lh_tree, tmp_path):
     out = tmp_path / "run"
     r = nfsconf("run", "--transport", "knfsd", "--kernel", str(lh_tree), "--kernel",
-                "debian:sid", "--jobs", "2", "--profile", "ref-lh",
-                "-k", "LH-ENC or (LH-RESTART and file) or (DEC-COLD and file)",
+                "debian:sid", "--jobs", "2", "--profile", "ref-lh", "--profile", "ref-stable",
+                "-k", "LH-ENC or (LH-RESTART and file) or (DEC-COLD and file) or REVALIDATE",
                 "--out", str(out), "--vm-timeout", "900", timeout=1800)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     records = [json.loads(line) for line in
@@ -41,6 +41,15 @@ def test_lookup_handle_smoke(lh_tree, tmp_path):
         (lh_tree / "nfsconf-build.json").read_text())["series_sha256"][:8])
     assert env["fuse"]["lookup_handle"]["dialect"] == "v2", env["fuse"]
     assert "HAS_LOOKUP_HANDLE(v2)" in env["fuse"]["flags"]
+    # ref-stable declines LOOKUP_HANDLE by its configuration: on this kernel, which offers
+    # it, its LOOKUP_HANDLE scenarios SKIP for that reason before any server is started
+    declined = [x for x in results if x["profile"] == "ref-stable" and x["id"].startswith("LH-")
+                and not x["reason"].startswith(("exportfs-level check", "NFS wire check"))]
+    assert {x["id"] for x in declined} >= {"LH-ENC", "LH-RESTART", "LH-RESTART-NFS"}, declined
+    for x in declined:
+        assert x["verdict"] == "SKIP" and "declined by the server's configuration" in \
+            x["reason"] and "server_pid" not in x["evidence"], x
+    results = [x for x in results if x["profile"] == "ref-lh"]
     cell = {(x["id"], x["variant"], x["transport"]): x for x in results}
     enc = cell[("LH-ENC", "file", "local")]
     assert enc["verdict"] == "PASS", enc
@@ -63,12 +72,21 @@ def test_lookup_handle_smoke(lh_tree, tmp_path):
             asked = nfs["evidence"]["decodes"][f"{client} after {how}"]["kernel_asked"]
             assert any(a.startswith("LOOKUP_HANDLE(") for a in asked), asked
 
+    # finding 10: a revalidating LOOKUP_HANDLE's positive byte count is taken for an error,
+    # so a matching answer drops the entry; the base kernel (below) keeps it
+    reval = cell[("REVALIDATE", "", "local")]
+    assert reval["verdict"] == "FAIL" and "looked d0 up twice" in reval["reason"], reval
+
     # the same scenarios on the series' base kernel: the feature is not offered, so the
     # LOOKUP_HANDLE scenarios say SKIP with the reason, never PASS
     sid = [json.loads(x) for x in (out / "debian-sid" / "results.jsonl").read_text().splitlines()]
     assert sid[0]["kernel"] != env["kernel"]
     assert sid[0]["fuse"]["lookup_handle"]["dialect"] is None, sid[0]["fuse"]
-    lh = [x for x in sid[1:] if x["id"].startswith("LH-")]
+    base = {(x["id"], x["profile"], x["transport"]): x for x in sid[1:]}
+    for profile in ("ref-lh", "ref-stable"):
+        kept = base[("REVALIDATE", profile, "local")]
+        assert kept["verdict"] == "PASS" and len(kept["evidence"]["lookups"]) == 2, kept
+    lh = [x for x in sid[1:] if x["id"].startswith("LH-") and x["profile"] == "ref-lh"]
     assert lh and {x["verdict"] for x in lh} == {"SKIP"}, lh
     # each SKIPs for the kernel's reason where it runs at all (LH-ENC locally, LH-RESTART-NFS
     # over NFS): the gate comes before any mount

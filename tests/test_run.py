@@ -1,5 +1,6 @@
 """`nfsconf run` end to end, as a user runs it: real servers, results.jsonl, the matrix."""
 
+import errno
 import json
 import os
 import shutil
@@ -87,6 +88,19 @@ def test_reference_server_exception_makes_the_cell_error(tmp_path):
     assert cell["verdict"] == "ERROR", cell
     assert cell["reason"].startswith("reference server raised: LOOKUP: RuntimeError: injected")
     assert "(ops.py:" in cell["reason"] and "in lookup_dot)" in cell["reason"]  # where it raised
+    assert _mounts_under(tmp_path) == []
+
+
+def test_a_server_without_export_support_fails_as_not_exportable(tmp_path):
+    """The kernel's EOPNOTSUPP from name_to_handle_at is the system's answer (FAIL, errno
+    recorded), told apart from the suite's own errors by the exception's errno."""
+    r = _run("--profile", "ref-noexport", "-k", "ENC-TYPE", out=tmp_path)
+    assert r.returncode == 0, r.stderr
+    _, results = _records(tmp_path)
+    assert {x["variant"] for x in results} == {"file", "dir"}
+    for x in results:
+        assert x["verdict"] == "FAIL" and x["reason"].startswith("not exportable"), x["reason"]
+        assert getattr(errno, x["errno"]) == errno.EOPNOTSUPP  # named ENOTSUP, its alias
     assert _mounts_under(tmp_path) == []
 
 

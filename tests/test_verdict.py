@@ -47,17 +47,26 @@ def test_assertion_is_fail_any_other_exception_is_error():
 
 def test_eopnotsupp_is_fail_not_exportable():
     msg = f"OSError: [Errno {errno.EOPNOTSUPP}] Operation not supported"
-    out = v(call=Phase("failed", msg))
+    out = v(call=Phase("failed", msg, errno=errno.EOPNOTSUPP))
     assert out[0] == "FAIL" and out[1].startswith("not exportable")
+    # the export refusing at set-up (exportfs: "does not support NFS export") is the same
+    out = v(setup=Phase("failed", "OSError: [Errno 95] exportfs ...", errno=errno.EOPNOTSUPP),
+            call=None)
+    assert out[0] == "FAIL" and out[1].startswith("not exportable")
+    assert v(setup=Phase("failed", "OSError: [Errno 5] x", errno=errno.EIO), call=None)[0] == \
+        "ERROR"
+    # the errno of the exception decides, not text that looks like one
+    assert v(call=Phase("failed", f"KeyError: '[Errno {errno.EOPNOTSUPP}]'"))[0] == "ERROR"
 
 
 def test_estale_outside_a_decode_is_fail():
     """ESTALE raised while the scenario sets up its handles (knfsd refusing the handle of a
     file it just looked up) is the system's failure; other errors stay ERROR."""
     msg = f"OSError: [Errno {errno.ESTALE}] LOOKUP d0/f1: NFS3ERR_STALE"
-    out = v(call=Phase("failed", msg))
+    out = v(call=Phase("failed", msg, errno=errno.ESTALE))
     assert out == ("FAIL", "ESTALE on a live object: " + msg)
-    assert v(call=Phase("failed", f"OSError: [Errno {errno.EIO}] x"))[0] == "ERROR"
+    assert v(call=Phase("failed", f"OSError: [Errno {errno.EIO}] x", errno=errno.EIO))[0] == \
+        "ERROR"
 
 
 def test_xfail_and_xpass():
@@ -137,22 +146,51 @@ def test_outcome_classes(outcome, cls):
     assert outcome_class(outcome) == cls
 
 
+class _TraceLab:
+    """A lab that is only a reference server's trace: each decode appends the records the
+    kernel's requests would leave, and fails."""
+
+    def __init__(self) -> None:
+        self.records: list[dict] = []
+        self.next: list[dict] = []
+
+    def trace_since(self, offset: int) -> tuple[list[dict], int]:
+        return self.records[offset:], len(self.records)
+
+    def decode(self, obj):
+        from nfsconf.transports.base import Decoded
+
+        self.records += self.next
+        return Decoded(error="ESTALE")
+
+
 def test_unsent_handles_names_lookups_by_nodeid_alone() -> None:
     """The kernel's part of a failed LOOKUP_HANDLE decode is named only when its '.' lookup
-    carried no handle; a LOOKUP_HANDLE with the handle, or a plain LOOKUP, adds nothing."""
+    carried no handle and the server could not answer; a LOOKUP_HANDLE with the handle, a
+    plain LOOKUP, or one answered by nodeid adds nothing."""
     from nfsconf.evidence import Evidence
     from nfsconf.scenario import Cell
+    from nfsconf.transports.base import Identity, Obj
 
-    ev = Evidence()
-    cell = Cell(None, ev)  # type: ignore[arg-type]  # the hint reads the evidence only
-    ev.data["decodes"] = {
-        "bare": {"kernel_asked": ["LOOKUP_HANDLE(0x6, '.', no handle) -> ESTALE"]},
-        "sent": {"kernel_asked": ["LOOKUP_HANDLE(0x6, '.', handle 0a0b) -> ESTALE"]},
-        "classic": {"kernel_asked": ["LOOKUP(0x6, '.') -> ESTALE"]},
-        "found": {"kernel_asked": ["LOOKUP_HANDLE(0x7, '.', no handle) -> nodeid 0x7"]},
+    lab = _TraceLab()
+    cell = Cell(lab, Evidence())  # type: ignore[arg-type]  # the hint reads the trace only
+    obj = Obj("d0/f1", Identity(6, 1, False, "m"))
+    asks = {
+        "bare": {"op": "LOOKUP_HANDLE", "nodeid": 6, "name": ".", "result": "ESTALE"},
+        "sent": {"op": "LOOKUP_HANDLE", "nodeid": 6, "name": ".", "parent_handle": "0a0b",
+                 "result": "ESTALE"},
+        "classic": {"op": "LOOKUP", "nodeid": 6, "name": ".", "result": "ESTALE"},
+        "found": {"op": "LOOKUP_HANDLE", "nodeid": 7, "name": ".", "reply": {"nodeid": 7}},
     }
+    for label, record in asks.items():
+        lab.next = [record, {"op": "GETATTR", "nodeid": 6}]
+        assert cell.observe(obj, label) == "ESTALE"
+    asked = cell.ev.data["decodes"]
+    assert asked["bare"]["kernel_asked"] == ["LOOKUP_HANDLE(0x6, '.', no handle) -> ESTALE"]
+    assert asked["sent"]["kernel_asked"] == ["LOOKUP_HANDLE(0x6, '.', handle 0a0b) -> ESTALE"]
+    assert asked["found"]["kernel_asked"] == ["LOOKUP_HANDLE(0x7, '.', no handle) -> nodeid 0x7"]
     hint = cell.unsent_handles(["bare", "sent", "classic"])
     assert "LOOKUP_HANDLE(0x6, '.', no handle)" in hint and "by nodeid alone" in hint
-    assert "handle 0a0b" not in hint
+    assert "handle 0a0b" not in hint and "-> ESTALE" not in hint
     # answered by nodeid: the decode failed elsewhere (a subtree check), not for want of it
     assert cell.unsent_handles(["sent", "classic", "found", "missing"]) == ""

@@ -459,7 +459,9 @@ class KnfsdExporter:
     def _exportfs(self, *args: str) -> None:
         r = subprocess.run(["exportfs", *args], capture_output=True, text=True, timeout=30)
         if r.returncode != 0:
-            raise OSError(errno.EIO, f"exportfs {' '.join(args)}: {r.stderr.strip()}")
+            # a FUSE server without export support is refused here, not at the first handle
+            code = errno.EOPNOTSUPP if "does not support NFS export" in r.stderr else errno.EIO
+            raise OSError(code, f"exportfs {' '.join(args)}: {r.stderr.strip()}")
 
     def start(self) -> None:
         self._exportfs("-i", "-o", self.options, f"127.0.0.1:{self.path}")

@@ -10,9 +10,14 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import subprocess
+import tempfile
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from nfsconf.exporters import Exporter
+from nfsconf.nfs import nfs4
 from nfsconf.nfs.mount3 import Mount3Client
 from nfsconf.nfs.nfs3 import Nfs3Client
 from nfsconf.nfs.nfs4 import Nfs4Client
@@ -32,6 +37,14 @@ _ERRNO_OF = {"STALE": errno.ESTALE, "NOENT": errno.ENOENT, "BADHANDLE": errno.EB
 
 def _errno_of(status_name: str) -> int:
     return _ERRNO_OF.get(status_name.partition("ERR_")[2], errno.EIO)
+
+
+@dataclass(frozen=True)
+class KernelMount:
+    """The export mounted by the kernel's NFS client."""
+
+    path: str
+    command: str  # the mount command line, for the evidence
 
 
 class NfsTransport:
@@ -100,6 +113,52 @@ class NfsTransport:
             raise OSError(_errno_of(name),
                           f"LOOKUP {self.v4_path(path)}: {name}")
         return res.fh
+
+    def decode_v4(self, fh: bytes, is_dir: bool) -> Decoded:
+        """Present an NFSv4 handle in one compound: PUTFH, GETFH, GETATTR and READ of the
+        marker (in a directory, LOOKUP of it first). A server that answers GETFH with another
+        handle than the one presented has not decoded it."""
+        ops = [nfs4.putfh(fh), nfs4.getfh(), nfs4.getattr(nfs4.Attr.TYPE, nfs4.Attr.FILEID)]
+        if is_dir:
+            ops.append(nfs4.lookup(MARKER_NAME))
+        ops.append(nfs4.read(0, 4096))
+        res = self.v4.compound(ops)
+        bad = res.failed
+        getfh = res.last(nfs4.Op.GETFH)
+        if getfh is not None and getfh.ok and getfh.value != fh:
+            return Decoded(error=f"GETFH after PUTFH gave another handle {getfh.value.hex()}")
+        attrs = res.attrs
+        if attrs is None:
+            name = (bad or res).status.name
+            return Decoded(error=name, errno=_errno_of(name))
+        read = res.last(nfs4.Op.READ)
+        marker = read.value.data.decode(errors="replace") if read and read.ok else None
+        ident = Identity(st_ino=attrs["fileid"], st_dev=self._st_dev,
+                         is_dir=attrs["type"] == FileType.DIR, marker=marker)
+        why = None if marker is not None or bad is None else f"{bad.op.name}: {bad.status.name}"
+        return Decoded(identity=ident, path=f"marker unreadable: {why}" if why else None)
+
+    @contextlib.contextmanager
+    def kernel_mount(self, version: str, under: Path,
+                     options: Sequence[str] = ()) -> Iterator[KernelMount]:
+        """The export mounted by the kernel's NFS client (only inside the knfsd VM: the host
+        has none) in a new directory under UNDER: version "3" through MOUNT, "4.x" through
+        the pseudo-root; unmounted (lazily) on exit."""
+        path = tempfile.mkdtemp(prefix="kclient-", dir=under)
+        if version == "3":
+            argv = ["mount", "-t", "nfs", "-o", ",".join(["vers=3", "nolock", *options]),
+                    f"127.0.0.1:{self.exporter.mount_path}", path]
+        else:
+            argv = ["mount", "-t", "nfs4", "-o", ",".join([f"vers={version}", *options]),
+                    f"127.0.0.1:{self.v4_path(self.mountpoint)}", path]
+        r = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+        command = " ".join(argv)
+        if r.returncode != 0:  # the export refused its own client: a finding, not our error
+            raise AssertionError(f"{command}: {r.stderr.strip()}")
+        try:
+            yield KernelMount(path, command)
+        finally:
+            subprocess.run(["umount", "-l", path], capture_output=True, timeout=60)
 
     def v4_path(self, path: Path) -> str:
         rel = os.path.relpath(path, self.mountpoint)

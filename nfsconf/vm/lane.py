@@ -107,6 +107,9 @@ def run_lane(opts: RunOptions, tag: str = "") -> RunOutcome:
         finally:
             stop.set()
             tail.join()
+        if result.failed_boot:
+            say(f"knfsd: VM {boot}: the kernel panicked before the guest command "
+                f"({result.failed_boot}; {console.name}.failed-boot) and was booted again")
         say(f"knfsd: VM {boot} done in {result.duration:.1f} s (boot "
             f"{result.boot_seconds or 0:.1f} s), guest exit status {result.returncode}")
         crash = kernel_crash(console.read_text(errors="replace"))
@@ -137,6 +140,7 @@ def _record_boot(out: Path, boot: int, result: VmResult, crash: KernelCrash | No
            "guest_boot_uptime": result.guest_boot_uptime, "seconds": round(result.duration, 1),
            "exit": result.returncode, "timed_out": result.timed_out,
            "first_result": first_result, "guest_marks": marks,
+           "failed_boot": result.failed_boot,
            "crash": crash.summary() if crash else None}
     with open(out / VM_RECORDS, "a") as f:
         f.write(json.dumps(rec) + "\n")
