@@ -217,10 +217,10 @@ def run_in_vm(
                     command_timeout=command_timeout,
                 )
             except VmBootError as e:
-                # Under TCG a sound kernel has panicked in early boot (an int3 oops in
-                # set_next_task_fair while the kernel patched its own text on another
-                # vCPU, once in hundreds of boots): one more boot tells that from a kernel
-                # that cannot boot, and the first stays on record, never hidden.
+                # Under TCG a sound kernel has panicked in early boot (Debian's sid kernel:
+                # an int3 oops in set_next_task_fair while it patched its own text, seen
+                # once): one more boot tells that from a kernel that cannot boot, and the
+                # first stays on record, never hidden.
                 panic = _early_panic(e.console_tail)
                 if failed_boot is not None or panic is None or left < 2 * _RETRY_MIN:
                     if failed_boot is not None:
