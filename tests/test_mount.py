@@ -4,6 +4,7 @@ and no process stays behind."""
 import errno
 import os
 import signal
+import subprocess
 import time
 
 import psutil
@@ -28,6 +29,33 @@ def test_clean_stop():
     pid = lab.server.pid
     assert fuse_mount_at(lab.mnt) is not None
     assert lab.stop() == []  # nothing had to be forced
+    _gone(lab, pid)
+
+
+def test_interrupt_as_the_server_starts_leaves_nothing(monkeypatch):
+    """SIGTERM (which the suite turns into KeyboardInterrupt, as Ctrl-C) landing just after
+    the server's fork: the lab still ends it and unmounts whatever it mounted after."""
+    import nfsconf.servers.mount as mount
+
+    started = []
+    real = subprocess.Popen
+
+    def popen_then_sigterm(*args, **kwargs):
+        proc = real(*args, **kwargs)
+        started.append(proc.pid)
+        os.kill(os.getpid(), signal.SIGTERM)  # its handler runs before this returns
+        return proc
+
+    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
+    monkeypatch.setattr(mount.subprocess, "Popen", popen_then_sigterm)
+    lab = Lab(find_profile("bindfs"))
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            lab.start()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    (pid,) = started
+    time.sleep(0.5)  # what an orphaned server would do meanwhile: mount
     _gone(lab, pid)
 
 

@@ -201,7 +201,9 @@ class ServerProcess:
 
     def start(self, timeout: float = 15.0) -> MountEntry:
         before = fuse_mount_at(self.mountpoint)
-        with open(self.log, "ab") as logf:
+        # Ctrl-C or SIGTERM between the fork and `self.proc` would orphan the server, which
+        # then mounts after every clean-up has looked: they wait until it is ours to stop
+        with open(self.log, "ab") as logf, deferred_signals():
             try:
                 self.proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=logf,
                                              stderr=subprocess.STDOUT, start_new_session=True)
