@@ -18,6 +18,7 @@ import pytest
 from nfsconf import shard
 from nfsconf.environment import kernel_lookup_handle
 from nfsconf.evidence import Evidence
+from nfsconf.fuse.initflags import DECLINED
 from nfsconf.kmsg import KmsgWatch, kernel_trouble
 from nfsconf.lab import Lab, stop_all_labs
 from nfsconf.report.matrix import progress_line
@@ -168,7 +169,7 @@ def lab(request: pytest.FixtureRequest, profile: Profile, transport_name: str,
             pytest.skip(f"LOOKUP_HANDLE not negotiated: {why}")
         if (profile.refserver or {}).get("lookup_handle") == "off":
             # what the server's INIT would say; known before a mount it could break
-            pytest.skip("LOOKUP_HANDLE not negotiated: declined by the server's configuration")
+            pytest.skip(f"LOOKUP_HANDLE not negotiated: {DECLINED}")
     the_lab = Lab(profile, transport_name).start()
     request.node.stash.setdefault(_LABS, []).append(the_lab)
     evidence.note("server_pid", the_lab.server.pid if the_lab.server else None)

@@ -65,6 +65,12 @@ class KernelRequest:
     found: int | None
     error: str | None
 
+    @classmethod
+    def from_record(cls, r: dict[str, Any]) -> KernelRequest:
+        """From a LOOKUP or LOOKUP_HANDLE record of the reference server's trace."""
+        return cls(r["op"], r.get("nodeid", 0), r["name"], r.get("parent_handle"),
+                   (r.get("reply") or {}).get("nodeid"), r.get("result"))
+
     @property
     def request(self) -> str:
         via = f", handle {self.handle}" if self.handle else (
@@ -159,9 +165,7 @@ class Cell:
         """How the kernel looked the object up again: LOOKUP / LOOKUP_HANDLE of '.' and '..'
         (with the handle, if it sent one) and what the server answered."""
         records, self._trace_at = self.lab.trace_since(start)
-        return [KernelRequest(r["op"], r.get("nodeid", 0), r["name"], r.get("parent_handle"),
-                              (r.get("reply") or {}).get("nodeid"), r.get("result"))
-                for r in records
+        return [KernelRequest.from_record(r) for r in records
                 if r.get("op") in ("LOOKUP", "LOOKUP_HANDLE") and r.get("name") in (".", "..")]
 
     def unsent_handles(self, labels: list[str]) -> str:

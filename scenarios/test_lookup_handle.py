@@ -8,13 +8,14 @@ and what came back: the suite never works around the kernel.
 import errno
 import os
 import time
+from collections import Counter
 
 import pytest
 
 from nfsconf.fuse.config import Config
 from nfsconf.handles import FILEID_FUSE_WITH_PARENT, FILEID_FUSE_WITHOUT_PARENT, decode_fid
 from nfsconf.handles.fusefh import SIZEOF_FUSE_INODE_HANDLE
-from nfsconf.scenario import KINDS, RESTARTS, SEED, scenario
+from nfsconf.scenario import KINDS, RESTARTS, SEED, KernelRequest, scenario
 from nfsconf.transports.base import as_errno_name
 
 
@@ -339,23 +340,16 @@ def test_revalidation_keeps_a_matching_entry(cell):
     lookups = [r for r in records if r.get("op") in ("LOOKUP", "LOOKUP_HANDLE")]
     time.sleep(0.2)  # FORGETs are sent without waiting for the server: evidence only
     forgets = [f for r in records + lab.trace_since(offset)[0] for f in _forgotten(r)]
-    cell.note("lookups", [_lookup(r) for r in lookups])
+    cell.note("lookups", [str(KernelRequest.from_record(r)) for r in lookups])
     cell.note("forgotten_nodeids", len(forgets))
     assert {r["name"] for r in lookups} <= {"d0", "f1"}, lookups
     assert lookups, ("no lookup after the entries' validity ran out: the kernel did not "
                      "revalidate, so the scenario shows nothing")
-    again = sorted({r["name"] for r in lookups if sum(x["name"] == r["name"]
-                                                     for x in lookups) > 1})
+    again = sorted(name for name, n in Counter(r["name"] for r in lookups).items() if n > 1)
     assert not again, (
         f"the kernel looked {', '.join(again)} up twice: it took a matching answer to its "
         f"revalidating {lookups[0]['op']} as a mismatch, dropped the entry and looked it up "
         f"anew, forgetting {len(forgets)} cached nodeid(s) on the way")
-
-
-def _lookup(r) -> str:
-    reply = r.get("reply") or {}
-    answer = f"nodeid {reply['nodeid']:#x}" if "nodeid" in reply else r.get("result")
-    return f"{r['op']}({r['nodeid']:#x}, {r['name']!r}) -> {answer}"
 
 
 def _forgotten(record) -> list[int]:

@@ -301,18 +301,25 @@ def mount_nfs(
     """Mount an export with the kernel client: version "3" (nolock) or "4", "4.1", "4.2"."""
     mountpoint = Path(mountpoint)
     mountpoint.mkdir(parents=True, exist_ok=True)
+    argv = nfs_mount_argv(version, str(exported.server_path), exported.v4_path, mountpoint,
+                          options)
+    rc, out = _sh(argv)
+    if rc != 0:
+        raise GuestSetupError(f"{' '.join(argv[:-1])}: {out}")
+    return mountpoint
+
+
+def nfs_mount_argv(version: str, v3_path: str, v4_path: str, mountpoint: Path | str,
+                   options: Sequence[str] = ()) -> list[str]:
+    """The kernel client's mount command: NFSv3 ("3", nolock) mounts V3_PATH through MOUNT,
+    NFSv4 ("4", "4.0", "4.1", "4.2") V4_PATH below the pseudo-root."""
     if version == "3":
-        src = f"{LOOPBACK}:{exported.server_path}"
-        opts = ["vers=3", "nolock", *options]
+        src, opts = f"{LOOPBACK}:{v3_path}", ["vers=3", "nolock", *options]
     elif version in ("4", "4.0", "4.1", "4.2"):
-        src = f"{LOOPBACK}:{exported.v4_path}"
-        opts = [f"vers={version}", *options]
+        src, opts = f"{LOOPBACK}:{v4_path}", [f"vers={version}", *options]
     else:
         raise ValueError(f"unknown NFS version {version!r}")
-    rc, out = _sh(["mount", "-t", "nfs", "-o", ",".join(opts), src, str(mountpoint)])
-    if rc != 0:
-        raise GuestSetupError(f"mount -t nfs -o {','.join(opts)} {src}: {out}")
-    return mountpoint
+    return ["mount", "-t", "nfs", "-o", ",".join(opts), src, str(mountpoint)]
 
 
 def umount(mountpoint: Path) -> None:

@@ -76,6 +76,9 @@ class LookupHandleOffer:
     why: str
 
 
+DECLINED = "declined by the server's configuration"
+
+
 def lookup_handle_offer(minor: int, flags: int, wanted: str = "auto") -> LookupHandleOffer:
     """Decide from the INIT request alone, never from bit 43 alone.
 
@@ -85,7 +88,7 @@ def lookup_handle_offer(minor: int, flags: int, wanted: str = "auto") -> LookupH
     cannot be told apart from INIT: v3 is spoken only when asked for by name.
     """
     if wanted == "off":
-        return LookupHandleOffer(None, "declined by the server's configuration")
+        return LookupHandleOffer(None, DECLINED)
     if wanted not in ("auto", "v2", "v3"):
         raise ValueError(f"unknown LOOKUP_HANDLE choice {wanted!r} (auto, off, v2, v3)")
     if not flags >> LOOKUP_HANDLE_BIT & 1:

@@ -144,13 +144,11 @@ class NfsTransport:
         """The export mounted by the kernel's NFS client (only inside the knfsd VM: the host
         has none) in a new directory under UNDER: version "3" through MOUNT, "4.x" through
         the pseudo-root; unmounted (lazily) on exit."""
+        from nfsconf.exporters.knfsd import nfs_mount_argv
+
         path = tempfile.mkdtemp(prefix="kclient-", dir=under)
-        if version == "3":
-            argv = ["mount", "-t", "nfs", "-o", ",".join(["vers=3", "nolock", *options]),
-                    f"127.0.0.1:{self.exporter.mount_path}", path]
-        else:
-            argv = ["mount", "-t", "nfs4", "-o", ",".join([f"vers={version}", *options]),
-                    f"127.0.0.1:{self.v4_path(self.mountpoint)}", path]
+        argv = nfs_mount_argv(version, self.exporter.mount_path,
+                              self.v4_path(self.mountpoint), path, options)
         r = subprocess.run(argv, capture_output=True, text=True, timeout=60)
         command = " ".join(argv)
         if r.returncode != 0:  # the export refused its own client: a finding, not our error

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import psutil
 
+from nfsconf.vm.console import kernel_crash
 from nfsconf.vm.kernels import Kernel, read_image_release
 
 # virtme-ng-init prints this (on the console, with -v) right before it runs --exec.
@@ -86,7 +87,7 @@ class VmResult:
     # Guest clock (console timestamp) when the command started: kernel + init boot time,
     # without the host-side part (vng, initramfs, firmware) that boot_seconds includes.
     guest_boot_uptime: float | None = None
-    # a boot before this one that panicked ahead of the guest command: its first oops line
+    # a boot before this one that panicked ahead of the guest command: its crash summary
     failed_boot: str | None = None
 
     @property
@@ -217,18 +218,17 @@ def run_in_vm(
                     command_timeout=command_timeout,
                 )
             except VmBootError as e:
+                if failed_boot is not None:
+                    raise VmBootError(f"{e.args[0].splitlines()[0]} (on a second boot; the "
+                                      f"first had panicked: {failed_boot})", e.console_tail) from e
                 # Under TCG a sound kernel has panicked in early boot (Debian's sid kernel:
                 # an int3 oops in set_next_task_fair while it patched its own text, seen
                 # once): one more boot tells that from a kernel that cannot boot, and the
                 # first stays on record, never hidden.
-                panic = _early_panic(e.console_tail)
-                if failed_boot is not None or panic is None or left < 2 * _RETRY_MIN:
-                    if failed_boot is not None:
-                        raise VmBootError(f"{e.args[0].splitlines()[0]} (on a second boot; "
-                                          f"the first had panicked: {failed_boot})",
-                                          e.console_tail) from e
+                crash = kernel_crash(e.console_tail)
+                if crash is None or "Kernel panic" not in e.console_tail or left < 2 * _RETRY_MIN:
                     raise
-                failed_boot = panic
+                failed_boot = crash.summary()
                 if console_path is not None:
                     shutil.copyfile(con_path, con_path.with_name(con_path.name + ".failed-boot"))
                 continue
@@ -237,14 +237,6 @@ def run_in_vm(
 
 
 _RETRY_MIN = 30.0  # seconds a second boot needs at least to be worth trying
-
-
-def _early_panic(console_tail: str) -> str | None:
-    """The first oops or panic line of a boot that ended before the guest command."""
-    lines = [ln.split("] ", 1)[-1] for ln in console_tail.splitlines()]
-    if not any(ln.startswith("Kernel panic") for ln in lines):
-        return None
-    return next((ln for ln in lines if ln.startswith(("Oops", "BUG", "Kernel panic"))), None)
 
 
 def _search_path() -> str:
