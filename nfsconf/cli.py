@@ -117,10 +117,16 @@ def cmd_bench(args: argparse.Namespace) -> int:
         result = matrix_bench(Path(args.dir or tempfile.mkdtemp(prefix="nfsconf-bench-")),
                               [p.name for p in profiles_of(args.profile)], args.k, jobs)
     elif args.what == "vm":
-        from nfsconf.bench.vm import render, vm_bench
+        from nfsconf.bench.vm import DEFAULT_SPECS, render, vm_bench
 
+        engines = [e.strip() for e in args.engines.split(",") if e.strip()]
+        if not engines or set(engines) - set(DEFAULT_SPECS):
+            raise UsageError(f"--engines {args.engines!r}: qemu, uml or qemu,uml")
+        specs = {"qemu": args.kernel or DEFAULT_SPECS["qemu"],
+                 "uml": args.uml_kernel or DEFAULT_SPECS["uml"]}
         result = vm_bench(Path(args.dir or tempfile.mkdtemp(prefix="nfsconf-bench-")),
-                          args.kernel, [p.name for p in profiles_of(args.profile)], args.k)
+                          {e: specs[e] for e in engines},
+                          [p.name for p in profiles_of(args.profile)], args.k)
     else:
         from nfsconf.bench.decode import ANCHOR, decode_bench, render
 
@@ -143,17 +149,19 @@ def cmd_kernel(args: argparse.Namespace) -> int:
     if args.kernel_command == "list":
         from tabulate import tabulate
 
-        rows = [[r.get("release"), r.get("source_version"), len(r.get("series") or []),
+        rows = [[r.get("release"), r.get("arch", "x86"), r.get("source_version"),
+                 len(r.get("series") or []),
                  f"{float(r.get('build_seconds') or 0) / 60:.1f} min", str(d)]
                 for d, r in list_builds(cache)]
-        print(tabulate(rows, ["release", "source", "patches", "build", "tree"]))
+        print(tabulate(rows, ["release", "arch", "source", "patches", "build", "tree"]))
         return 0
     if os.geteuid() != 0:
         raise UsageError("nfsconf kernel build needs root (apt-get download into the cache)")
     if args.jobs < 1:
         raise UsageError("-j must be at least 1")
     req = BuildRequest(base=args.base, series=Path(args.series) if args.series else None,
-                       config=Path(args.config) if args.config else None, jobs=args.jobs)
+                       config=Path(args.config) if args.config else None, jobs=args.jobs,
+                       arch=args.arch)
     print(build(req, cache, say=main_say).tree)
     return 0
 
@@ -221,7 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("what", choices=["decode", "matrix", "vm"],
                        help="decode: cold open_by_handle_at rate against mergerfs -o noforget; "
                             "matrix: the local matrix at --jobs 1 and N, and where its time "
-                            "goes; vm: a knfsd lane against the bare boot of its kernel")
+                            "goes; vm: one knfsd lane on qemu (the anchor) and User-Mode Linux")
     bench.add_argument("--profile", action="append", default=[], metavar="NAME|FILE",
                        help="profiles to measure (decode default: ref-stable; matrix and vm: "
                             "as for run)")
@@ -231,7 +239,14 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("-k", metavar="PATTERN", help="matrix, vm: only these scenarios")
     bench.add_argument("--jobs", type=int, metavar="N",
                        help="matrix: the parallel run's --jobs (default: the cores)")
-    bench.add_argument("--kernel", metavar="SPEC", help="vm: the kernel, as for run")
+    bench.add_argument("--kernel", metavar="SPEC",
+                       help="vm: qemu's kernel, as for run (default debian:bookworm)")
+    bench.add_argument("--uml-kernel", metavar="SPEC",
+                       help="vm: User-Mode Linux's kernel (default uml:debian, the same "
+                            "kernel line as bookworm's bzImage)")
+    bench.add_argument("--engines", default="qemu,uml", metavar="LIST",
+                       help="vm: which engines to measure (default qemu,uml: qemu is the "
+                            "anchor)")
     bench.add_argument("--dir", metavar="DIR",
                        help="matrix, vm: where the runs go (default: a new temporary dir)")
     bench.add_argument("--out", metavar="FILE", help="write the figures as JSON")
@@ -247,6 +262,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="git format-patch files (or a quilt series) or one mbox to apply")
     kb.add_argument("--config", metavar="FRAGMENT",
                     help="Kconfig fragment merged over the lean guest configuration")
+    kb.add_argument("--arch", default="x86", choices=("x86", "um"),
+                    help="x86: a bzImage booted by qemu (default); um: User-Mode Linux, a "
+                         "kernel that runs as a host process at host speed")
     kb.add_argument("-j", "--jobs", type=int, default=os.cpu_count() or 1)
     kb.add_argument("--cache", metavar="DIR", help="default ~/.cache/nfsconf/kernels")
     kl = ksub.add_parser("list", help="the kernels built so far")

@@ -232,12 +232,12 @@ def test_export_lines_carry_fsid_and_subtree_choice():
 
 
 def test_guest_setup_refuses_to_run_on_the_host(monkeypatch):
-    # The host's /proc/cmdline has no virtme_ parameters: knfsd setup must not touch it.
-    if "virtme_" in Path("/proc/cmdline").read_text():
-        pytest.skip("running inside a virtme guest")
+    # The host's /proc/cmdline has no nfsconf.guest=1: knfsd setup must not touch it.
+    if "nfsconf.guest=1" in Path("/proc/cmdline").read_text().split():
+        pytest.skip("running inside an nfsconf guest")
     monkeypatch.delenv("NFSCONF_GUEST_OK", raising=False)
     before = Path("/etc/exports").read_bytes() if Path("/etc/exports").exists() else None
-    with pytest.raises(guest.GuestSetupError, match="outside a virtme-ng guest"):
+    with pytest.raises(guest.GuestSetupError, match="outside an nfsconf guest"):
         guest.start_knfsd(guest.exports_for(Path("/tmp"), 101))
     after = Path("/etc/exports").read_bytes() if Path("/etc/exports").exists() else None
     assert before == after

@@ -131,10 +131,12 @@ def ensure_guest() -> None:
         cmdline = Path("/proc/cmdline").read_text()
     except OSError:
         cmdline = ""
-    if "virtme_" not in cmdline and os.environ.get("NFSCONF_GUEST_OK") != "1":
+    # both engines put the flag on the guest's kernel command line (vm/engine.py)
+    if "nfsconf.guest=1" not in cmdline.split() and os.environ.get("NFSCONF_GUEST_OK") != "1":
         raise GuestSetupError(
-            "refusing to run outside a virtme-ng guest: this rewrites /etc/exports and "
-            "starts NFS daemons (run it through nfsconf.vm.runner)"
+            "refusing to run outside an nfsconf guest (no nfsconf.guest=1 on the kernel "
+            "command line): this rewrites /etc/exports and starts NFS daemons (run it "
+            "through nfsconf.vm.runner)"
         )
 
 
@@ -199,8 +201,8 @@ def _bring_up(k: Knfsd, exports: Sequence[Export], threads: int) -> None:
     t = _Timer(k.timings)
     flags = Path("/sys/class/net/lo/flags")
     if flags.exists() and not int(flags.read_text(), 16) & 0x1:  # IFF_UP
-        raise GuestSetupError("the guest's loopback is down: virtme-ng brings it up with ip(8); "
-                              "install iproute2 on the host")
+        raise GuestSetupError("the guest's loopback is down: the engine brings it up with "
+                              "ip(8); install iproute2 on the host")
     with t("modules"):
         load_modules(("nfsd",))
     with t("nfsd_fs"):

@@ -23,11 +23,14 @@ class Entry:
     profiles: tuple[str, ...]
     cells: int
     must_failed: int
+    engine: str = "host"  # host | qemu | uml: a regression report compares like with like
+
 
     @property
-    def key(self) -> tuple[str, tuple[str, ...]]:
-        """What makes two runs comparable: the same transport and the same profiles."""
-        return self.transport, self.profiles
+    def key(self) -> tuple[str, tuple[str, ...], str]:
+        """What makes two runs comparable: the same transport, the same profiles, the same
+        kernel engine."""
+        return self.transport, self.profiles, self.engine
 
 
 def entry(run: Run) -> Entry:
@@ -37,7 +40,8 @@ def entry(run: Run) -> Entry:
     profiles = tuple(sorted({r.profile for r in run.results}))
     must = sum(1 for r in run.results if r.must and r.verdict in ("FAIL", "ERROR"))
     return Entry(run.path.parent, str(env.get("started", "?")), str(env.get("kernel", "?")),
-                 build, str(env.get("transport", "?")), profiles, len(run.results), must)
+                 build, str(env.get("transport", "?")), profiles, len(run.results), must,
+                 str(image.get("engine") or "host"))
 
 
 def entries(where: str | Path) -> list[Entry]:
@@ -64,10 +68,10 @@ def entries(where: str | Path) -> list[Entry]:
 
 
 def render(items: list[Entry]) -> str:
-    rows = [[e.started, e.kernel, e.build, e.transport, len(e.profiles), e.cells,
+    rows = [[e.started, e.kernel, e.engine, e.build, e.transport, len(e.profiles), e.cells,
              e.must_failed, str(e.path)] for e in items]
-    return tabulate(rows, ["started", "kernel", "build", "transport", "profiles", "cells",
-                           "MUST failed", "run"])
+    return tabulate(rows, ["started", "kernel", "engine", "build", "transport", "profiles",
+                           "cells", "MUST failed", "run"])
 
 
 def last_two(where: str | Path) -> tuple[Entry, Entry]:
@@ -79,5 +83,6 @@ def last_two(where: str | Path) -> tuple[Entry, Entry]:
     earlier = [e for e in items[:-1] if e.key == newest.key]
     if not earlier:
         raise ResultsError(f"{where}: no earlier run of the same profiles on "
-                           f"{newest.transport} to compare {newest.path} with")
+                           f"{newest.transport} ({newest.engine}) to compare {newest.path} "
+                           "with")
     return earlier[-1], newest

@@ -33,7 +33,10 @@ def build_id(notes: bytes) -> str | None:
 def kernel_image(image: Path | None = None) -> dict[str, Any]:
     """The identity of the kernel under test: the running kernel's build-id and, when the
     image file is known (given, or /boot/vmlinuz-<release>), its sha256."""
-    out: dict[str, Any] = {"build_id": None, "path": None, "sha256": None}
+    # the engine that ran it: "host" (this machine's kernel), "qemu" (a bzImage under TCG)
+    # or "uml" (User-Mode Linux): one kernel line on two engines is two kernels to compare
+    out: dict[str, Any] = {"build_id": None, "path": None, "sha256": None,
+                           "engine": os.environ.get("NFSCONF_KERNEL_ENGINE", "host")}
     try:
         out["build_id"] = build_id(NOTES.read_bytes())
     except OSError:

@@ -42,15 +42,59 @@ def columns(results: list[Result]) -> dict[Column, str]:
             for k in keys}
 
 
-def matrix_rows(results: list[Result]) -> tuple[list[str], list[list[str]]]:
+# Why a whole row SKIPs (the reason up to its first ':'), and the command that runs it.
+SKIP_HINTS: dict[str, str] = {
+    "NFS wire check": "nfsconf run --transport knfsd --kernel uml:debian",
+    "exportfs-level check": "nfsconf run --transport local (or knfsd: its [local] column)",
+    "LOOKUP_HANDLE not negotiated": "nfsconf run --transport knfsd --profile ref-lh --kernel "
+                                    "$(nfsconf kernel build --arch um --series "
+                                    "../shared/kernels/lookup-handle-v2/series)",
+    "needs the reference server (restart without unmount, hostile answers)":
+        "nfsconf run --profile ref-stable --profile ref-lh",
+}
+
+
+def skip_reason(r: Result) -> str:
+    return r.reason.split(":", 1)[0].strip() or "skipped"
+
+
+def matrix_rows(results: list[Result], fold_skips: bool = False
+                ) -> tuple[list[str], list[list[str]]]:
+    """The matrix; with FOLD_SKIPS, rows where every cell SKIPs for one reason are left
+    out (skipped_rows says them once)."""
     cols = columns(results)
+    folded = {row for row, _ in skipped_rows(results)} if fold_skips else set()
     rows: dict[tuple[str, str], dict[Column, str]] = {}
     for r in results:
-        rows.setdefault((r.row, _level(results, r.row)), {})[column_of(r)] = cell(r)
+        if r.row not in folded:
+            rows.setdefault((r.row, _level(results, r.row)), {})[column_of(r)] = cell(r)
     header = ["scenario", "level", *cols.values()]
     body = [[row, level, *(cells.get(k, "") for k in cols)]
             for (row, level), cells in rows.items()]
     return header, body
+
+
+def skipped_rows(results: list[Result]) -> list[tuple[str, str]]:
+    """(row, reason) of every row in which each cell SKIPs, for one and the same reason."""
+    reasons: dict[str, set[str]] = {}
+    for r in results:
+        reasons.setdefault(r.row, set()).add(skip_reason(r) if r.verdict == "SKIP" else "")
+    return [(row, next(iter(why))) for row, why in reasons.items()
+            if len(why) == 1 and "" not in why]
+
+
+def skip_lines(results: list[Result]) -> str:
+    """One line per reason a set of whole rows SKIPs, with the command that would run them."""
+    by_reason: dict[str, list[str]] = {}
+    for row, why in skipped_rows(results):
+        by_reason.setdefault(why, []).append(row)
+    lines = []
+    for why, rows in by_reason.items():
+        ids = list(dict.fromkeys(row.split("/", 1)[0] for row in rows))
+        hint = SKIP_HINTS.get(why)
+        lines.append(f"SKIP in every column ({len(rows)} rows: {', '.join(ids)}): {why}"
+                     + (f"; to run them: {hint}" if hint else ""))
+    return "\n".join(lines)
 
 
 def _level(results: list[Result], row: str) -> str:
@@ -73,12 +117,14 @@ def summary_rows(results: list[Result]) -> tuple[list[str], list[list[object]]]:
 def render(results: list[Result], fmt: str = "simple") -> str:
     if not results:
         return "(no results)"
-    header, body = matrix_rows(results)
+    header, body = matrix_rows(results, fold_skips=True)
     sheader, sbody = summary_rows(results)
+    skips = skip_lines(results)
     legend = ("cells: verdict and errno; WRONG-OBJ = a handle opened another object (always a "
               "MUST failure); ! = the profile claims what this scenario checks")
-    return (tabulate(body, header, tablefmt=fmt) + "\n\n" + tabulate(sbody, sheader, tablefmt=fmt)
-            + "\n\n" + legend)
+    return ((tabulate(body, header, tablefmt=fmt) + "\n\n" if body else "")
+            + (skips + "\n\n" if skips else "")
+            + tabulate(sbody, sheader, tablefmt=fmt) + "\n\n" + legend)
 
 
 def env_rows(env: dict[str, Any]) -> list[tuple[str, str]]:

@@ -11,7 +11,14 @@ from pathlib import Path
 from tabulate import tabulate
 
 from nfsconf.report import oracle
-from nfsconf.report.matrix import column_of, env_rows, matrix_rows, render, summary_rows
+from nfsconf.report.matrix import (
+    column_of,
+    env_rows,
+    matrix_rows,
+    render,
+    skip_lines,
+    summary_rows,
+)
 from nfsconf.report.results import Result, Run
 
 FORMATS = ("terminal", "markdown", "junit", "html")
@@ -38,8 +45,11 @@ def markdown(run: Run) -> str:
     out += [tabulate(env_rows(run.env), ["", ""], tablefmt="github"), ""]
     if not run.results:
         return "\n".join(out + ["(no results)", ""])
-    header, body = matrix_rows(run.results)
+    header, body = matrix_rows(run.results, fold_skips=True)
     out += ["## Matrix", "", tabulate(body, header, tablefmt="github"), ""]
+    skips = skip_lines(run.results)
+    if skips:
+        out += [f"- {line}" for line in skips.splitlines()] + [""]
     sheader, sbody = summary_rows(run.results)
     out += ["## Summary", "", tabulate(sbody, sheader, tablefmt="github"), ""]
     pheader, pbody = oracle.table(run.results)

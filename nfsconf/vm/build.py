@@ -30,6 +30,7 @@ import nfsconf
 from nfsconf.errors import BuildError
 from nfsconf.vm import kconfig
 from nfsconf.vm.apt import Apt, AptError, depends, private_apt, run, system_apt
+from nfsconf.vm.arch import TREE_MODULES, Arch, arch
 from nfsconf.vm.kernels import locked
 
 RECORD = "nfsconf-build.json"
@@ -59,6 +60,7 @@ class BuildRequest:
     series: Path | None = None
     config: Path | None = None
     jobs: int = os.cpu_count() or 1
+    arch: str = "x86"  # x86 (a bzImage for qemu) | um (User-Mode Linux)
 
 
 @dataclass(frozen=True)
@@ -115,8 +117,8 @@ def series_hash(patches: list[Patch]) -> str:
     return h.hexdigest()
 
 
-def config_text(user: Path | None) -> str:
-    text = kconfig.GUEST
+def config_text(user: Path | None, target: Arch) -> str:
+    text = target.config
     if user is not None:
         try:
             text += f"\n# --config {user}\n" + user.read_text()
@@ -139,18 +141,21 @@ def build(req: BuildRequest, cache_dir: Path, say: Callable[[str], None] = print
     problems = check_tools()
     if problems:
         raise BuildError("cannot build a kernel:\n  " + "\n  ".join(problems))
+    target = arch(req.arch)
     patches = read_series(req.series) if req.series is not None else []
-    config = config_text(req.config)
+    config = config_text(req.config, target)
     cache_dir.mkdir(parents=True, exist_ok=True)
     apt = _apt_for(req.base, cache_dir)
     pkg, version = _source_package(apt)
     s_hash = series_hash(patches)
     c_hash = hashlib.sha256((_RECIPE + config).encode()).hexdigest()
     key = f"{pkg}_{version}-s{s_hash[:10]}-c{c_hash[:10]}".replace(":", "%")
+    if target.name != "x86":  # x86 trees keep the keys they always had
+        key += f"-{target.name}"
     tree = cache_dir / "build" / key
     (cache_dir / "build").mkdir(exist_ok=True)
     with locked(cache_dir / "build" / f".{key}.lock"):
-        done = _cached(tree)
+        done = _cached(tree, target)
         if done is not None:
             say(f"kernel build: cached {tree}")
             return done
@@ -174,14 +179,19 @@ def build(req: BuildRequest, cache_dir: Path, say: Callable[[str], None] = print
             _set_stage(tree, "patched")
             stage = "patched"
         if stage == "patched":
-            _configure(tree, config, s_hash, say)
+            _configure(tree, config, s_hash, target, say)
             _set_stage(tree, "configured")
-        say(f"kernel build: make -j{req.jobs} bzImage modules in {tree} (log: build.log)")
-        _make(tree, req.jobs, cache_dir, say)
+        say(f"kernel build: make ARCH={target.make_arch} -j{req.jobs} "
+            f"{' '.join(target.targets)} in {tree} (log: build.log)")
+        _make(tree, target, target.targets, req.jobs, cache_dir, say)
+        if target.install_modules:
+            shutil.rmtree(tree / TREE_MODULES, ignore_errors=True)
+            _make(tree, target, ("modules_install", f"INSTALL_MOD_PATH={tree / TREE_MODULES}"),
+                  1, cache_dir, say)
         release = (tree / "include/config/kernel.release").read_text().strip()
         seconds = time.monotonic() - started
         record: dict[str, object] = {
-            "base": req.base, "source_package": pkg, "source_version": version,
+            "base": req.base, "arch": target.name, "source_package": pkg, "source_version": version,
             "series": [p.name for p in patches], "series_path": str(req.series or ""),
             "series_sha256": s_hash, "config_sha256": c_hash,
             "config_fragment": str(req.config or ""), "release": release,
@@ -265,7 +275,8 @@ def _apply_errors(text: str) -> str:
     return "\n".join(f"  {ln}" for ln in lines[:20])
 
 
-def _configure(tree: Path, config: str, s_hash: str, say: Callable[[str], None]) -> None:
+def _configure(tree: Path, config: str, s_hash: str, target: Arch,
+               say: Callable[[str], None]) -> None:
     say("kernel build: configuring (allnoconfig + the guest's needs)")
     local = "-nfsconf" + (f"-{s_hash[:8]}" if s_hash != series_hash([]) else "")
     wanted = kconfig.parse(config)
@@ -273,7 +284,8 @@ def _configure(tree: Path, config: str, s_hash: str, say: Callable[[str], None])
     frag = tree / ".nfsconf.config"
     frag.write_text(fragment)
     try:
-        run(["make", "ARCH=x86_64", f"KCONFIG_ALLCONFIG={frag}", "allnoconfig"], cwd=tree,
+        run(["make", f"ARCH={target.make_arch}", f"KCONFIG_ALLCONFIG={frag}", "allnoconfig"],
+            cwd=tree,
             what="make allnoconfig")
     except AptError as e:
         raise BuildError(str(e)) from None
@@ -299,8 +311,9 @@ def _kconfig_symbols(tree: Path) -> set[str]:
     return syms
 
 
-def _make(tree: Path, jobs: int, cache_dir: Path, say: Callable[[str], None]) -> None:
-    argv = ["make", "ARCH=x86_64", f"-j{jobs}", "bzImage", "modules"]
+def _make(tree: Path, target: Arch, goals: tuple[str, ...], jobs: int, cache_dir: Path,
+          say: Callable[[str], None]) -> None:
+    argv = ["make", f"ARCH={target.make_arch}", f"-j{jobs}", *goals]
     env = dict(os.environ)
     if shutil.which("ccache"):  # a series that changes a few files rebuilds only those
         argv.append("CC=ccache gcc")
@@ -358,12 +371,12 @@ def _set_stage(tree: Path, stage: str) -> None:
     (tree / _STAGE).write_text(stage + "\n")
 
 
-def _cached(tree: Path) -> Built | None:
+def _cached(tree: Path, target: Arch) -> Built | None:
     try:
         record = json.loads((tree / RECORD).read_text())
     except (OSError, ValueError):
         return None
-    if not (tree / "arch/x86/boot/bzImage").is_file() or (tree / _STAGE).exists():
+    if not target.tree_image(tree).is_file() or (tree / _STAGE).exists():
         return None
     return Built(tree, str(record["release"]), True, 0.0, record)
 

@@ -3,6 +3,12 @@
 The lane boots the guest with `oops=panic` and the hung-task and soft-lockup detectors set
 to panic, so a kernel that oopses, hangs or locks up ends the VM at once; the console
 holds the kernel's own words, which become the evidence of the cell that was running.
+
+Both engines' texts are read: x86 prints `RIP: 0010:fn+off/len` and a call trace between
+<TASK> and </TASK>; User-Mode Linux prints its registers (`Pid: N, comm: ...`, `RIP:
+0033:fn+off/len`) *before* the panic line ("Kernel panic - not syncing: Kernel mode fault
+at addr 0x0, ip ..."), and a stack of `[<address>] fn+off/len` frames after it, the panic
+and signal-delivery frames first.
 """
 
 from __future__ import annotations
@@ -21,7 +27,18 @@ _START = re.compile(r"BUG:|Oops:|general protection fault|Kernel panic|"
                     r"INFO: task .* blocked for more than|watchdog: BUG: soft lockup|"
                     r"KASAN:|UBSAN:|kernel BUG at")
 _END = re.compile(r"---\[ end (trace|Kernel panic)")
-_FRAME = re.compile(r"^\s*(\?\s*)?([A-Za-z0-9_.]+)\+0x[0-9a-f]+/0x[0-9a-f]+")
+_FRAME = re.compile(r"^\s*(?:\[<[0-9a-f]+>\]\s*)?(\?\s*)?([A-Za-z0-9_.]+)\+0x[0-9a-f]+/0x[0-9a-f]+")
+# a kernel function in a RIP line (x86: the selector is 0010; UML prints 0033 for its own
+# kernel); a bare address (user space) is not one
+_RIP = re.compile(r"RIP: [0-9a-f]{4}:([A-Za-z_][A-Za-z0-9_.]*\+0x[0-9a-f]+/0x[0-9a-f]+)")
+# UML's register dump starts here, up to this many lines before its panic line
+_UML_REGS = re.compile(r"^(Modules linked in:|Pid: \d+, comm: )")
+_UML_LOOKBACK = 40
+# frames of the panic itself and of UML's signal delivery: not where the kernel failed
+_MACHINERY = {"dump_stack", "dump_stack_lvl", "panic", "segv", "segv_handler", "sig_handler",
+              "sig_handler_common", "hard_handler", "unblock_signals", "um_set_signals",
+              "block_signals", "relay_signal", "bad_segv", "show_stack", "vpanic",
+              "__die", "die", "do_exit", "make_task_dead", "rewind_stack_and_make_dead"}
 _MAX_LINES = 80
 
 
@@ -45,16 +62,22 @@ def kernel_crash(console: str) -> KernelCrash | None:
     start = next((i for i, ln in enumerate(lines) if _START.search(ln)), None)
     if start is None:
         return None
+    title = lines[start].strip()
+    first = start
+    if title.startswith("Kernel panic"):  # UML: its register dump came first
+        regs = [i for i in range(max(0, start - _UML_LOOKBACK), start)
+                if _UML_REGS.match(lines[i])]
+        if regs:
+            first = regs[0]
     block: list[str] = []
-    for ln in lines[start:start + _MAX_LINES]:
+    for ln in lines[first:start + _MAX_LINES]:
         block.append(ln)
         if _END.search(ln):
             break
-    title = block[0].strip()
     kind = ("hang" if "blocked for more than" in title else
             "lockup" if "soft lockup" in title else
             "panic" if title.startswith("Kernel panic") else "oops")
-    rip = next((m.group(1) for ln in block if (m := re.search(r"RIP: 0010:(\S+)", ln))), None)
+    rip = next((m.group(1) for ln in block if (m := _RIP.search(ln))), None)
     trace: list[str] = []
     in_trace = False
     for ln in block:
@@ -62,9 +85,10 @@ def kernel_crash(console: str) -> KernelCrash | None:
             in_trace = True
             continue
         if in_trace:
-            if "</TASK>" in ln or "RIP: 0033" in ln:
+            if "</TASK>" in ln or "RIP: 0033" in ln or (trace and not ln.strip()):
                 break
             m = _FRAME.match(ln)
-            if m and not m.group(1):  # '?' frames are guesses of the unwinder
+            # '?' frames are guesses of the unwinder
+            if m and not m.group(1) and m.group(2) not in _MACHINERY:
                 trace.append(m.group(2))
     return KernelCrash(title, rip, trace, block, kind)

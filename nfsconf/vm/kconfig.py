@@ -135,3 +135,78 @@ def missing(wanted: dict[str, str], final: dict[str, str], known: set[str]) -> l
 
 def unknown(wanted: dict[str, str], known: set[str]) -> list[str]:
     return [s for s in wanted if s.removeprefix("CONFIG_") not in known]
+
+
+# A User-Mode Linux guest (ARCH=um): the host's root over hostfs, the console on the
+# process's stdout, everything the lanes use built in (no module loading at boot; modprobe
+# still finds them in modules.builtin). UML in its default mode is one CPU.
+UML = """
+CONFIG_64BIT=y
+CONFIG_PRINTK=y
+CONFIG_PRINTK_TIME=y
+CONFIG_BUG=y
+CONFIG_KALLSYMS=y
+CONFIG_FRAME_POINTER=y
+CONFIG_TTY=y
+CONFIG_UNIX98_PTYS=y
+CONFIG_STDERR_CONSOLE=y
+CONFIG_NULL_CHAN=y
+CONFIG_FD_CHAN=y
+CONFIG_HOSTFS=y
+CONFIG_MCONSOLE=y
+CONFIG_MAGIC_SYSRQ=y
+CONFIG_BINFMT_ELF=y
+CONFIG_BINFMT_SCRIPT=y
+CONFIG_MULTIUSER=y
+CONFIG_FHANDLE=y
+CONFIG_FUTEX=y
+CONFIG_EPOLL=y
+CONFIG_SIGNALFD=y
+CONFIG_TIMERFD=y
+CONFIG_EVENTFD=y
+CONFIG_AIO=y
+CONFIG_POSIX_TIMERS=y
+CONFIG_FILE_LOCKING=y
+CONFIG_INOTIFY_USER=y
+CONFIG_PROC_FS=y
+CONFIG_PROC_SYSCTL=y
+CONFIG_SYSFS=y
+CONFIG_DEVTMPFS=y
+CONFIG_SHMEM=y
+CONFIG_TMPFS=y
+CONFIG_TMPFS_XATTR=y
+CONFIG_KEYS=y
+CONFIG_IKCONFIG=y
+CONFIG_IKCONFIG_PROC=y
+CONFIG_MODULES=y
+CONFIG_LOCALVERSION_AUTO=n
+CONFIG_DEBUG_INFO=n
+# a kernel under test may hang: say so on the console
+CONFIG_DEBUG_KERNEL=y
+CONFIG_DETECT_HUNG_TASK=y
+# loopback networking (NFS over 127.0.0.1)
+CONFIG_NET=y
+CONFIG_INET=y
+CONFIG_IPV6=y
+CONFIG_UNIX=y
+CONFIG_PACKET=y
+CONFIG_NETWORK_FILESYSTEMS=y
+# what the lanes use, all built in
+CONFIG_FUSE_FS=y
+CONFIG_CUSE=n
+CONFIG_EXPORTFS=y
+CONFIG_OVERLAY_FS=y
+CONFIG_BLOCK=y
+CONFIG_BLK_DEV=y
+CONFIG_BLK_DEV_LOOP=y
+CONFIG_MISC_FILESYSTEMS=y
+CONFIG_SQUASHFS=y
+CONFIG_SQUASHFS_XZ=y
+CONFIG_SQUASHFS_ZSTD=y
+CONFIG_NFSD=y
+CONFIG_NFSD_V4=y
+CONFIG_NFS_FS=y
+CONFIG_NFS_V3=y
+CONFIG_NFS_V4=y
+CONFIG_NFS_V4_2=y
+"""

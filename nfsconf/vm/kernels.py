@@ -9,6 +9,11 @@ Specs understood by `resolve_kernel`:
   directory) pointing at the Debian mirror the system already uses.
 - a path: a bzImage/vmlinuz with modules beside it (``<root>/lib/modules/<release>``), a
   directory holding such an image, or a built kernel tree (``arch/x86/boot/bzImage``).
+- ``uml:debian`` / ``uml:debian:<suite>``: Debian's ``user-mode-linux`` package (a kernel
+  built with ARCH=um, run as a host process) of this system's suite or another, unpacked
+  into the cache like the bzImages.
+- a path to a User-Mode Linux binary (``linux``, ``linux.uml``) or to a tree built with
+  ``kernel build --arch um``.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import json
 import os
 import re
 import shutil
+import subprocess
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -27,6 +33,7 @@ from pathlib import Path
 
 from nfsconf.errors import KernelError
 from nfsconf.vm.apt import Apt, AptError, depends, private_apt, run, system_apt
+from nfsconf.vm.arch import ARCHES, TREE_MODULES, arch_of_config
 
 # Offsets in the x86 boot protocol header (Documentation/arch/x86/boot.rst).
 _BOOT_FLAG_OFF = 0x1FE
@@ -51,6 +58,7 @@ class Kernel:
     sha256: str  # of the image: identifies the exact build in reports
     source: str  # human-readable provenance
     tree: Path | None = None  # set when booting a built kernel source tree
+    arch: str = "x86"  # x86: a bzImage for qemu | um: a User-Mode Linux binary
 
     @property
     def run_target(self) -> Path:
@@ -69,6 +77,14 @@ def default_cache_dir() -> Path:
 def resolve_kernel(spec: str | None, cache_dir: Path) -> Kernel:
     """Turn a kernel spec into a Kernel ready to boot (downloading it if needed)."""
     cache_dir = Path(cache_dir)
+    if spec is not None and spec.startswith("uml:"):
+        rest = spec.removeprefix("uml:")
+        if rest == "debian":
+            return _debian_uml(None, cache_dir)
+        if rest.startswith("debian:") and re.fullmatch(r"[a-z][a-z0-9-]*", rest[7:]):
+            return _debian_uml(rest[7:], cache_dir)
+        raise KernelError(f"bad kernel spec {spec!r}: uml:debian or uml:debian:SUITE "
+                          "(a UML binary or tree is given by its path)")
     if spec is None or spec == "debian":
         return _debian_kernel(None, cache_dir)
     if spec.startswith("debian:"):
@@ -130,6 +146,8 @@ def _path_kernel(path: Path) -> Kernel:
     if path.is_dir():
         if (path / "arch/x86/boot/bzImage").is_file():
             return _tree_kernel(path)
+        if (path / "linux").is_file() and (path / ".config").is_file():
+            return _uml_tree_kernel(path)
         if (path / "Makefile").is_file() and (path / "Kconfig").is_file():
             raise KernelError(
                 f"{path} is a kernel tree that is not built (no arch/x86/boot/bzImage)"
@@ -146,6 +164,12 @@ def _path_kernel(path: Path) -> Kernel:
         tree = path.parents[3]
         if (tree / ".config").is_file():
             return _tree_kernel(tree)
+    if is_elf(path):
+        if path.name == "linux" and (path.parent / ".config").is_file():
+            return _uml_tree_kernel(path.parent)
+        release = uml_release(path)
+        return Kernel(path, _modules_root_for(path, release), release, _sha256(path),
+                      f"uml {path}", arch="um")
     release = read_image_release(path)
     root = _modules_root_for(path, release)
     if root is None:
@@ -208,6 +232,74 @@ def _tree_source(tree: Path) -> str:
     return f"built {rec.get('source_package')} {rec.get('source_version')}{patches}, tree {tree}"
 
 
+# --- User-Mode Linux ----------------------------------------------------------------------
+
+
+def is_elf(path: Path) -> bool:
+    try:
+        with open(path, "rb") as f:
+            return f.read(4) == b"\x7fELF"
+    except OSError:
+        return False
+
+
+def uml_release(binary: Path) -> str:
+    """The release a User-Mode Linux binary reports (`linux --version`); it also proves the
+    binary starts on this host (a UML of a newer Debian needs that suite's glibc)."""
+    if not is_elf(binary):
+        raise KernelError(f"{binary} is not a User-Mode Linux binary (not an ELF file)")
+    try:
+        proc = subprocess.run([str(binary), "--version"], capture_output=True, text=True,
+                              timeout=30, stdin=subprocess.DEVNULL, start_new_session=True)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        raise KernelError(f"{binary} does not run as a User-Mode Linux kernel: {e}") from None
+    words = proc.stdout.split()
+    if proc.returncode != 0 or len(words) != 1:
+        why = (proc.stderr.strip() or proc.stdout.strip())[-300:]
+        if "GLIBC_" in why:
+            why += (" (it was built for a newer system: build that kernel here with "
+                    "`nfsconf kernel build --arch um --base debian:SUITE`)")
+        raise KernelError(f"{binary} is not a User-Mode Linux kernel that runs here "
+                          f"(`--version` exit {proc.returncode}): {why}")
+    return words[0]
+
+
+def _uml_tree_kernel(tree: Path) -> Kernel:
+    image = tree / ARCHES["um"].image
+    config = (tree / ".config").read_text(errors="replace")
+    if arch_of_config(config).name != "um":
+        raise KernelError(f"{tree}: holds a 'linux' binary but its .config is not ARCH=um")
+    release = uml_release(image)
+    release_file = tree / "include/config/kernel.release"
+    if release_file.is_file() and release_file.read_text().strip() != release:
+        raise KernelError(f"{tree}: linux is {release} but the tree is configured for "
+                          f"{release_file.read_text().strip()}; rebuild")
+    mods = tree / TREE_MODULES
+    root = mods if (mods / "lib/modules" / release).is_dir() else None
+    return Kernel(image, root, release, _sha256(image), _tree_source(tree), tree=tree,
+                  arch="um")
+
+
+def _debian_uml(suite: str | None, cache_dir: Path) -> Kernel:
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    with locked(cache_dir / ".lock"):
+        try:
+            apt = system_apt() if suite is None else private_apt(suite, cache_dir)
+            meta = apt.show("user-mode-linux")
+            if meta is None:
+                raise KernelError(f"package user-mode-linux not found in Debian {apt.suite}")
+            key = f"user-mode-linux_{meta['version']}".replace(":", "%")
+            dest = cache_dir / "debian" / key
+            cached = _load_cached(dest)
+            if cached is not None:
+                return cached
+            return _download_and_unpack(apt, ["user-mode-linux"], dest,
+                                        f"debian {apt.suite}: user-mode-linux "
+                                        f"{meta['version']}", arch="um")
+        except AptError as e:
+            raise KernelError(str(e)) from None
+
+
 # --- Debian packages ----------------------------------------------------------------------
 
 
@@ -255,10 +347,12 @@ def _load_cached(dest: Path) -> Kernel | None:
         shutil.rmtree(dest, ignore_errors=True)
         return None
     root = Path(meta["modules_root"]) if meta["modules_root"] else None
-    return Kernel(image, root, meta["release"], meta["sha256"], meta["source"])
+    return Kernel(image, root, meta["release"], meta["sha256"], meta["source"],
+                  arch=meta.get("arch") or "x86")
 
 
-def _download_and_unpack(apt: Apt, pkgs: list[str], dest: Path, source: str) -> Kernel:
+def _download_and_unpack(apt: Apt, pkgs: list[str], dest: Path, source: str,
+                         arch: str = "x86") -> Kernel:
     dest.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=".unpack-", dir=dest.parent))
     try:
@@ -275,11 +369,21 @@ def _download_and_unpack(apt: Apt, pkgs: list[str], dest: Path, source: str) -> 
         for deb in sorted(debs.glob("*.deb")):
             run(["dpkg-deb", "-x", str(deb), str(root)], what=f"dpkg-deb -x {deb.name}")
         shutil.rmtree(debs)
-        images = _images_in_dir(root)
-        if not images:
-            raise KernelError(f"{source}: the packages hold no vmlinuz")
-        tmp_image = images[0]
-        release = read_image_release(tmp_image)
+        if arch == "um":
+            tmp_image = root / "usr/bin/linux.uml"
+            if not tmp_image.is_file():
+                raise KernelError(f"{source}: the package holds no usr/bin/linux.uml")
+            release = uml_release(tmp_image)
+            # the package keeps its modules in usr/lib/uml/modules; modprobe -d wants
+            # lib/modules/<release> below the directory it is given
+            (root / "lib").mkdir(exist_ok=True)
+            (root / "lib/modules").symlink_to("../usr/lib/uml/modules")
+        else:
+            images = _images_in_dir(root)
+            if not images:
+                raise KernelError(f"{source}: the packages hold no vmlinuz")
+            tmp_image = images[0]
+            release = read_image_release(tmp_image)
         tmp_mods = _modules_root_for(tmp_image, release)
         if tmp_mods is None:
             raise KernelError(f"{source}: no lib/modules/{release} in the packages")
@@ -291,7 +395,7 @@ def _download_and_unpack(apt: Apt, pkgs: list[str], dest: Path, source: str) -> 
         raise
     image = dest / tmp_image.relative_to(work)
     mods = dest / tmp_mods.relative_to(work)
-    kernel = Kernel(image, mods, release, _sha256(image), source)
+    kernel = Kernel(image, mods, release, _sha256(image), source, arch=arch)
     (dest / _META).write_text(json.dumps(kernel.to_json(), indent=1) + "\n")
     return kernel
 

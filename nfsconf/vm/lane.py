@@ -1,6 +1,7 @@
-"""The knfsd lane: the suite runs inside a qemu VM (TCG) booted with the kernel under test.
+"""The knfsd lane: the suite runs inside a guest booted with the kernel under test, by its
+engine (qemu under TCG for a bzImage, User-Mode Linux for an ARCH=um kernel: vm/engine.py).
 
-The guest sees the host's root through 9p, so it runs this very venv: it brings up knfsd
+The guest sees the host's root (9p or hostfs), so it runs this very venv: it brings up knfsd
 with a tmpfs pseudo-root, puts every lab under that root (so NFSv4 reaches it), and runs
 the suite with the run service (`run_here`), writing results into the run directory, which
 the host shares writable.
@@ -47,6 +48,8 @@ def run_lane(opts: RunOptions, tag: str = "") -> RunOutcome:
     def say(text: str) -> None:
         print(f"[{tag}] {text}" if tag else text, flush=True)
 
+    from nfsconf.lab import TIME_SCALE
+    from nfsconf.vm.engine import engine_for
     from nfsconf.vm.kernels import default_cache_dir, resolve_kernel
     from nfsconf.vm.pack import packs, unpack_script
     from nfsconf.vm.runner import VmBootError, VmError, guest_python, run_in_vm
@@ -60,9 +63,10 @@ def run_lane(opts: RunOptions, tag: str = "") -> RunOutcome:
         profiles_of(opts.profiles)
     preflight()
     kernel = resolve_kernel(opts.kernel, default_cache_dir())
+    engine = engine_for(kernel)
     out.mkdir(parents=True, exist_ok=True)
     say(f"knfsd: kernel {kernel.release} ({kernel.source}), sha256 {kernel.sha256[:16]}; "
-        "booting under TCG")
+        f"booting with {engine.name}" + (" under TCG" if engine.name == "qemu" else ""))
     started = time.monotonic()
     guest = dataclasses.replace(
         opts, out=out, scenarios=Path(opts.scenarios).resolve(),
@@ -70,8 +74,9 @@ def run_lane(opts: RunOptions, tag: str = "") -> RunOutcome:
         # the guest sees the host's root but not its working directory
         profiles=[str(Path(p).resolve()) if p.endswith(".toml") else p for p in opts.profiles])
     # the guest's Python reads its files from memory, not over 9p (vm/pack.py)
+    pack = engine.pack_python and os.environ.get("NFSCONF_GUEST_PACK", "1") != "0"
     unpack = unpack_script(packs(default_cache_dir().parent / "guest", keep_off=[out])
-                           if os.environ.get("NFSCONF_GUEST_PACK", "1") != "0" else [])
+                           if pack else [])
     boot = _next_boot(out) - 1
     while True:  # every crash records its cell, so each boot gets further than the last
         boot += 1
@@ -83,6 +88,8 @@ def run_lane(opts: RunOptions, tag: str = "") -> RunOutcome:
         inner[1:1] = [f"NFSCONF_KERNEL_IMAGE={kernel.image}",
                       f"NFSCONF_KERNEL_SHA256={kernel.sha256}",
                       f"NFSCONF_KERNEL_SOURCE={kernel.source}",
+                      f"NFSCONF_KERNEL_ENGINE={engine.name}",
+                      f"{TIME_SCALE}={engine.time_scale:g}",
                       "PYTHONUNBUFFERED=1"]  # its output goes to a file the host tails live
         mark = f"echo \"{GUEST_MARK} $1 at $(cut -d' ' -f1 /proc/uptime) s\""
         command = ["sh", "-c", f"mark() {{ {mark}; }}\n"
@@ -134,9 +141,10 @@ def run_lane(opts: RunOptions, tag: str = "") -> RunOutcome:
 
 def _record_boot(out: Path, boot: int, result: VmResult, crash: KernelCrash | None,
                  first_result: float | None, marks: dict[str, float]) -> None:
-    """One line per boot in vm.jsonl: the vng command line, how the boot ended, and when
+    """One line per boot in vm.jsonl: the engine's command line, how the boot ended, and when
     things happened (host seconds since the VM started; guest marks in guest uptime)."""
-    rec = {"boot": boot, "argv": result.argv, "boot_seconds": result.boot_seconds,
+    rec = {"boot": boot, "engine": result.engine, "argv": result.argv,
+           "boot_seconds": result.boot_seconds,
            "guest_boot_uptime": result.guest_boot_uptime, "seconds": round(result.duration, 1),
            "exit": result.returncode, "timed_out": result.timed_out,
            "first_result": first_result, "guest_marks": marks,
@@ -249,7 +257,6 @@ def guest_main(argv: list[str]) -> int:
     import tempfile
 
     from nfsconf.exporters.knfsd import GuestSetupError, load_modules, start_knfsd
-    from nfsconf.lab import TIME_SCALE
     from nfsconf.run import run_here
     from nfsconf.servers.mount import release_fusectl
 
@@ -282,7 +289,7 @@ def guest_main(argv: list[str]) -> int:
         pseudo = knfsd.root / "pseudo"
         labs = pseudo / "labs"
         labs.mkdir(exist_ok=True)
-        os.environ.update(TMPDIR=str(labs), NFSCONF_V4ROOT=str(pseudo), **{TIME_SCALE: "4"})
+        os.environ.update(TMPDIR=str(labs), NFSCONF_V4ROOT=str(pseudo))
         tempfile.tempdir = None  # take the new TMPDIR
         guest_mark("run")
         return run_here(opts).exit_status
