@@ -24,3 +24,20 @@ AS_ROOT = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (FUSE mounts,
 
 def needs(program: str, package: str) -> pytest.MarkDecorator:
     return pytest.mark.skipif(shutil.which(program) is None, reason=f"{package} not installed")
+
+
+def engine_processes(since: float) -> list[str]:
+    """Kernel-engine processes (qemu, vng, User-Mode Linux and its guest processes) started
+    at or after SINCE (a time.time()): what a VM test must not leave running. VM tests run
+    one after the other (their xdist group), so any such process is theirs."""
+    import psutil
+
+    found = []
+    for p in psutil.process_iter(["pid", "cmdline", "create_time"]):
+        argv = p.info["cmdline"] or []
+        if p.info["create_time"] is None or p.info["create_time"] < since - 1 or not argv:
+            continue
+        uml = "rootfstype=hostfs" in argv
+        if uml or Path(argv[0]).name.startswith(("qemu-system", "vng", "virtme")):
+            found.append(f"{p.info['pid']} {' '.join(argv)[:120]}")
+    return found

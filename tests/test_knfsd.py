@@ -1,15 +1,18 @@
-"""The knfsd transport for real: boot Debian's kernel under TCG, export the FUSE mount with
-knfsd, and run one NFSv3 and one NFSv4.1 scenario through the raw client; `bench vm` makes
-that run and measures it."""
+"""The knfsd transport for real: boot Debian's kernel line 6.1 on both engines (bookworm's
+bzImage under qemu's TCG, bookworm's User-Mode Linux), export the FUSE mount with knfsd, and
+run one NFSv3 and one NFSv4.1 scenario through the raw client; `bench vm` makes both runs
+and measures them side by side. The lane's own logic (selection, interruption) runs on
+UML."""
 
 import json
 import os
 import signal
 import subprocess
 import sys
+import time
 
 import pytest
-from nfsconf_cli import AS_ROOT, needs
+from nfsconf_cli import AS_ROOT, engine_processes, needs
 
 from nfsconf.report.results import load_run
 
@@ -18,25 +21,30 @@ pytestmark = [pytest.mark.vm, AS_ROOT, needs("qemu-system-x86_64", "qemu-system-
 
 @pytest.fixture(scope="module")
 def bench(tmp_path_factory):
-    """One knfsd lane run, made by `bench vm` (which also boots the bare kernel, its anchor):
-    the smoke checks the run's verdicts, the bench test its figures."""
+    """The same knfsd lane on both engines, made by `bench vm` (which also boots each bare
+    kernel): the smoke checks each run's verdicts, the bench test its figures."""
     d = tmp_path_factory.mktemp("bench-vm")
+    started = time.time()
     r = subprocess.run([sys.executable, "-m", "nfsconf.cli", "bench", "vm",
-                        "--kernel", "debian:bookworm", "--profile", "bindfs",
+                        "--kernel", "debian:bookworm", "--uml-kernel", "uml:debian",
+                        "--profile", "bindfs",
                         "--profile", "bindfs-noforget", "-k", "DEC-COLD or NFS-V4-FH",
                         "--dir", str(d), "--out", str(d / "vm.json")],
                        capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert engine_processes(started) == []
     return d, r.stdout
 
 
-def test_knfsd_smoke(bench):
-    out = bench[0] / "run"
+@pytest.mark.parametrize("engine", ["qemu", "uml"])
+def test_knfsd_smoke(bench, engine):
+    out = bench[0] / engine
     records = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
     env, results = records[0], records[1:]
     assert env["transport"] == "knfsd"
     assert env["kernel"] != os.uname().release  # the guest's kernel, not the host's
     assert env["kernel_image"]["sha256"] and env["kernel_image"]["build_id"]
+    assert env["kernel_image"]["engine"] == engine
     cell = {(x["id"], x["variant"], x["profile"], x["transport"]): x for x in results}
     for transport in ("knfsd", "knfsd-subtree"):
         # NFSv3 raw client: bindfs goes STALE after drop_caches in the guest, noforget holds
@@ -49,31 +57,36 @@ def test_knfsd_smoke(bench):
         assert cell[("NFS-V4-FH", "dir", "bindfs-noforget", transport)]["verdict"] == "PASS"
     boots = [json.loads(x) for x in (out / "vm.jsonl").read_text().splitlines()]
     assert len(boots) == 1 and boots[0]["exit"] == 0 and boots[0]["crash"] is None, boots
-    assert not subprocess.run(["pgrep", "-f", f"rwdir={out}"], capture_output=True).stdout
+    assert boots[0]["engine"] == engine
 
 
-def test_bench_vm_measures_the_bare_boot_and_the_lane(bench):
+def test_bench_vm_measures_both_engines_side_by_side(bench):
     d, stdout = bench
     result = json.loads((d / "vm.json").read_text())
-    bare, lane = result["bare"], result["lane"]
-    assert bare["boot"] > 0 and lane["boot"] > 0
-    vm = json.loads((d / "run" / "vm.jsonl").read_text().splitlines()[0])
-    assert lane["first_result"] == vm["first_result"] and lane["vm"] == vm["seconds"]
-    assert lane["first_result"] > lane["boot"]
-    assert result["ratio_to_anchor"]["first_result"] == pytest.approx(
-        lane["first_result"] / bare["boot"], abs=0.01)
-    # the guest's own marks, in the order the guest reached them
-    marks = [lane["guest_marks"][m] for m in ("shell", "python", "knfsd", "run")]
-    assert marks == sorted(marks), lane["guest_marks"]
-    results = load_run(d / "run").results
-    assert lane["cells"] == len([x for x in results if x.verdict != "SKIP"]) > 0
-    assert "ratio to anchor" in stdout
+    assert result["anchor"] == "qemu"
+    for engine, run in result["engines"].items():
+        bare, lane = run["bare"], run["lane"]
+        assert bare["boot"] > 0 and lane["boot"] > 0
+        vm = json.loads((d / engine / "vm.jsonl").read_text().splitlines()[0])
+        assert lane["first_result"] == vm["first_result"] and lane["vm"] == vm["seconds"]
+        assert lane["first_result"] > lane["boot"]
+        # the guest's own marks, in the order the guest reached them
+        marks = [lane["guest_marks"][m] for m in ("shell", "python", "knfsd", "run")]
+        assert marks == sorted(marks), lane["guest_marks"]
+        results = load_run(d / engine).results
+        assert lane["cells"] == len([x for x in results if x.verdict != "SKIP"]) > 0
+    q, u = result["engines"]["qemu"]["lane"], result["engines"]["uml"]["lane"]
+    assert result["speedup"]["first result"] == pytest.approx(
+        q["first_result"] / u["first_result"], abs=0.01)
+    # one kernel line, two engines: the same verdicts (what `nfsconf diff` checks in full)
+    assert result["verdicts_differ"] == [] and q["verdicts"] == u["verdicts"]
+    assert "speed-up (ratio)" in stdout and "the same on both engines" in stdout
 
 
 def test_selection_that_matches_nothing_in_the_guest_exits_2(tmp_path):
     r = subprocess.run([sys.executable, "-m", "nfsconf.cli", "run", "--transport", "knfsd",
-                        "--profile", "bindfs", "-k", "NO-SUCH-SCENARIO", "--out",
-                        str(tmp_path / "run"), "--vm-timeout", "600",
+                        "--kernel", "uml:debian", "--profile", "bindfs", "-k",
+                        "NO-SUCH-SCENARIO", "--out", str(tmp_path / "run"), "--vm-timeout", "600",
                         "--kernel-arg", "nfsconf.smoke=1"],
                        capture_output=True, text=True, timeout=900)
     assert r.returncode == 2, r.stdout[-2000:] + r.stderr[-2000:]
@@ -85,10 +98,16 @@ def test_selection_that_matches_nothing_in_the_guest_exits_2(tmp_path):
 
 def test_sigterm_powers_off_every_vm_of_a_multi_kernel_run(tmp_path):
     """Two kernels at once: SIGTERM after the first result ends the run with 130, both VMs
-    powered off (they run in threads, which no signal reaches), the results written kept."""
+    powered off (they run in threads, which no signal reaches) with every host process of
+    theirs (a UML guest process is one), the results written kept."""
+    from nfsconf.vm.kernels import default_cache_dir, resolve_kernel
+
     out = tmp_path / "run"
+    started = time.time()
+    # Debian's UML twice over: by name, and by the path of its binary
+    binary = resolve_kernel("uml:debian", default_cache_dir()).image
     proc = subprocess.Popen([sys.executable, "-m", "nfsconf.cli", "run", "--transport",
-                             "knfsd", "--kernel", "debian:bookworm", "--kernel", "debian:trixie",
+                             "knfsd", "--kernel", "uml:debian", "--kernel", str(binary),
                              "--jobs", "2", "--profile", "bindfs", "--out", str(out)],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
@@ -103,6 +122,6 @@ def test_sigterm_powers_off_every_vm_of_a_multi_kernel_run(tmp_path):
             proc.kill()
             proc.wait()
     assert proc.returncode == 130, rest[-2000:]
-    assert not subprocess.run(["pgrep", "-f", f"rwdir={out}"], capture_output=True).stdout
+    assert engine_processes(started) == []
     kept = [p for p in out.glob("*/results.jsonl") if '"kind": "result"' in p.read_text()]
     assert kept, list(out.iterdir())

@@ -1,7 +1,10 @@
-"""Boot Debian's kernel under TCG and run knfsd over a FUSE mount inside it.
+"""Boot Debian's kernel on each engine — its bzImage under qemu (TCG), its User-Mode Linux
+build as a host process — and run knfsd over a FUSE mount inside it.
 
 Every verdict here comes from the guest kernel: the probe's JSON holds what the kernel NFS
 client read and the handles the kernel encoded; the host checks them against each other.
+The runner's own mechanics (time limits, a kernel that panics at boot) are engine-neutral
+and run on UML; what only qemu does (a bzImage that does not boot, vng's modules) on qemu.
 """
 
 from __future__ import annotations
@@ -19,19 +22,35 @@ import pytest
 
 from nfsconf.handles import decode_nfs_fh
 from nfsconf.vm.kernels import Kernel, default_cache_dir, resolve_kernel
-from nfsconf.vm.runner import VmBootError, check_host, guest_python, run_in_vm
+from nfsconf.vm.runner import VmBootError, VmSetupError, check_host, guest_python, run_in_vm
 
 pytestmark = pytest.mark.vm
 
 FSID = 101
+SPECS = {"qemu": None, "uml": "uml:debian"}  # Debian's kernel for this system, each engine
+
+
+def _kernel(engine: str) -> Kernel:
+    problems = check_host(engine)
+    if problems:
+        pytest.skip(f"{engine} prerequisites missing: " + "; ".join(problems))
+    return resolve_kernel(SPECS[engine], default_cache_dir())
+
+
+@pytest.fixture(scope="module", params=list(SPECS))
+def any_kernel(request) -> Kernel:
+    return _kernel(request.param)
 
 
 @pytest.fixture(scope="module")
 def kernel() -> Kernel:
-    problems = check_host()
-    if problems:
-        pytest.skip("VM prerequisites missing: " + "; ".join(problems))
-    return resolve_kernel(None, default_cache_dir())
+    """qemu's: for what only the qemu path does."""
+    return _kernel("qemu")
+
+
+@pytest.fixture(scope="module")
+def uml() -> Kernel:
+    return _kernel("uml")
 
 
 def vm_processes(name: str) -> list[int]:
@@ -43,7 +62,8 @@ def vm_processes(name: str) -> list[int]:
     return found
 
 
-def test_knfsd_exports_fuse_to_kernel_clients(kernel, tmp_path):
+def test_knfsd_exports_fuse_to_kernel_clients(any_kernel, tmp_path):
+    kernel = any_kernel
     marker = f"nfsconf-{uuid.uuid4().hex}"
     out = tmp_path / "probe.json"
     name = f"nfsconf-test-{uuid.uuid4().hex[:8]}"
@@ -102,7 +122,8 @@ def test_knfsd_exports_fuse_to_kernel_clients(kernel, tmp_path):
     assert res["left_mounted"] == [] and res["left_running"] == []
 
 
-def test_hanging_guest_command_is_killed_at_the_timeout(kernel):
+def test_hanging_guest_command_is_killed_at_the_timeout(any_kernel):
+    kernel = any_kernel
     name = f"nfsconf-test-{uuid.uuid4().hex[:8]}"
     start = time.monotonic()
     # longer than the 2048 bytes of a kernel command line: it must still arrive whole
@@ -138,6 +159,16 @@ def test_truncated_kernel_gives_a_boot_error_with_the_console(kernel, tmp_path):
     assert vm_processes(name) == []
 
 
+def test_truncated_uml_binary_is_refused_before_any_boot(uml, tmp_path):
+    broken = tmp_path / "linux"
+    with open(uml.image, "rb") as f:
+        broken.write_bytes(f.read(1_000_000))
+    broken.chmod(0o755)
+    k = Kernel(broken, None, uml.release, "0" * 64, "truncated", arch="um")
+    with pytest.raises(VmSetupError, match="not a User-Mode Linux kernel that runs here"):
+        run_in_vm(k, ["true"], timeout=60)
+
+
 def test_boot_that_does_not_reach_the_command_in_time_is_killed(kernel):
     # From the host a stuck boot and a slow one look alike: no guest command by the
     # deadline. 4 s is well below this kernel's boot time under TCG (~8-16 s measured).
@@ -149,11 +180,13 @@ def test_boot_that_does_not_reach_the_command_in_time_is_killed(kernel):
     assert vm_processes(name) == []
 
 
-def test_kernel_that_panics_exits_with_a_boot_error(kernel):
-    # No initramfs init and no root device: the kernel panics, panic=-1 reboots, qemu exits.
+def test_kernel_that_panics_exits_with_a_boot_error(uml):
+    # No init: the kernel panics and UML exits (qemu: panic=-1 reboots, qemu exits; the
+    # runner's handling is the same code)
+    kernel = uml
     name = f"nfsconf-test-{uuid.uuid4().hex[:8]}"
     with pytest.raises(VmBootError, match="exited") as e:
-        run_in_vm(kernel, ["true"], timeout=120, append=["rdinit=/nonexistent"], name=name)
+        run_in_vm(kernel, ["true"], timeout=120, append=["init=/nonexistent"], name=name)
     assert "panic" in e.value.console_tail.lower()
     # an early panic is booted once more (TCG has panicked sound kernels); it stays on record
     assert "on a second boot; the first had panicked: Kernel panic" in str(e.value), e.value

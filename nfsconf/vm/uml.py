@@ -25,7 +25,7 @@ from nfsconf.vm.kernels import Kernel, uml_release
 
 STARTING = "nfsconf-guest: starting script"
 _STARTED = re.compile(re.escape(STARTING) + r" at (\d+\.\d+)")
-_EXIT = re.compile(r"^nfsconf-guest: exit (\d+)$", re.M)
+_EXIT = re.compile(r"^nfsconf-guest: exit (\d+)\r?$", re.M)
 # what the guest's init runs from the host's root
 HOST_REQUIREMENTS = {"chroot": "coreutils", "mount": "mount", "ip": "iproute2",
                      "modprobe": "kmod"}
