@@ -8,12 +8,15 @@ NFSCONF := $(VENV)/bin/nfsconf
 # FUSE servers the built-in profiles drive, and the tools that build their sources.
 APT_FUSE := fuse3 mount bindfs fuse-overlayfs squashfuse squashfs-tools unionfs-fuse \
 	mergerfs fuse-zip zip archivemount rclone
-# The Ganesha transport, the knfsd VM (the guest runs on the host's root), the HTML check.
+# The knfsd guest runs on the host's root: knfsd's daemons, modprobe, ip(8) for loopback.
+# Both engines need them; User-Mode Linux needs nothing else (`uml:debian` is downloaded
+# into the cache, not installed). python-libnfs (NFS-BYNAME) builds against libnfs-dev.
+APT_GUEST := nfs-kernel-server nfs-common rpcbind kmod iproute2 gcc python3-dev libnfs-dev
+# The Ganesha transport, the HTML check.
 APT_NFS := nfs-ganesha nfs-ganesha-vfs rpcbind gcc python3-dev libnfs-dev
-# virtme-ng reads the kernel's version with file(1) and strings(1) (binutils) and brings the
-# guest's loopback up with ip(8) (iproute2)
-APT_VM := qemu-system-x86 udev busybox-static nfs-kernel-server nfs-common kmod file binutils \
-	iproute2
+# qemu for bzImages: virtme-ng reads the kernel's version with file(1) and strings(1)
+# (binutils)
+APT_VM := $(APT_GUEST) qemu-system-x86 udev busybox-static file binutils
 APT_REPORT := chromium
 # `nfsconf kernel build` (the LOOKUP_HANDLE kernel the tests boot); ccache makes a rebuild
 # with another series of the same source cheap
@@ -22,17 +25,19 @@ APT_TEST := $(APT_FUSE) $(APT_NFS) $(APT_VM) $(APT_REPORT) $(APT_KBUILD)
 
 .PHONY: run test apt apt-run apt-knfsd apt-test venv lint clean
 
-run: apt-run venv
-	$(NFSCONF) run --transport local
+# The main job: every installed profile through knfsd (NFSv3, NFSv4.1, both exports) and
+# locally, on Debian's kernel as User-Mode Linux, the matrix split over two guests.
+run: apt-run venv $(VENV)/.installed-nfs
+	$(NFSCONF) run --transport knfsd --kernel uml:debian --jobs 2
 
 test: apt-test venv $(VENV)/.installed-nfs
 	$(PY) -m ruff check nfsconf tests scenarios
 	$(PY) -m pytest -ra -n 2 --dist loadgroup tests
 
 apt-run:
-	@$(MAKE) --no-print-directory apt PKGS="$(APT_FUSE)"
+	@$(MAKE) --no-print-directory apt PKGS="$(APT_FUSE) $(APT_GUEST)"
 
-# what `nfsconf run --transport knfsd` needs (a CI job running one shard on one kernel)
+# what `nfsconf run --transport knfsd` needs on either engine (a CI job running one shard)
 apt-knfsd:
 	@$(MAKE) --no-print-directory apt PKGS="$(APT_FUSE) $(APT_VM)"
 

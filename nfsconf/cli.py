@@ -46,11 +46,14 @@ def options_of(args: argparse.Namespace) -> RunOptions:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    opts = options_of(args)
-    if len(args.kernel) > 1:
-        from nfsconf.service import run_kernels
+    from nfsconf.service import run_kernels, shard_dirs
 
-        return run_kernels(opts, args.kernel, args.jobs or 1).exit_status
+    opts = options_of(args)
+    guests = args.jobs or 1
+    if args.resume and args.transport == "knfsd" and not args.jobs:
+        guests = shard_dirs(Path(args.resume)) or 1  # as many guests as the run had
+    if len(args.kernel) > 1 or (args.transport == "knfsd" and guests > 1):
+        return run_kernels(opts, list(args.kernel) or [None], guests).exit_status
     outcome = run(opts)
     if outcome.interrupted:
         print("run interrupted: the results above are what finished", file=sys.stderr)
@@ -188,9 +191,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--fuzz-seed", type=int, default=1, metavar="SEED",
                      help="seed of the fuzz scenarios; the same seed replays them (default 1)")
     run.add_argument("--kernel", metavar="SPEC", action="append", default=[],
-                     help="knfsd: bzImage/vmlinuz with modules beside it, a built tree, or "
-                          "debian:SUITE (default: Debian's current kernel); repeatable: one "
-                          "VM per kernel, one report with a column per kernel")
+                     help="knfsd: uml:debian[:SUITE] (Debian's User-Mode Linux, host "
+                          "speed), a UML binary, a bzImage/vmlinuz with modules beside it, "
+                          "a built tree (x86 or um), or debian:SUITE (a bzImage under qemu; "
+                          "default: Debian's current kernel); repeatable: one guest per "
+                          "kernel, one report with a column per kernel")
     run.add_argument("--kernel-arg", metavar="ARG", action="append", default=[],
                      help="knfsd: one more kernel command-line parameter for the guest, "
                           "e.g. fuse.enable_uring=1; repeatable")
@@ -198,7 +203,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="local and ganesha: run N cells at a time (pytest-xdist); a "
                           "drop_caches of one then reaches the others' objects, which can "
                           "change verdicts that depend on the cache (volatile nodeids). "
-                          "Several --kernel values: N VMs at a time. Default 1")
+                          "knfsd: several --kernel values, N guests at a time; one kernel, "
+                          "its matrix split over N guests (OUT/shard-K-of-N; each guest has "
+                          "its own kernel and caches). Default 1")
     run.add_argument("--shard", metavar="K/N",
                      help="run part K of N of the (profile, scenario) pairs; the parts' "
                           "run directories merge in report, diff and certify")

@@ -77,10 +77,14 @@ def checks() -> list[Check]:
                          f"apt-get install {package}", "profile squashfuse"))
     from nfsconf.vm.runner import check_host
 
-    vm_problems = check_host()
-    out.append(Check("VM (qemu, virtme-ng, udev, busybox)", not vm_problems,
+    uml_problems = check_host("uml")
+    out.append(Check("User-Mode Linux guest (uml:debian)", not uml_problems,
+                     "ready" if not uml_problems else "; ".join(uml_problems)[:90],
+                     "make run installs them (see the Makefile's APT_GUEST)", "knfsd"))
+    vm_problems = check_host("qemu")
+    out.append(Check("qemu VM (qemu, virtme-ng, udev, busybox)", not vm_problems,
                      "ready" if not vm_problems else "; ".join(vm_problems)[:90],
-                     "make test installs them (see the Makefile's APT_VM)", "knfsd"))
+                     "make test installs them (see the Makefile's APT_VM)", "knfsd (bzImage)"))
     for tool, package, use in (("exportfs", "nfs-kernel-server", "knfsd"),
                                ("ganesha.nfsd", "nfs-ganesha nfs-ganesha-vfs", "ganesha"),
                                ("rpcbind", "rpcbind", "ganesha")):

@@ -32,20 +32,40 @@ def kernel_slug(spec: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-") or "kernel"
 
 
-def run_kernels(opts: RunOptions, kernels: list[str], jobs: int) -> RunOutcome:
-    """The same suite on several kernels: one VM per kernel, up to JOBS at a time, each
-    run in OUT/<kernel>/, and one report over all of them in OUT (a column per kernel)."""
+def shard_dirs(out: Path) -> int:
+    """N when OUT holds the guests of one kernel's matrix split N ways (shard-K-of-N), else
+    0: what `--resume OUT` must run again."""
+    found = {int(m.group(1)) for p in Path(out).glob("shard-*-of-*")
+             if (m := re.fullmatch(r"shard-\d+-of-(\d+)", p.name))}
+    return found.pop() if len(found) == 1 else 0
+
+
+def run_kernels(opts: RunOptions, kernels: list[str | None], jobs: int) -> RunOutcome:
+    """The same suite on several kernels: one guest per kernel, up to JOBS at a time, each
+    run in OUT/<kernel>/; or one kernel's matrix split in JOBS shards, one guest each (UML
+    is one CPU: two guests use two), in OUT/shard-K-of-N/. One report over all of them in
+    OUT (a column per kernel)."""
     from nfsconf.report.results import load_runs
     from nfsconf.report.views import write_views
     from nfsconf.vm import runner
     from nfsconf.vm.lane import run_lane
 
     out = Path(opts.out or default_out("knfsd"))
-    slugs = [kernel_slug(k) for k in kernels]
-    if len(set(slugs)) != len(slugs):
-        raise UsageError(f"two --kernel values name the same directory: {', '.join(slugs)}")
-    one = [dataclasses.replace(opts, kernel=k, out=out / s) for k, s in zip(kernels, slugs,
-                                                                           strict=True)]
+    if len(kernels) > 1:
+        slugs = [kernel_slug(k or "debian") for k in kernels]
+        if len(set(slugs)) != len(slugs):
+            raise UsageError(f"two --kernel values name the same directory: "
+                             f"{', '.join(slugs)}")
+        one = [dataclasses.replace(opts, kernel=k, out=out / s)
+               for k, s in zip(kernels, slugs, strict=True)]
+    else:
+        if opts.shard:
+            raise UsageError("--jobs N splits this kernel's matrix into N guests; --shard "
+                             "K/N splits it over machines: give one of them")
+        one = [dataclasses.replace(opts, kernel=kernels[0], shard=f"{i}/{jobs}",
+                                   out=out / f"shard-{i}-of-{jobs}") for i in range(1, jobs + 1)]
+    for o in one:  # resuming: a guest that never wrote anything starts afresh
+        o.resume = opts.resume and (Path(o.out) / "results.jsonl").exists()
     pool = ThreadPoolExecutor(max_workers=jobs)
     try:
         outcomes = list(pool.map(lambda o: run_lane(o, tag=o.out.name), one))
@@ -59,6 +79,7 @@ def run_kernels(opts: RunOptions, kernels: list[str], jobs: int) -> RunOutcome:
     print("\n" + (out / "matrix.txt").read_text(), end="")
     missing = [m for o in outcomes for m in o.missing]
     status = max((o.exit_status for o in outcomes), default=0)
-    print(f"\n{len(kernels)} kernels, {len(merged.results)} results; one report in {out}")
+    what = f"{len(kernels)} kernels" if len(kernels) > 1 else f"{jobs} guests"
+    print(f"\n{what}, {len(merged.results)} results; one report in {out}")
     return RunOutcome(out, merged.results, missing, any(o.interrupted for o in outcomes),
                       status)
