@@ -32,7 +32,7 @@ run: apt-run venv $(VENV)/.installed-nfs
 
 test: apt-test venv $(VENV)/.installed-nfs
 	$(PY) -m ruff check nfsconf tests scenarios
-	$(PY) -m pytest -ra -n 2 --dist loadgroup tests
+	$(PY) -m pytest -ra -n 2 --dist loadgroup --durations=30 tests
 
 apt-run:
 	@$(MAKE) --no-print-directory apt PKGS="$(APT_FUSE) $(APT_GUEST)"

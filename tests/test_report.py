@@ -54,7 +54,15 @@ def test_run_writes_every_view(full_run):
     md = (out / "report.md").read_text()
     header = next(line for line in md.splitlines() if line.startswith("| scenario"))
     assert all(p in header for p in profiles)
-    assert all(f"| {row} " in md for row in {r.row for r in run.results})
+    # every row is in the matrix, or SKIPs in every column and is named once with its reason
+    skip_lines = [line for line in md.splitlines() if line.startswith("- SKIP in every column")]
+    for row in {r.row for r in run.results}:
+        cells = [r for r in run.results if r.row == row]
+        if f"| {row} " in md:
+            continue
+        assert {r.verdict for r in cells} == {"SKIP"}, row
+        why = cells[0].reason.split(":", 1)[0]
+        assert any(row.split("/")[0] in line and why in line for line in skip_lines), row
     assert run.env["kernel"] in md and run.env["fuse"]["protocol"] in md
 
 
@@ -247,3 +255,24 @@ def test_build_id_found_among_other_notes(others, ident):
                                                                   n.rstrip(b"\0") == b"GNU"))
     assert build_id(notes + _note(b"GNU\0", 3, ident) + _note(b"Linux\0", 6, b"x")) == ident.hex()
     assert build_id(notes) is None
+
+
+def test_rows_that_skip_everywhere_for_one_reason_are_said_once():
+    from nfsconf.report.matrix import render
+    from nfsconf.report.results import Result
+
+    lh = "LOOKUP_HANDLE not negotiated: 7.38 kernel does not offer bit 43"
+    cells = [Result("LH-ENC", v, "MUST", p, "local", "SKIP", reason=lh)
+             for v in ("file", "dir") for p in ("a", "b")]
+    cells += [Result("DEC-WARM", "file", "MUST", "a", "local", "PASS"),
+              Result("DEC-WARM", "file", "MUST", "b", "local", "SKIP", reason=lh),
+              Result("NFS-FH", "file", "MUST", "a", "local", "SKIP", reason="NFS wire check: x"),
+              Result("NFS-FH", "file", "MUST", "b", "local", "SKIP", reason=lh)]
+    text = render(cells)
+    table = text.split("\n\n")[0]
+    # a row with a PASS, or SKIPs for two reasons, stays in the table
+    assert "DEC-WARM/file" in table and "NFS-FH/file" in table
+    assert "LH-ENC" not in table
+    line = next(x for x in text.splitlines() if x.startswith("SKIP in every column"))
+    assert "(2 rows: LH-ENC)" in line and "LOOKUP_HANDLE not negotiated" in line
+    assert "kernel build --arch um" in line  # the command that would run them
