@@ -16,6 +16,7 @@ import shutil
 import subprocess
 import time
 import uuid
+from pathlib import Path
 
 import psutil
 import pytest
@@ -122,8 +123,8 @@ def test_knfsd_exports_fuse_to_kernel_clients(any_kernel, tmp_path):
     assert res["left_mounted"] == [] and res["left_running"] == []
 
 
-def test_hanging_guest_command_is_killed_at_the_timeout(any_kernel):
-    kernel = any_kernel
+def test_hanging_guest_command_is_killed_at_the_timeout(uml):
+    kernel = uml
     name = f"nfsconf-test-{uuid.uuid4().hex[:8]}"
     start = time.monotonic()
     # longer than the 2048 bytes of a kernel command line: it must still arrive whole
@@ -205,16 +206,17 @@ def _link_or_copy(src, dst):
     return dst
 
 
-def test_kernel_without_nfsd_is_reported_by_config_name(kernel, tmp_path):
-    # The same kernel with nfsd.ko removed from (a hard-linked copy of) its modules.
-    assert kernel.modules_root is not None
+def test_kernel_without_nfsd_is_reported_by_config_name(uml, tmp_path):
+    # Debian's UML with nfsd.ko removed from (a hard-linked copy of) its modules: the
+    # guest's module loading is one code path for both engines.
+    assert uml.modules_root is not None
     root = tmp_path / "root"
-    mods = kernel.modules_root / "lib/modules" / kernel.release
-    dest = root / "lib/modules" / kernel.release
+    mods = (uml.modules_root / "lib/modules" / uml.release).resolve()
+    dest = root / "lib/modules" / uml.release
     dest.parent.mkdir(parents=True)
     shutil.copytree(mods, dest, symlinks=True, copy_function=_link_or_copy)
     removed = [p for p in dest.rglob("nfsd.ko*")]
-    assert removed, "the Debian kernel ships nfsd as a module"
+    assert removed, "Debian's UML ships nfsd as a module"
     for p in removed:
         p.unlink()
     for f in dest.glob("modules.*"):
@@ -222,13 +224,23 @@ def test_kernel_without_nfsd_is_reported_by_config_name(kernel, tmp_path):
         f.unlink()
         f.write_bytes(data)
     depmod = shutil.which("depmod") or "/usr/sbin/depmod"
-    subprocess.run([depmod, "-b", str(root), kernel.release], check=True)
-    (root / "boot").mkdir()
-    image = root / "boot" / kernel.image.name
-    _link_or_copy(kernel.image, image)
-    k = resolve_kernel(str(image), tmp_path)
-    assert k.modules_root == root
+    subprocess.run([depmod, "-b", str(root), uml.release], check=True)
+    k = Kernel(uml.image, root, uml.release, uml.sha256, "uml without nfsd", arch="um")
     r = run_in_vm(k, guest_python("tests.guest_probe", "modules"), timeout=300)
     assert r.returncode == 2, r.console[-2000:]
     assert "CONFIG_NFSD" in r.console
     assert "CONFIG_FUSE_FS" not in r.console  # only what is really missing is named
+
+
+def test_uml_guest_writes_reach_only_the_run_directory(uml, tmp_path):
+    """The guest writes where knfsd and Python write (/etc, /var, the project's tree, /tmp
+    outside the run): none of it reaches the host; the run directory gets its file."""
+    token = uuid.uuid4().hex
+    elsewhere = [Path("/etc") / f"nfsconf-{token}", Path("/var/lib") / f"nfsconf-{token}",
+                 Path(__file__).parent / f"nfsconf-{token}", Path("/tmp") / f"nfsconf-{token}"]
+    script = "; ".join(f"echo guest > {p}" for p in elsewhere)
+    r = run_in_vm(uml, ["sh", "-c", f"{script}; echo kept > {tmp_path}/kept; "
+                                    f"cat {elsewhere[0]}"], timeout=120, rw_dirs=[tmp_path])
+    assert r.returncode == 0 and r.stdout.strip() == "guest", r.console[-2000:]
+    assert (tmp_path / "kept").read_text() == "kept\n"
+    assert [p for p in elsewhere if p.exists()] == []
