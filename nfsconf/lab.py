@@ -44,7 +44,8 @@ TIME_SCALE = "NFSCONF_TIME_SCALE"
 
 def time_scale() -> float:
     """How much longer than on the host a server may take to start: the knfsd lane's guest
-    runs under TCG, where a Python server's imports over 9p take seconds."""
+    says, by its engine (qemu's TCG: a Python server's imports over 9p take seconds; UML
+    runs at host speed)."""
     try:
         return max(1.0, float(os.environ.get(TIME_SCALE, "1")))
     except ValueError:

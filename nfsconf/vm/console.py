@@ -17,8 +17,9 @@ import re
 from dataclasses import dataclass, field
 
 # The guest's command line: every kind of kernel trouble that leaves the suite stuck
-# becomes a panic, and panic=-1 (virtme's own) ends the VM. The hung-task limit sits well
-# above the suite's per-scenario time limit (120 s), which aborts FUSE waits by itself.
+# becomes a panic, which ends the guest (qemu: virtme's own panic=-1; UML exits). The
+# hung-task limit sits well above the suite's per-scenario time limit (120 s), which aborts
+# FUSE waits by itself.
 PANIC_ON_TROUBLE = ("oops=panic", "softlockup_panic=1", "hung_task_panic=1",
                     "sysctl.kernel.hung_task_timeout_secs=300")
 

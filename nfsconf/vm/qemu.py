@@ -4,7 +4,9 @@ The guest sees the host's root read-only over 9p (with writable overlays on /etc
 /tmp, ...), so the host's venv, bindfs, nfs-utils and this package are usable inside it.
 Results come back through `rw_dirs` (9p read-write shares at the same paths).
 
-KVM is never used: nested KVM hangs on the project's machines, TCG does not.
+KVM is never used: nested KVM hangs on the project's machines, TCG does not. A panic ends
+the VM through virtme's own `panic=-1` (the guest reboots, qemu exits): with
+console.PANIC_ON_TROUBLE every oops, hung task and soft lockup does.
 """
 
 from __future__ import annotations
