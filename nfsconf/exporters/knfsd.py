@@ -206,6 +206,12 @@ def _bring_up(k: Knfsd, exports: Sequence[Export], threads: int) -> None:
     with t("modules"):
         load_modules(("nfsd",))
     with t("nfsd_fs"):
+        # rpc.mountd reads the mount table through /etc/mtab (setmntent) and segfaults on
+        # the first MOUNT where a minimal root has none (seen: a fresh mmdebstrap root);
+        # the guest's /etc is its own
+        mtab = Path("/etc/mtab")
+        if not mtab.exists() and not mtab.is_symlink():
+            mtab.symlink_to("../proc/self/mounts")
         if not _is_mounted(Path("/proc/fs/nfsd"), "nfsd"):
             _check(["mount", "-t", "nfsd", "nfsd", "/proc/fs/nfsd"])
             k._mounted_nfsd = True
