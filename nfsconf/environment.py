@@ -68,6 +68,24 @@ def _fuse_init() -> dict[str, Any]:
 
 
 @functools.cache
+def kernel_offers(flag: str) -> tuple[bool, str]:
+    """(offered, why) of a mainline FUSE INIT flag (abi.MAINLINE's names: HAS_RESEND, ...)
+    on this kernel, probed once per process."""
+    from nfsconf.fuse.abi import INIT, MAINLINE
+
+    bit = INIT[flag].bit_length() - 1
+    since = next(minor for b, (_, minor) in MAINLINE.items() if b == bit)
+    try:
+        init = _fuse_init()
+    except (OSError, RuntimeError, TimeoutError) as e:
+        return False, f"FUSE INIT probe failed: {e}"
+    if bit in init["flag_bits"]:
+        return True, f"{flag} offered"
+    return False, (f"kernel lacks FUSE {flag} (INIT bit {bit}, protocol 7.{since}; this "
+                   f"kernel speaks {init['protocol']})")
+
+
+@functools.cache
 def kernel_lookup_handle() -> tuple[str | None, str]:
     """(dialect, why) of FUSE_LOOKUP_HANDLE as this kernel offers it in INIT, probed once per
     process: a scenario that needs it SKIPs before mounting anything where it is not."""

@@ -252,6 +252,15 @@ class Cell:
     def require_ref(self) -> Any:
         return self.lab.require_ref()
 
+    def require_kernel_flag(self, flag: str, needed_for: str) -> None:
+        """SKIP where the kernel under test does not offer FLAG in FUSE INIT: a check that
+        needs it says so, it never fails for it."""
+        from nfsconf.environment import kernel_offers
+
+        offered, why = kernel_offers(flag)
+        if not offered:
+            pytest.skip(f"{why}: {needed_for}")
+
     def require_lookup_handle(self) -> dict[str, Any]:
         """The reference server negotiated LOOKUP_HANDLE with the kernel under test."""
         self.lab.require_ref()

@@ -58,6 +58,10 @@ def test_request_in_flight_survives_restart(cell, mode):
     """IN-FLIGHT: a reader blocked in read() while the server is replaced gets its data: the
     successor answers the very request the kernel resends."""
     cell.require_ref()
+    # the successor asks for the resend with FUSE_NOTIFY_RESEND: without it (before 7.40)
+    # the held-back READ stays queued for the dead instance
+    cell.require_kernel_flag("HAS_RESEND", "the successor cannot ask the kernel to resend "
+                                           "the request its predecessor held")
     cell.lab.restart(stall_first="READ")  # this instance holds back its first READ reply
     ref = cell.require_ref()  # the new instance: the one to replace
     _, start = cell.lab.trace_since()
