@@ -112,6 +112,9 @@ def test_bad_arguments_are_one_line(tmp_path):
     r = subprocess.run([sys.executable, "-m", "nfsconf.cli", "kernel", "build", "--base",
                         "fedora:40"], capture_output=True, text=True)
     assert r.returncode == 2 and "debian:SUITE" in r.stderr
+    r = subprocess.run([sys.executable, "-m", "nfsconf.cli", "kernel", "build", "--arch",
+                        "arm64"], capture_output=True, text=True)
+    assert r.returncode == 2 and "invalid choice: 'arm64'" in r.stderr
 
 
 def test_built_tree_names_its_recipe(tmp_path):

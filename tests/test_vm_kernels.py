@@ -91,3 +91,53 @@ def test_probe_on_debian_sid_kernel(tmp_path):
     assert res["grace_ended"] is True
     assert [c["content"] for c in res["clients"]] == [marker] * 3
     print(f"\n[vm sid] {kernel.source}: boot {r.boot_seconds:.1f} s, total {r.duration:.1f} s")
+
+
+def test_debian_uml_is_unpacked_into_the_cache_with_its_modules():
+    cache = default_cache_dir()
+    uml = resolve_kernel("uml:debian", cache)
+    assert uml.arch == "um" and uml.image.name == "linux.uml"
+    assert uml.image.is_relative_to(cache / "debian")  # downloaded, not the host's package
+    again = resolve_kernel("uml:debian", cache)
+    assert again == uml
+    mods = uml.modules_root / "lib/modules" / uml.release
+    assert (mods / "modules.dep").is_file() and list(mods.rglob("nfsd.ko*"))
+
+
+def test_uml_tree_and_binary_specs(tmp_path):
+    """A tree built with --arch um is found by its `linux` and its .config; the tree's
+    release must be the binary's."""
+    import shutil
+
+    from nfsconf.errors import KernelError
+
+    uml = resolve_kernel("uml:debian", default_cache_dir())
+    tree = tmp_path / "tree"
+    (tree / "include/config").mkdir(parents=True)
+    shutil.copy2(uml.image, tree / "linux")
+    (tree / ".config").write_text("CONFIG_UML=y\nCONFIG_HOSTFS=y\n")
+    (tree / "include/config/kernel.release").write_text(uml.release + "\n")
+    for spec in (tree, tree / "linux"):
+        k = resolve_kernel(str(spec), tmp_path)
+        assert (k.arch, k.tree, k.release, k.sha256) == ("um", tree, uml.release, uml.sha256)
+        assert k.modules_root is None  # nothing installed in this tree: all built in
+    (tree / "include/config/kernel.release").write_text("7.2.13-other\n")
+    with pytest.raises(KernelError, match="rebuild"):
+        resolve_kernel(str(tree), tmp_path)
+    # a bare binary by path: its release from `linux --version`
+    alone = tmp_path / "linux.uml"
+    shutil.copy2(uml.image, alone)
+    assert resolve_kernel(str(alone), tmp_path).arch == "um"
+
+
+def test_bad_uml_specs_are_clear_errors(tmp_path):
+    import shutil
+
+    from nfsconf.errors import KernelError
+
+    with pytest.raises(KernelError, match="uml:debian or uml:debian:SUITE"):
+        resolve_kernel("uml:fedora", tmp_path)
+    other = tmp_path / "true"  # an ELF program, but no kernel
+    shutil.copy2(shutil.which("true"), other)
+    with pytest.raises(KernelError, match="not a User-Mode Linux kernel that runs here"):
+        resolve_kernel(str(other), tmp_path)
