@@ -71,10 +71,9 @@ def _fuse_init() -> dict[str, Any]:
 def kernel_offers(flag: str) -> tuple[bool, str]:
     """(offered, why) of a mainline FUSE INIT flag (abi.MAINLINE's names: HAS_RESEND, ...)
     on this kernel, probed once per process."""
-    from nfsconf.fuse.abi import INIT, MAINLINE
+    from nfsconf.fuse.initflags import MAINLINE
 
-    bit = INIT[flag].bit_length() - 1
-    since = next(minor for b, (_, minor) in MAINLINE.items() if b == bit)
+    bit, since = next((b, minor) for b, (name, minor) in MAINLINE.items() if name == flag)
     try:
         init = _fuse_init()
     except (OSError, RuntimeError, TimeoutError) as e:

@@ -3,6 +3,7 @@ environment rows every view prints."""
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from typing import Any
 
@@ -42,20 +43,21 @@ def columns(results: list[Result]) -> dict[Column, str]:
             for k in keys}
 
 
-# Why a whole row SKIPs (the reason up to its first ':'), and the command that runs it.
+# Why a whole row SKIPs (the start of its reason), and the command that runs it.
 SKIP_HINTS: dict[str, str] = {
     "NFS wire check": "nfsconf run --transport knfsd --kernel uml:debian",
     "exportfs-level check": "nfsconf run --transport local (or knfsd: its [local] column)",
     "LOOKUP_HANDLE not negotiated": "nfsconf run --transport knfsd --profile ref-lh --kernel "
                                     "$(nfsconf kernel build --arch um --series "
                                     "../shared/kernels/lookup-handle-v2/series)",
-    "needs the reference server (restart without unmount, hostile answers)":
-        "nfsconf run --profile ref-stable --profile ref-lh",
+    "needs the reference server": "nfsconf run --profile ref-stable --profile ref-lh",
 }
 
 
 def skip_reason(r: Result) -> str:
-    return r.reason.split(":", 1)[0].strip() or "skipped"
+    """What a SKIP is for, without the detail after the first ':' or ';' (which names the
+    profile or the kernel)."""
+    return re.split(r"[:;]", r.reason, maxsplit=1)[0].strip() or "skipped"
 
 
 def matrix_rows(results: list[Result], fold_skips: bool = False
@@ -91,7 +93,7 @@ def skip_lines(results: list[Result]) -> str:
     lines = []
     for why, rows in by_reason.items():
         ids = list(dict.fromkeys(row.split("/", 1)[0] for row in rows))
-        hint = SKIP_HINTS.get(why)
+        hint = next((h for start, h in SKIP_HINTS.items() if why.startswith(start)), None)
         lines.append(f"SKIP in every column ({len(rows)} rows: {', '.join(ids)}): {why}"
                      + (f"; to run them: {hint}" if hint else ""))
     return "\n".join(lines)

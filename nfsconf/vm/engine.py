@@ -6,6 +6,8 @@ protocol, crash records — is one code path; `runner.run_in_vm` drives an engin
 
 from __future__ import annotations
 
+import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -15,6 +17,23 @@ from nfsconf.vm.kernels import Kernel
 # On every guest's kernel command line, both engines: the guest side refuses to rewrite
 # /etc/exports or start NFS daemons anywhere else (exporters/knfsd.ensure_guest).
 GUEST_FLAG = "nfsconf.guest=1"
+
+
+class VmError(Exception):
+    """The VM could not be run as asked."""
+
+
+class VmSetupError(VmError):
+    """The host lacks something the engine needs (vng, qemu, udev, ip, ...)."""
+
+
+def search_path() -> str:
+    """PATH for an engine and its guest tools: this venv's own commands first (vng), and
+    the sbin directories (vng runs depmod, UML's init modprobe and ip)."""
+    parts = [str(Path(sys.executable).parent)]
+    parts += os.environ.get("PATH", "").split(os.pathsep)
+    parts += ["/usr/local/sbin", "/usr/sbin", "/sbin"]
+    return os.pathsep.join(dict.fromkeys(p for p in parts if p))
 
 
 @dataclass(frozen=True)
@@ -31,6 +50,7 @@ class BootSpec:
 
 class Engine(Protocol):
     name: str  # "qemu" | "uml": in the env record and vm.jsonl
+    description: str  # how the lane says it boots: "qemu under TCG"
     # how many times slower than the host the guest runs: the lab's waits scale by it
     time_scale: float
     # the guest reads the host's files over a slow channel (9p under TCG): pack the
@@ -64,14 +84,20 @@ class Engine(Protocol):
         ...
 
 
-def engine_for(kernel: Kernel) -> Engine:
-    from nfsconf.vm.arch import arch
-
-    name = arch(kernel.arch).engine
+def engine_named(name: str) -> Engine:
+    """"qemu" or "uml" (imported on demand: each engine imports this module)."""
     if name == "uml":
         from nfsconf.vm.uml import UML
 
         return UML
-    from nfsconf.vm.qemu import QEMU
+    if name == "qemu":
+        from nfsconf.vm.qemu import QEMU
 
-    return QEMU
+        return QEMU
+    raise ValueError(f"no kernel engine {name!r}")
+
+
+def engine_for(kernel: Kernel) -> Engine:
+    from nfsconf.vm.arch import arch
+
+    return engine_named(arch(kernel.arch).engine)

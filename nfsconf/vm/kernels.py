@@ -80,9 +80,9 @@ def resolve_kernel(spec: str | None, cache_dir: Path) -> Kernel:
     if spec is not None and spec.startswith("uml:"):
         rest = spec.removeprefix("uml:")
         if rest == "debian":
-            return _debian_uml(None, cache_dir)
+            return _debian_kernel(None, cache_dir, "um")
         if rest.startswith("debian:") and re.fullmatch(r"[a-z][a-z0-9-]*", rest[7:]):
-            return _debian_uml(rest[7:], cache_dir)
+            return _debian_kernel(rest[7:], cache_dir, "um")
         raise KernelError(f"bad kernel spec {spec!r}: uml:debian or uml:debian:SUITE "
                           "(a UML binary or tree is given by its path)")
     if spec is None or spec == "debian":
@@ -280,34 +280,31 @@ def _uml_tree_kernel(tree: Path) -> Kernel:
                   arch="um")
 
 
-def _debian_uml(suite: str | None, cache_dir: Path) -> Kernel:
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    with locked(cache_dir / ".lock"):
-        try:
-            apt = system_apt() if suite is None else private_apt(suite, cache_dir)
-            meta = apt.show("user-mode-linux")
-            if meta is None:
-                raise KernelError(f"package user-mode-linux not found in Debian {apt.suite}")
-            key = f"user-mode-linux_{meta['version']}".replace(":", "%")
-            dest = cache_dir / "debian" / key
-            cached = _load_cached(dest)
-            if cached is not None:
-                return cached
-            return _download_and_unpack(apt, ["user-mode-linux"], dest,
-                                        f"debian {apt.suite}: user-mode-linux "
-                                        f"{meta['version']}", arch="um")
-        except AptError as e:
-            raise KernelError(str(e)) from None
+def _uml_package(apt: Apt, cache_dir: Path) -> Kernel:
+    meta = apt.show("user-mode-linux")
+    if meta is None:
+        raise KernelError(f"package user-mode-linux not found in Debian {apt.suite}")
+    dest = cache_dir / "debian" / f"user-mode-linux_{meta['version']}".replace(":", "%")
+    cached = _load_cached(dest)
+    if cached is not None:
+        return cached
+    return _download_and_unpack(apt, ["user-mode-linux"], dest,
+                                f"debian {apt.suite}: user-mode-linux {meta['version']}",
+                                arch="um")
 
 
 # --- Debian packages ----------------------------------------------------------------------
 
 
-def _debian_kernel(suite: str | None, cache_dir: Path) -> Kernel:
+def _debian_kernel(suite: str | None, cache_dir: Path, arch: str = "x86") -> Kernel:
+    """Debian's kernel of SUITE (None: this system's): linux-image-amd64 for x86,
+    user-mode-linux for um."""
     cache_dir.mkdir(parents=True, exist_ok=True)
     with locked(cache_dir / ".lock"):
         try:
             apt = system_apt() if suite is None else private_apt(suite, cache_dir)
+            if arch == "um":
+                return _uml_package(apt, cache_dir)
             return _debian_image(apt, cache_dir)
         except AptError as e:
             raise KernelError(str(e)) from None

@@ -66,7 +66,7 @@ def run_lane(opts: RunOptions, tag: str = "") -> RunOutcome:
     engine = engine_for(kernel)
     out.mkdir(parents=True, exist_ok=True)
     say(f"knfsd: kernel {kernel.release} ({kernel.source}), sha256 {kernel.sha256[:16]}; "
-        f"booting with {engine.name}" + (" under TCG" if engine.name == "qemu" else ""))
+        f"booting with {engine.description}")
     started = time.monotonic()
     guest = dataclasses.replace(
         opts, out=out, scenarios=Path(opts.scenarios).resolve(),

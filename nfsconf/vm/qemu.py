@@ -17,8 +17,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from nfsconf.errors import KernelError
-from nfsconf.vm.engine import BootSpec
+from nfsconf.vm.engine import BootSpec, VmSetupError, search_path
 from nfsconf.vm.kernels import Kernel, read_image_release
 
 # virtme-ng-init prints this (on the console, with -v) right before it runs --exec.
@@ -53,20 +52,19 @@ def find_vng() -> Path:
         return local
     found = shutil.which("vng")
     if found is None:
-        raise KernelError("virtme-ng is not installed: pip install virtme-ng")
+        raise VmSetupError("virtme-ng is not installed: pip install virtme-ng")
     return Path(found)
 
 
 class Qemu:
     name = "qemu"
+    description = "qemu under TCG"
     time_scale = 4.0  # TCG: measured 4-10x slower than the host for the guest's Python
     pack_python = True
     console_on_stdout = False  # vng -v: the console on stderr, the command's stdout on stdout
     boot_marker = b"virtme-ng-init: starting script"
 
     def check_host(self) -> list[str]:
-        from nfsconf.vm.runner import search_path
-
         problems = []
         path = search_path()
         for prog, pkg in HOST_REQUIREMENTS.items():
@@ -78,7 +76,7 @@ class Qemu:
                             "install udev")
         try:
             find_vng()
-        except KernelError as e:
+        except VmSetupError as e:
             problems.append(str(e))
         return problems
 

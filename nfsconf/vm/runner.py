@@ -21,7 +21,16 @@ from pathlib import Path
 from nfsconf.errors import KernelError
 from nfsconf.process import ProcessTree, ProcessTreeError
 from nfsconf.vm.console import kernel_crash
-from nfsconf.vm.engine import GUEST_FLAG, BootSpec, Engine, engine_for
+from nfsconf.vm.engine import (  # noqa: F401 - the errors are this module's API too
+    GUEST_FLAG,
+    BootSpec,
+    Engine,
+    VmError,
+    VmSetupError,
+    engine_for,
+    engine_named,
+    search_path,
+)
 from nfsconf.vm.kernels import Kernel
 
 _POLL = 0.1
@@ -29,14 +38,6 @@ _POLL = 0.1
 CANCEL = threading.Event()
 _TERM_GRACE = 5.0
 _CONSOLE_TAIL = 4000
-
-
-class VmError(Exception):
-    """The VM could not be run as asked."""
-
-
-class VmSetupError(VmError):
-    """The host lacks something the VM needs (vng, qemu, udev, ...)."""
 
 
 class VmBootError(VmError):
@@ -68,25 +69,10 @@ class VmResult:
         return None if self.boot_seconds is None else self.duration - self.boot_seconds
 
 
-def find_vng() -> Path:
-    from nfsconf.vm.qemu import find_vng as find
-
-    try:
-        return find()
-    except KernelError as e:
-        raise VmSetupError(str(e)) from None
-
-
 def check_host(engine: str = "qemu") -> list[str]:
     """Problems that keep a VM of ENGINE from starting, as install hints; empty when all is
     there."""
-    if engine == "uml":
-        from nfsconf.vm.uml import UML
-
-        return UML.check_host()
-    from nfsconf.vm.qemu import QEMU
-
-    return QEMU.check_host()
+    return engine_named(engine).check_host()
 
 
 def guest_python(module: str, *args: str, site: bool = False) -> list[str]:
@@ -180,19 +166,6 @@ def run_in_vm(
 
 
 _RETRY_MIN = 30.0  # seconds a second boot needs at least to be worth trying
-
-
-def search_path() -> str:
-    """PATH for an engine: vng runs virtme-run through the shell and needs depmod (in
-    /usr/sbin); this venv's own commands first."""
-    parts = [str(Path(sys.executable).parent)]
-    parts += os.environ.get("PATH", "").split(os.pathsep)
-    parts += ["/usr/local/sbin", "/usr/sbin", "/sbin"]
-    seen: list[str] = []
-    for p in parts:
-        if p and p not in seen:
-            seen.append(p)
-    return os.pathsep.join(seen)
 
 
 def _supervise(

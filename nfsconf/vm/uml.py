@@ -20,7 +20,7 @@ import shlex
 import shutil
 from pathlib import Path
 
-from nfsconf.vm.engine import BootSpec
+from nfsconf.vm.engine import BootSpec, search_path
 from nfsconf.vm.kernels import Kernel, uml_release
 
 STARTING = "nfsconf-guest: starting script"
@@ -70,14 +70,13 @@ sleep 60
 
 class Uml:
     name = "uml"
+    description = "User-Mode Linux"
     time_scale = 1.0  # host speed
     pack_python = False  # hostfs reads the host's files at host speed
     console_on_stdout = True
     boot_marker = STARTING.encode()
 
     def check_host(self) -> list[str]:
-        from nfsconf.vm.runner import search_path
-
         path = search_path()
         return [f"{prog} missing: apt-get install {pkg}"
                 for prog, pkg in HOST_REQUIREMENTS.items()
