@@ -19,8 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
-
+from nfsconf import requires
 from nfsconf.fuse.trace import trace_from
 from nfsconf.servers.mount import (
     MountEntry,
@@ -195,11 +194,15 @@ class Lab:
         self.notes.extend(self._unmount())
         self._spawn(**knobs)
 
+    @property
+    def setting(self) -> requires.Setting:
+        return requires.Setting(self.profile, self.transport_name)
+
     def require_ref(self) -> RefServerProcess:
-        """The reference server behind this lab; scenarios that need it skip otherwise."""
-        if not isinstance(self.server, RefServerProcess):
-            pytest.skip(f"needs the reference server (restart without unmount, hostile "
-                        f"modes); profile {self.profile.name} is {self.profile.binary}")
+        """The reference server behind this lab (a scenario declares needs=("refserver",)
+        so other profiles SKIP before anything mounts)."""
+        requires.require(requires.refserver(self.setting))
+        assert isinstance(self.server, RefServerProcess)
         return self.server
 
     @property
@@ -278,9 +281,7 @@ class Lab:
         return self.mnt / rel if rel else self.mnt
 
     def require_writable(self) -> None:
-        if not self.profile.writable:
-            pytest.skip(f"profile {self.profile.name} serves a read-only "
-                        f"{self.profile.source} image: the scenario must create and remove")
+        requires.require(requires.writable(self.setting))
 
     def identity_of(self, rel: str) -> Identity:
         """What REL is now, reached by name through the mount."""

@@ -15,10 +15,8 @@ from typing import Any
 
 import pytest
 
-from nfsconf import shard
-from nfsconf.environment import kernel_lookup_handle
+from nfsconf import requires, shard
 from nfsconf.evidence import Evidence
-from nfsconf.fuse.initflags import DECLINED
 from nfsconf.kmsg import KmsgWatch, kernel_trouble
 from nfsconf.lab import Lab, stop_all_labs
 from nfsconf.report.matrix import progress_line
@@ -156,20 +154,14 @@ def evidence(request: pytest.FixtureRequest) -> Evidence:
 @pytest.fixture
 def lab(request: pytest.FixtureRequest, profile: Profile, transport_name: str,
         evidence: Evidence) -> Iterator[Lab]:
-    where = _where(request.node)
-    if transport_name != "local" and where == "local":
-        pytest.skip("exportfs-level check (name_to_handle_at on the FUSE mount): "
-                    "runs on the local transport")
-    if transport_name == "local" and where == "nfs":
-        pytest.skip("NFS wire check: runs on the ganesha and knfsd transports")
     marker = request.node.get_closest_marker("scenario")
-    if marker is not None and marker.kwargs.get("lookup_handle"):
-        dialect, why = kernel_lookup_handle()
-        if dialect is None:
-            pytest.skip(f"LOOKUP_HANDLE not negotiated: {why}")
-        if (profile.refserver or {}).get("lookup_handle") == "off":
-            # what the server's INIT would say; known before a mount it could break
-            pytest.skip(f"LOOKUP_HANDLE not negotiated: {DECLINED}")
+    if marker is not None:  # declared needs: SKIP before anything mounts
+        setting = requires.Setting(profile, transport_name,
+                                   pynfs=bool(request.config.getoption("--nfsconf-pynfs")))
+        reason = requires.unmet(setting, marker.kwargs.get("where", "any"),
+                                marker.kwargs.get("needs", ()))
+        if reason is not None:
+            pytest.skip(reason)
     the_lab = Lab(profile, transport_name).start()
     request.node.stash.setdefault(_LABS, []).append(the_lab)
     evidence.note("server_pid", the_lab.server.pid if the_lab.server else None)
@@ -194,11 +186,6 @@ def cell(lab: Lab, evidence: Evidence) -> Cell:
     """The scenario API (nfsconf/scenario.py): the lab, with every encode and decode
     recorded in the cell's evidence."""
     return Cell(lab, evidence)
-
-
-def _where(node: pytest.Item) -> str:
-    marker = node.get_closest_marker("scenario")
-    return marker.kwargs.get("where", "any") if marker else "any"
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -275,8 +262,11 @@ def _phase(rep: pytest.TestReport | None, errno_: int | None = None) -> Phase | 
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
     outcome = yield
     rep: pytest.TestReport = outcome.get_result()
-    item.stash.setdefault(_PHASES, {})[rep.when] = rep
     exc = call.excinfo.value if call.excinfo is not None else None
+    if isinstance(exc, requires.Unsupported):  # a found need unmet: SKIP, as pytest.skip
+        rep.outcome = "skipped"
+        rep.longrepr = (str(item.path), item.location[1] or 0, f"Skipped: {exc}")
+    item.stash.setdefault(_PHASES, {})[rep.when] = rep
     if isinstance(exc, OSError) and exc.errno is not None:
         item.stash.setdefault(_ERRNOS, {})[rep.when] = exc.errno
     if rep.when == "teardown":

@@ -21,10 +21,10 @@ from typing import Any
 
 import pytest
 
+from nfsconf import requires
 from nfsconf.evidence import Evidence
 from nfsconf.lab import SEED_DIRS, SEED_FILES, Lab, time_scale
 from nfsconf.transports.base import MARKER_NAME, Decoded, Handle, Identity, Obj, as_errno_name
-from nfsconf.transports.local import connectable_supported
 
 # Seed objects every profile serves, read-only images included.
 SEED = {"file": "d0/f1", "dir": "d1/sub"}
@@ -38,7 +38,7 @@ WHERE = ("local", "nfs", "any")
 
 def scenario(sid: str, level: str, *, claim: str | None = None, certify: int | None = None,
              advisory: bool = False, where: str = "any", timeout: float | None = None,
-             lookup_handle: bool = False) -> pytest.MarkDecorator:
+             lookup_handle: bool = False, needs: tuple[str, ...] = ()) -> pytest.MarkDecorator:
     """The one marker of a scenario: its stable ID, MUST/SHOULD, the profile claim it checks,
     the certification level it counts for (docs/certification.md: required for the level,
     or only reported on the certificate when `advisory`; None: it describes the kernel and
@@ -46,11 +46,17 @@ def scenario(sid: str, level: str, *, claim: str | None = None, certify: int | N
     that runs an outside suite taking its own time, its time limit instead of --timeout;
     `lookup_handle`: it needs a kernel that offers FUSE_LOOKUP_HANDLE and a server not
     configured to decline it, and SKIPs before any mount otherwise (a kernel that breaks
-    plain servers then cannot make it ERROR at set-up)."""
+    plain servers then cannot make it ERROR at set-up); `needs`: the other preconditions
+    known before a mount (nfsconf/requires.py NEEDS: "refserver", "writable", ...), checked
+    before the lab starts, in this order."""
     if level not in ("MUST", "SHOULD") or where not in WHERE:
         raise ValueError(f"{sid}: level {level!r} / where {where!r}")
+    unknown = [n for n in needs if n not in requires.NEEDS]
+    if unknown:
+        raise ValueError(f"{sid}: unknown needs {unknown}; known: {sorted(requires.NEEDS)}")
+    needs = (("lookup_handle",) if lookup_handle else ()) + tuple(needs)
     return pytest.mark.scenario(sid, level, claim=claim, certify=certify, advisory=advisory,
-                                where=where, timeout=timeout, lookup_handle=lookup_handle)
+                                where=where, timeout=timeout, needs=needs)
 
 
 @dataclass(frozen=True)
@@ -245,36 +251,31 @@ class Cell:
         self.ev.extra.append({"id": sid, "variant": variant, "verdict": verdict,
                               "reason": reason, "evidence": evidence or {}})
 
-    # -- what a scenario needs, or SKIP with the reason ------------------------------------
+    # -- what a scenario needs, or SKIP with the reason (nfsconf/requires.py) ------------
+    def require(self, need: str) -> None:
+        """A need of requires.NEEDS that depends on a parameter of the scenario (declared
+        ones are checked before the lab starts)."""
+        requires.require(requires.NEEDS[need](self.lab.setting))
+
     def require_writable(self) -> None:
         self.lab.require_writable()
 
     def require_ref(self) -> Any:
         return self.lab.require_ref()
 
-    def require_kernel_flag(self, flag: str, needed_for: str) -> None:
-        """SKIP where the kernel under test does not offer FLAG in FUSE INIT: a check that
-        needs it says so, it never fails for it."""
-        from nfsconf.environment import kernel_offers
-
-        offered, why = kernel_offers(flag)
-        if not offered:
-            pytest.skip(f"{why}: {needed_for}")
-
     def require_lookup_handle(self) -> dict[str, Any]:
         """The reference server negotiated LOOKUP_HANDLE with the kernel under test."""
         self.lab.require_ref()
         neg = self.lab.negotiated() or {}
-        if not neg.get("dialect"):
-            pytest.skip("LOOKUP_HANDLE not negotiated: " + (neg.get("why") or "no INIT seen"))
+        requires.require(None if neg.get("dialect") else
+                         "LOOKUP_HANDLE not negotiated: " + (neg.get("why") or "no INIT seen"))
         self.note("lookup_handle", neg)
         return neg
 
     def require_connectable(self, obj: Obj) -> Handle:
         """A connectable handle of OBJ; SKIP on a kernel without AT_HANDLE_CONNECTABLE
         (probed on the suite's own tmpdir, so a FUSE error is never taken for that)."""
-        if not connectable_supported()[0]:
-            pytest.skip("kernel lacks AT_HANDLE_CONNECTABLE (name_to_handle_at: EINVAL)")
+        requires.require(requires.connectable())
         return self.encode(obj, f"{'dir' if obj.identity.is_dir else 'file'}-connectable",
                            connectable=True)
 

@@ -226,7 +226,7 @@ def test_lookup_handle_unlinked(cell, kind, cache):
     assert as_errno_name(outcome) in ("ESTALE", "ENOENT"), f"removed {kind}: {outcome}"
 
 
-@scenario("LH-REUSE", "MUST", where="local", lookup_handle=True)
+@scenario("LH-REUSE", "MUST", where="local", lookup_handle=True, needs=("writable",))
 def test_lookup_handle_reused_nodeid(cell):
     """LH-REUSE: when a nodeid comes back for another file with another server handle, the
     old fid (which carries the old handle) must not open the new file: the handle is there
@@ -286,7 +286,7 @@ def test_hostile_lookup_handle(cell, mode):
                          f"{len(wire) if wire is not None else '?'} handle bytes): {detail}")
 
 
-@scenario("COMPAT-LOOKUP", "MUST", where="local")
+@scenario("COMPAT-LOOKUP", "MUST", where="local", needs=("refserver",))
 @pytest.mark.parametrize("minor", (38, 44, 45))
 def test_lookup_at_each_minor(cell, minor):
     """COMPAT-LOOKUP: a server that does not speak LOOKUP_HANDLE, at protocol 7.38 (what
@@ -319,7 +319,7 @@ def test_lookup_at_each_minor(cell, minor):
     assert not errors, f"stat by name at 7.{minor}: {errors}"
 
 
-@scenario("REVALIDATE", "SHOULD", where="local")
+@scenario("REVALIDATE", "SHOULD", where="local", needs=("refserver",))
 def test_revalidation_keeps_a_matching_entry(cell):
     """REVALIDATE: once the cached entries of d0 and d0/f1 have outlived their validity, a
     stat of d0/f1 revalidates each with one LOOKUP (LOOKUP_HANDLE where negotiated) of its

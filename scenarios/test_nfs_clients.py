@@ -39,15 +39,12 @@ def test_reachable_by_name_after_drop(cell):
     assert ".nfsconf-marker" in listing
 
 
-@scenario("NFS-KCLIENT", "MUST", where="nfs", certify=1)
+@scenario("NFS-KCLIENT", "MUST", where="nfs", certify=1, needs=("kernel_client",))
 @pytest.mark.parametrize("vers", ("3", "4.2"))
 def test_kernel_client(cell, vers):
     """NFS-KCLIENT: the kernel NFS client mounts the export (vers=3 and 4.2) and, after
     drop_caches, reads the file by name with its content and the FUSE inode number."""
     lab, evidence = cell.lab, cell.ev
-    if not lab.transport.knfsd:
-        pytest.skip("the kernel NFS client exists only in the knfsd VM (the host kernel has "
-                    "no NFS client)")
     with lab.transport.kernel_mount(vers, lab.root) as mount:
         lab.drop_caches()
         rel = SEED["file"]

@@ -9,15 +9,13 @@ from nfsconf import pynfs
 from nfsconf.scenario import scenario
 
 
-@scenario("PYNFS", "SHOULD", where="nfs", timeout=pynfs.TIMEOUT + 60)
+@scenario("PYNFS", "SHOULD", where="nfs", timeout=pynfs.TIMEOUT + 60, needs=("pynfs",))
 @pytest.mark.parametrize("version", pynfs.VERSIONS)
 def test_pynfs(cell, request, version):
     """PYNFS: pynfs's NFSv4.0 and v4.1 suites (the file-handle flags unless --pynfs-flags
     says more) against this export; every code it ran is a cell PYNFS-<code>/<version>
     with pynfs's verdict and message. This cell passes when pynfs ran."""
     tree = request.config.getoption("--nfsconf-pynfs")
-    if not tree:
-        pytest.skip("pynfs not asked for (nfsconf run --pynfs DIR)")
     flags = request.config.getoption("--nfsconf-pynfs-flag") or list(
         pynfs.HANDLE_FLAGS[version])
     t = cell.lab.transport

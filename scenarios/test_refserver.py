@@ -30,7 +30,7 @@ def _live_restart_and_decode(cell, kind, mode):
     return [cell.decode(obj, obj.rel) for obj in objs]
 
 
-@scenario("LIVE-RESTART-SAFE", "MUST", certify=4)
+@scenario("LIVE-RESTART-SAFE", "MUST", certify=4, needs=("refserver",))
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("kind", KINDS)
 def test_live_restart_safe(cell, kind, mode):
@@ -41,7 +41,7 @@ def test_live_restart_safe(cell, kind, mode):
         expect_same_or(outcome, ("ESTALE",), f"after live restart ({mode})")
 
 
-@scenario("LIVE-RESTART", "SHOULD", claim="live_restart", certify=4)
+@scenario("LIVE-RESTART", "SHOULD", claim="live_restart", certify=4, needs=("refserver",))
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("kind", KINDS)
 def test_live_restart_survives(cell, kind, mode):
@@ -52,16 +52,11 @@ def test_live_restart_survives(cell, kind, mode):
     assert not bad, f"after live restart ({mode}): {len(bad)} of {len(outcomes)}: {set(bad)}"
 
 
-@scenario("IN-FLIGHT", "MUST", certify=4)
+@scenario("IN-FLIGHT", "MUST", certify=4, needs=("refserver", "resend"))
 @pytest.mark.parametrize("mode", MODES)
 def test_request_in_flight_survives_restart(cell, mode):
     """IN-FLIGHT: a reader blocked in read() while the server is replaced gets its data: the
     successor answers the very request the kernel resends."""
-    cell.require_ref()
-    # the successor asks for the resend with FUSE_NOTIFY_RESEND: without it (before 7.40)
-    # the held-back READ stays queued for the dead instance
-    cell.require_kernel_flag("HAS_RESEND", "the successor cannot ask the kernel to resend "
-                                           "the request its predecessor held")
     cell.lab.restart(stall_first="READ")  # this instance holds back its first READ reply
     ref = cell.require_ref()  # the new instance: the one to replace
     _, start = cell.lab.trace_since()
@@ -99,7 +94,7 @@ def _hostile(cell, mode, kind="file"):
     return [cell.observe(obj, obj.rel) for obj in objs]
 
 
-@scenario("HOSTILE-DOT", "MUST")
+@scenario("HOSTILE-DOT", "MUST", needs=("refserver",))
 @pytest.mark.parametrize("kind", KINDS)
 def test_hostile_wrong_nodeid_for_dot(cell, kind):
     """HOSTILE-DOT: the server answers LOOKUP(nodeid, '.') with another nodeid. The kernel
@@ -108,7 +103,7 @@ def test_hostile_wrong_nodeid_for_dot(cell, kind):
     assert all(as_errno_name(x) in ("ESTALE", "EIO") for x in outcomes), outcomes
 
 
-@scenario("HOSTILE-GEN", "MUST")
+@scenario("HOSTILE-GEN", "MUST", needs=("refserver",))
 def test_hostile_generation_flip(cell):
     """HOSTILE-GEN: the server answers LOOKUP(nodeid, '.') with another generation. The
     kernel must refuse with ESTALE."""
@@ -116,7 +111,7 @@ def test_hostile_generation_flip(cell):
     assert all(x == "ESTALE" for x in outcomes), outcomes
 
 
-@scenario("HOSTILE-REUSE", "SHOULD")
+@scenario("HOSTILE-REUSE", "SHOULD", needs=("refserver",))
 def test_hostile_other_file_behind_nodeid(cell):
     """HOSTILE-REUSE: the server puts another file behind a known nodeid and generation.
     Nothing in the protocol lets the kernel notice; the cell records what it did (XFAIL when
@@ -129,7 +124,7 @@ def test_hostile_other_file_behind_nodeid(cell):
     assert all(x in ("same", "ESTALE") for x in outcomes), outcomes
 
 
-@scenario("HOSTILE-NOREPLY", "MUST")
+@scenario("HOSTILE-NOREPLY", "MUST", needs=("refserver",))
 def test_hostile_no_reply(cell):
     """HOSTILE-NOREPLY: the server never answers LOOKUP(nodeid, '.'). The decode blocks until
     the suite aborts the connection; then it must fail (exportfs turns every decode error

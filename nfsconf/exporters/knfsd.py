@@ -482,8 +482,9 @@ class KnfsdExporter:
         self._exportfs("-i", "-o", self.options, f"127.0.0.1:{self.path}")
 
     def stop(self) -> None:
-        self._exportfs("-u", f"127.0.0.1:{self.path}")
-        self._exportfs("-f")  # drop the kernel's export cache: it pins the mount
+        # -f: drop the kernel's export cache too (it pins the mount), in the same exportfs
+        # run (a process costs ~60 ms under User-Mode Linux)
+        self._exportfs("-u", "-f", f"127.0.0.1:{self.path}")
 
     nfs_port = 2049
     mount_port = 0  # from the portmapper
