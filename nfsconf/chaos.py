@@ -17,6 +17,7 @@ from pathlib import Path
 
 import psutil
 
+from nfsconf import process
 from nfsconf.servers.mount import abort_connection, mounts, umount
 
 ACTIONS = ("sigkill-server", "sigstop-server", "sigterm-run", "none")
@@ -60,8 +61,8 @@ def _one_run(rng: random.Random, profiles: list[str], workdir: Path, timeout: fl
     env = {**os.environ, "TMPDIR": str(labs)}
     log = out / "run.log"
     with open(log, "w") as logf:
-        proc = subprocess.Popen(argv, stdout=logf, stderr=subprocess.STDOUT, env=env,
-                                start_new_session=True)
+        tree = process.ProcessTree(argv, stdout=logf, stderr=subprocess.STDOUT, env=env)
+    proc = tree.proc
     run = psutil.Process(proc.pid)
     strike_at = time.monotonic() + rng.uniform(0.3, 3.0)
     deadline = time.monotonic() + 120 + timeout
@@ -94,8 +95,10 @@ def _one_run(rng: random.Random, profiles: list[str], workdir: Path, timeout: fl
         if now > deadline:
             report.hung_runs += 1
             report.problems.append(f"run {report.runs} hung after {action}; killed")
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+            try:
+                tree.stop(grace=2)
+            except process.ProcessTreeError as e:
+                report.problems.append(f"run {report.runs}: {e}")
             break
         time.sleep(0.05)
     _account(report, out, labs, log.read_text(errors="replace"))

@@ -1,5 +1,9 @@
-"""A supervised process tree: started in its own session, every descendant remembered, and
-stopped as a whole — none may outlive its supervisor.
+"""Every process the suite starts is run or ended here: `checked` runs a command to its end
+and raises the caller's own error with the end of its output; `stop` ends one child
+(SIGTERM, SIGKILL after a grace); `ProcessTree` supervises a tree started in its own
+session, every descendant remembered, stopped as a whole — none may outlive its supervisor.
+`checked` and `stop` use the standard library only: knfsd's set-up runs in guests started
+without site-packages (`python -S`).
 
 A kernel engine is a tree of host processes (vng -> virtme-run -> qemu; User-Mode Linux
 forks a host process per guest process), and a child that leaves the process group still
@@ -13,13 +17,67 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING, Protocol
 
-import psutil
+if TYPE_CHECKING:
+    import psutil
 
 POLL = 0.1
+
+
+class CommandError(RuntimeError):
+    """A command that failed, when the caller has no error type of its own."""
+
+
+def checked(argv: Sequence[str], *, what: str | None = None,
+            error: Callable[[str], Exception] = CommandError, timeout: float | None = None,
+            cwd: Path | None = None, env: Mapping[str, str] | None = None,
+            input: str | None = None, hint: str = "") -> str:
+    """Run ARGV to its end and return its output (stdout then stderr); a missing command, a
+    time limit passed or a non-zero exit raise ERROR(message), the message naming WHAT (the
+    command line by default), the exit status and the end of the output. HINT follows a
+    missing command (which package to install)."""
+    what = what or " ".join(argv)
+    try:
+        p = subprocess.run(list(argv), cwd=cwd, env=dict(env) if env is not None else None,
+                           input=input, stdin=None if input is not None else subprocess.DEVNULL,
+                           capture_output=True, text=True, timeout=timeout)
+    except FileNotFoundError:
+        raise error(f"{what}: command {argv[0]!r} not found{hint}") from None
+    except subprocess.TimeoutExpired:
+        raise error(f"{what}: timed out after {timeout:g} s") from None
+    out = (p.stdout + p.stderr).strip()
+    if p.returncode != 0:
+        raise error(f"{what} failed (exit {p.returncode}): {out[-2000:]}")
+    return out
+
+
+class Stoppable(Protocol):
+    """What `stop` needs of a child: Popen's interface (the FUSE spawner's children too)."""
+
+    def poll(self) -> int | None: ...
+    def terminate(self) -> None: ...
+    def kill(self) -> None: ...
+    def wait(self, timeout: float | None = None) -> int: ...
+
+
+def stop(p: Stoppable, grace: float = 5.0) -> int | None:
+    """End one child: SIGTERM, SIGKILL when it is still there after GRACE seconds. Returns
+    its exit status (None: it survived SIGKILL too, stuck in the kernel)."""
+    if p.poll() is not None:
+        return p.poll()
+    for end in (p.terminate, p.kill):
+        try:
+            end()
+        except ProcessLookupError:
+            pass
+        try:
+            return p.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            continue
+    return None
 
 
 class ProcessTreeError(RuntimeError):
@@ -45,6 +103,8 @@ class ProcessTree:
 
     def track(self) -> None:
         """Remember the tree's processes as they are now (call it while it runs)."""
+        import psutil
+
         try:
             root = psutil.Process(self.proc.pid)
             procs = [root, *root.children(recursive=True)]
@@ -59,6 +119,8 @@ class ProcessTree:
     def alive(self) -> list[psutil.Process]:
         """Processes of this tree still running (a reused PID with another start time is
         not one of them)."""
+        import psutil
+
         out = []
         for pid, created in self.seen.items():
             try:
@@ -107,6 +169,8 @@ class ProcessTree:
 
 
 def _signal(p: psutil.Process, sig: int) -> None:
+    import psutil
+
     try:
         p.send_signal(sig)
     except psutil.NoSuchProcess:

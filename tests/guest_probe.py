@@ -17,13 +17,12 @@ import traceback
 from collections.abc import Sequence
 from pathlib import Path
 
+from nfsconf import process
 from nfsconf.exporters.knfsd import (
     GuestSetupError,
     _check,
     _is_mounted,
     _running,
-    _sh,
-    _terminate,
     _Timer,
     _uptime,
     ensure_guest,
@@ -54,7 +53,7 @@ def start_fuse(
             out = log.read().decode(errors="replace").strip()
             raise GuestSetupError(f"{argv[0]} exited {proc.returncode} before mounting: {out}")
         if time.monotonic() > deadline:
-            _terminate(proc)
+            process.stop(proc)
             raise GuestSetupError(f"{argv[0]} did not mount {mountpoint} within {timeout} s")
         time.sleep(0.05)
     return proc
@@ -62,16 +61,18 @@ def start_fuse(
 
 def stop_fuse(proc: subprocess.Popen[bytes], mountpoint: Path) -> None:
     if _is_mounted(Path(mountpoint), "fuse"):
-        rc, out = _sh(["fusermount3", "-u", str(mountpoint)])
-        if rc != 0:
-            rc, out = _sh(["umount", str(mountpoint)])
-        if rc != 0:
-            _terminate(proc)
-            raise GuestSetupError(f"cannot unmount {mountpoint}: {out}")
+        try:
+            _check(["fusermount3", "-u", str(mountpoint)])
+        except GuestSetupError:
+            try:
+                _check(["umount", str(mountpoint)])
+            except GuestSetupError as e:
+                process.stop(proc)
+                raise GuestSetupError(f"cannot unmount {mountpoint}: {e}") from None
     try:
         proc.wait(timeout=10)
     except subprocess.TimeoutExpired:
-        _terminate(proc)
+        process.stop(proc)
 
 
 # --- handles ------------------------------------------------------------------------------

@@ -275,3 +275,13 @@ def test_pack_of_changed_code_keeps_the_tar_a_running_lane_booted_with(tmp_path)
     (top / "a.py").write_text("A = 333\n")
     third = pack_dir(top, cache)
     assert not first.exists() and second.is_file() and third.is_file()
+
+
+def test_guest_code_run_without_site_packages_imports_with_the_stdlib_alone():
+    """The VM tests' probe runs `python -S` in the guest (guest_python without site): what
+    it imports, knfsd's set-up and the process module included, must need nothing else."""
+    root = Path(__file__).resolve().parents[1]
+    code = "import tests.guest_probe, nfsconf.exporters.knfsd, nfsconf.process"
+    r = subprocess.run([sys.executable, "-S", "-c", code], cwd=root, capture_output=True,
+                       text=True, env={"PYTHONPATH": str(root), "PATH": os.environ["PATH"]})
+    assert r.returncode == 0, r.stderr

@@ -13,6 +13,7 @@ different fsids and options, e.g. with and without subtree_check.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import shutil
@@ -25,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
+from nfsconf import process
 from nfsconf.servers.mount import mounts
 
 LOOPBACK = "127.0.0.1"
@@ -93,20 +95,23 @@ class Knfsd:
     def stop(self) -> None:
         """Stop nfsd threads and our daemons and undo the mounts; errors are collected."""
         errors = []
-        for argv in (["rpc.nfsd", "0"], ["exportfs", "-ua"], ["exportfs", "-f"]):
-            rc, out = _sh(argv)
-            if rc != 0:
-                errors.append(f"{' '.join(argv)}: {out}")
+        for argv in (["rpc.nfsd", "0"], ["exportfs", "-ua", "-f"]):
+            try:
+                _check(argv)
+            except GuestSetupError as e:
+                errors.append(str(e))
         for p in reversed(self._procs):
-            _terminate(p)
+            process.stop(p)
         self._procs.clear()
         for m in reversed(self._mounts):
-            rc, out = _sh(["umount", str(m)])
-            if rc != 0:
-                errors.append(f"umount {m}: {out}")
+            try:
+                _check(["umount", str(m)])
+            except GuestSetupError as e:
+                errors.append(str(e))
         self._mounts.clear()
         if self._mounted_nfsd:
-            _sh(["umount", "/proc/fs/nfsd"])
+            with contextlib.suppress(GuestSetupError):
+                _check(["umount", "/proc/fs/nfsd"])
             self._mounted_nfsd = False
         global _current
         if _current is self:
@@ -146,13 +151,14 @@ def load_modules(names: Sequence[str] = tuple(KERNEL_FEATURES)) -> dict[str, str
     missing = []
     for name in names:
         config, fsname = KERNEL_FEATURES.get(name, (f"module {name}", None))
-        rc, out = _sh(["modprobe", name])
-        if rc == 0:
+        try:
+            _check(["modprobe", name])
             state[name] = "module" if Path(f"/sys/module/{name}/initstate").exists() else "builtin"
-        elif fsname is not None and fsname in _filesystems():
-            state[name] = "builtin"
-        else:
-            missing.append(f"{config} ({out or 'modprobe ' + name + ' failed'})")
+        except GuestSetupError as e:
+            if fsname is not None and fsname in _filesystems():
+                state[name] = "builtin"
+            else:
+                missing.append(f"{config} ({e})")
     if missing:
         release = os.uname().release
         raise GuestSetupError(f"kernel {release} lacks: " + "; ".join(missing))
@@ -311,9 +317,7 @@ def mount_nfs(
     mountpoint.mkdir(parents=True, exist_ok=True)
     argv = nfs_mount_argv(version, str(exported.server_path), exported.v4_path, mountpoint,
                           options)
-    rc, out = _sh(argv)
-    if rc != 0:
-        raise GuestSetupError(f"{' '.join(argv[:-1])}: {out}")
+    _check(argv)
     return mountpoint
 
 
@@ -331,9 +335,7 @@ def nfs_mount_argv(version: str, v3_path: str, v4_path: str, mountpoint: Path | 
 
 
 def umount(mountpoint: Path) -> None:
-    rc, out = _sh(["umount", str(mountpoint)])
-    if rc != 0:
-        raise GuestSetupError(f"umount {mountpoint}: {out}")
+    _check(["umount", str(mountpoint)])
 
 
 class _Timer:
@@ -351,23 +353,9 @@ class _Timer:
         self.into[self.name] = round(time.monotonic() - self.start, 3)
 
 
-def _sh(argv: Sequence[str]) -> tuple[int, str]:
-    try:
-        p = subprocess.run(
-            list(argv), stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60
-        )
-    except FileNotFoundError:
-        return 127, f"{argv[0]}: command not found (install it on the host)"
-    except subprocess.TimeoutExpired:
-        return 124, f"{' '.join(argv)}: timed out after 60 s"
-    return p.returncode, (p.stdout + p.stderr).strip()
-
-
 def _check(argv: Sequence[str]) -> str:
-    rc, out = _sh(argv)
-    if rc != 0:
-        raise GuestSetupError(f"{' '.join(argv)} failed (exit {rc}): {out}")
-    return out
+    return process.checked(argv, error=GuestSetupError, timeout=60,
+                           hint=" (install it on the host)")
 
 
 _logs: dict[int, IO[bytes]] = {}  # pid -> output file of a daemon we started
@@ -383,16 +371,6 @@ def _daemon(argv: list[str]) -> subprocess.Popen[bytes]:
         raise GuestSetupError(f"{argv[0]} not found: apt-get install nfs-kernel-server") from None
     _logs[p.pid] = log
     return p
-
-
-def _terminate(p: subprocess.Popen[bytes]) -> None:
-    if p.poll() is None:
-        p.terminate()
-        try:
-            p.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait(timeout=5)
 
 
 def _died(p: subprocess.Popen[bytes] | None, what: str) -> None:
@@ -424,9 +402,11 @@ def _wait_rpc(program: str, p: subprocess.Popen[bytes], timeout: float = 20) -> 
     deadline = time.monotonic() + timeout
     while True:
         _died(p, program)
-        rc, out = _sh(["rpcinfo", "-p", LOOPBACK])
-        if rc == 0 and f" {program}" in out:
-            return
+        try:
+            if f" {program}" in _check(["rpcinfo", "-p", LOOPBACK]):
+                return
+        except GuestSetupError:
+            pass  # rpcbind not answering yet
         if time.monotonic() > deadline:
             raise GuestSetupError(f"{program} not registered with rpcbind after {timeout} s")
         time.sleep(0.05)
@@ -472,11 +452,12 @@ class KnfsdExporter:
                         + ("subtree_check" if subtree_check else "no_subtree_check"))
 
     def _exportfs(self, *args: str) -> None:
-        r = subprocess.run(["exportfs", *args], capture_output=True, text=True, timeout=30)
-        if r.returncode != 0:
+        def refused(message: str) -> OSError:
             # a FUSE server without export support is refused here, not at the first handle
-            code = errno.EOPNOTSUPP if "does not support NFS export" in r.stderr else errno.EIO
-            raise OSError(code, f"exportfs {' '.join(args)}: {r.stderr.strip()}")
+            code = errno.EOPNOTSUPP if "does not support NFS export" in message else errno.EIO
+            return OSError(code, message)
+
+        process.checked(["exportfs", *args], error=refused, timeout=30)
 
     def start(self) -> None:
         self._exportfs("-i", "-o", self.options, f"127.0.0.1:{self.path}")

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from nfsconf import process
 from nfsconf.errors import AptError
 
 _DEBIAN_KEYRING = Path("/usr/share/keyrings/debian-archive-keyring.gpg")
@@ -46,8 +47,9 @@ class Apt:
         """`apt-get download pkg=version ...` into DEST; returns the .deb files."""
         # The download runs as root into a root-owned dir; apt's _apt sandbox user could not
         # write there, so the sandbox is turned off for this one command.
-        run(["apt-get", *self.opts, "-o", "APT::Sandbox::User=root", "-q", "download",
-             *versions], cwd=dest, what="apt-get download")
+        process.checked(["apt-get", *self.opts, "-o", "APT::Sandbox::User=root", "-q",
+                         "download", *versions], cwd=dest, what="apt-get download",
+                        error=AptError)
         return sorted(dest.glob("*.deb"))
 
 
@@ -191,17 +193,4 @@ def depends(meta: dict[str, str]) -> list[str]:
         name = re.split(r"[\s(:]", first, maxsplit=1)[0]
         if name:
             out.append(name)
-    return out
-
-
-def run(argv: list[str], *, what: str, cwd: Path | None = None) -> str:
-    """Run a command; its failure is an AptError with the end of its output."""
-    try:
-        proc = subprocess.run(argv, cwd=cwd, capture_output=True, text=True,
-                              stdin=subprocess.DEVNULL)
-    except FileNotFoundError:
-        raise AptError(f"{what}: command {argv[0]!r} not found") from None
-    out = proc.stdout + proc.stderr
-    if proc.returncode != 0:
-        raise AptError(f"{what} failed (exit {proc.returncode}):\n{out.strip()[-2000:]}")
     return out

@@ -27,9 +27,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import nfsconf
+from nfsconf import process
 from nfsconf.errors import BuildError
 from nfsconf.vm import kconfig
-from nfsconf.vm.apt import Apt, AptError, depends, private_apt, run, system_apt
+from nfsconf.vm.apt import Apt, AptError, depends, private_apt, system_apt
 from nfsconf.vm.arch import TREE_MODULES, Arch, arch
 from nfsconf.vm.kernels import locked
 
@@ -167,11 +168,12 @@ def build(req: BuildRequest, cache_dir: Path, say: Callable[[str], None] = print
             say(f"kernel build: unpacking {tarball.name}")
             tree.mkdir(parents=True)
             try:
-                run(["tar", "-xJf", str(tarball), "-C", str(tree), "--strip-components=1"],
-                    what=f"unpacking {tarball.name}")
-            except AptError as e:
+                process.checked(["tar", "-xJf", str(tarball), "-C", str(tree),
+                                 "--strip-components=1"], what=f"unpacking {tarball.name}",
+                                error=BuildError)
+            except BuildError:
                 shutil.rmtree(tree, ignore_errors=True)
-                raise BuildError(str(e)) from None
+                raise
             _set_stage(tree, "unpacked")
             stage = "unpacked"
         if stage == "unpacked":
@@ -283,12 +285,8 @@ def _configure(tree: Path, config: str, s_hash: str, target: Arch,
     fragment = config + f'\nCONFIG_LOCALVERSION="{local}"\n'
     frag = tree / ".nfsconf.config"
     frag.write_text(fragment)
-    try:
-        run(["make", f"ARCH={target.make_arch}", f"KCONFIG_ALLCONFIG={frag}", "allnoconfig"],
-            cwd=tree,
-            what="make allnoconfig")
-    except AptError as e:
-        raise BuildError(str(e)) from None
+    process.checked(["make", f"ARCH={target.make_arch}", f"KCONFIG_ALLCONFIG={frag}",
+                     "allnoconfig"], cwd=tree, what="make allnoconfig", error=BuildError)
     final = kconfig.parse((tree / ".config").read_text())
     known = _kconfig_symbols(tree)
     dropped = kconfig.missing(wanted, final, known)

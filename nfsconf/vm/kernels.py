@@ -31,8 +31,9 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from nfsconf import process
 from nfsconf.errors import KernelError
-from nfsconf.vm.apt import Apt, AptError, depends, private_apt, run, system_apt
+from nfsconf.vm.apt import Apt, AptError, depends, private_apt, system_apt
 from nfsconf.vm.arch import ARCHES, TREE_MODULES, arch_of_config
 
 # Offsets in the x86 boot protocol header (Documentation/arch/x86/boot.rst).
@@ -364,7 +365,8 @@ def _download_and_unpack(apt: Apt, pkgs: list[str], dest: Path, source: str,
         apt.download(versions, debs)
         root = work / "root"
         for deb in sorted(debs.glob("*.deb")):
-            run(["dpkg-deb", "-x", str(deb), str(root)], what=f"dpkg-deb -x {deb.name}")
+            process.checked(["dpkg-deb", "-x", str(deb), str(root)],
+                            what=f"dpkg-deb -x {deb.name}", error=KernelError)
         shutil.rmtree(debs)
         if arch == "um":
             tmp_image = root / "usr/bin/linux.uml"
@@ -385,7 +387,8 @@ def _download_and_unpack(apt: Apt, pkgs: list[str], dest: Path, source: str,
         if tmp_mods is None:
             raise KernelError(f"{source}: no lib/modules/{release} in the packages")
         # Generate modules.dep now, once, instead of letting every boot's vng do it.
-        run(["depmod", "-b", str(tmp_mods), release], what="depmod")
+        process.checked(["depmod", "-b", str(tmp_mods), release], what="depmod",
+                        error=KernelError)
         work.rename(dest)
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
