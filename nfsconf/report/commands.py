@@ -8,7 +8,7 @@ import json
 import time
 from pathlib import Path
 
-from nfsconf.errors import ResultsError
+from nfsconf.errors import ResultsError, UsageError
 from nfsconf.report.results import Run, load_run, load_runs
 
 
@@ -19,16 +19,25 @@ def _expectations(path: str | None):  # -> Expectations | None
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    from nfsconf.report import kcidb
     from nfsconf.report.views import FORMATS, terminal, write_views
 
-    run = load_runs(args.dir, args.allow_mixed)
+    formats = tuple(args.format or FORMATS)
+    # KCIDB needs an origin: checked before any run is read
+    if kcidb.FORMAT in formats:
+        kcidb.check_origin(args.kcidb_origin)
+    elif args.kcidb_origin is not None:
+        raise UsageError("--kcidb-origin goes with --format kcidb")
+    run = load_runs(args.dir, args.allow_mixed)  # its refusals hold for every format
     expect = _expectations(args.expect)
     if expect is not None:
         run = Run(run.path, run.envs, expect.apply(run.env.get("kernel", ""), run.results))
-    formats = tuple(args.format or FORMATS)
     out = Path(args.out) if args.out else (
         run.path.parent if len(args.dir) == 1 else Path(args.dir[0]))
-    written = write_views(run, out, formats)
+    written = write_views(run, out, tuple(f for f in formats if f != kcidb.FORMAT))
+    if kcidb.FORMAT in formats:
+        # each run on its own: a test points to the build of the run that holds it
+        written.append(kcidb.write(kcidb.load_parts(args.dir, expect), args.kcidb_origin, out))
     if "terminal" in formats:
         print(terminal(run) + "\n")
     print("wrote " + ", ".join(str(p) for p in written))
@@ -120,6 +129,7 @@ def cmd_history(args: argparse.Namespace) -> int:
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
+    from nfsconf.report import kcidb
     from nfsconf.report.views import FORMATS
     from nfsconf.run import TRANSPORTS
 
@@ -128,8 +138,12 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     report.add_argument("dir", metavar="DIR", nargs="+",
                         help="run directory (or its results.jsonl); several, or a directory "
                              "of run directories (shards, kernels), are merged into one report")
-    report.add_argument("--format", action="append", choices=FORMATS,
-                        help="only this view (repeatable; default: all)")
+    report.add_argument("--format", action="append", choices=(*FORMATS, kcidb.FORMAT),
+                        help="only this view (repeatable; default: all but kcidb); kcidb: "
+                             "OUT/kcidb.json, a KernelCI database report")
+    report.add_argument("--kcidb-origin", metavar="NAME",
+                        help="with --format kcidb: the CI system's KCIDB origin, which every "
+                             "ID carries ([a-z0-9_]+)")
     report.add_argument("--out", metavar="DIR", help="where to write (default: DIR)")
     report.add_argument("--expect", metavar="DIR",
                         help="expectations directory: listed failures show as XFAIL")
