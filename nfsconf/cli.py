@@ -159,10 +159,21 @@ def cmd_kernel(args: argparse.Namespace) -> int:
         print(tabulate(rows, ["release", "arch", "source", "patches", "build", "tree"]))
         return 0
     if os.geteuid() != 0:
-        raise UsageError("nfsconf kernel build needs root (apt-get download into the cache)")
+        raise UsageError(f"nfsconf kernel {args.kernel_command} needs root (apt-get download "
+                         f"into the cache)")
     if args.jobs < 1:
         raise UsageError("-j must be at least 1")
-    req = BuildRequest(base=args.base, series=Path(args.series) if args.series else None,
+    if args.kernel_command == "walk":
+        from nfsconf.service import walk
+        from nfsconf.vm.walk import WalkRequest
+
+        opts = RunOptions(profiles=list(args.profile), transport="knfsd", k=args.k,
+                          out=Path(args.out) if args.out else None, timeout=args.timeout,
+                          vm_timeout=args.vm_timeout)
+        return walk(WalkRequest(base=args.base, series=tuple(Path(s) for s in args.series),
+                                config=Path(args.config) if args.config else None,
+                                jobs=args.jobs, arch=args.arch), opts, cache)
+    req = BuildRequest(base=args.base, series=tuple(Path(s) for s in args.series),
                        config=Path(args.config) if args.config else None, jobs=args.jobs,
                        arch=args.arch)
     print(build(req, cache, say=main_say).tree)
@@ -265,8 +276,9 @@ def build_parser() -> argparse.ArgumentParser:
                                        "prints the tree for `run --kernel`")
     kb.add_argument("--base", default="debian:sid", metavar="debian[:SUITE]",
                     help="whose linux-source to build (default debian:sid)")
-    kb.add_argument("--series", metavar="DIR|MBOX",
-                    help="git format-patch files (or a quilt series) or one mbox to apply")
+    kb.add_argument("--series", metavar="DIR|MBOX", action="append", default=[],
+                    help="git format-patch files (or a quilt series) or one mbox to apply; "
+                         "repeatable: applied in the order given (a series, then fixes)")
     kb.add_argument("--config", metavar="FRAGMENT",
                     help="Kconfig fragment merged over the lean guest configuration")
     kb.add_argument("--arch", default="x86", choices=("x86", "um"),
@@ -274,6 +286,30 @@ def build_parser() -> argparse.ArgumentParser:
                          "kernel that runs as a host process at host speed")
     kb.add_argument("-j", "--jobs", type=int, default=os.cpu_count() or 1)
     kb.add_argument("--cache", metavar="DIR", help="default ~/.cache/nfsconf/kernels")
+    kw = ksub.add_parser("walk", help="build the base and then each patch of a series in "
+                                      "turn, run the selection on every step, and show which "
+                                      "patch changed which verdict")
+    kw.add_argument("--base", default="debian:sid", metavar="debian[:SUITE]",
+                    help="whose linux-source (default debian:sid)")
+    kw.add_argument("--series", metavar="DIR|MBOX", action="append", required=True,
+                    help="the patches to walk; repeatable: walked in the order given (a "
+                         "series, then its fixes)")
+    kw.add_argument("--config", metavar="FRAGMENT",
+                    help="Kconfig fragment merged over the lean guest configuration")
+    kw.add_argument("--arch", default="x86", choices=("x86", "um"),
+                    help="um: User-Mode Linux, minutes instead of an hour (default x86)")
+    kw.add_argument("-j", "--jobs", type=int, default=os.cpu_count() or 1)
+    kw.add_argument("--cache", metavar="DIR", help="default ~/.cache/nfsconf/kernels")
+    kw.add_argument("--profile", action="append", default=[], metavar="NAME|FILE",
+                    help="profiles to run on every step (repeatable; default: every "
+                         "installed built-in)")
+    kw.add_argument("-k", metavar="PATTERN", help="only scenarios matching (pytest -k)")
+    kw.add_argument("--out", metavar="DIR",
+                    help="where the steps' run directories and walk.md go")
+    kw.add_argument("--timeout", type=float, default=RunOptions.timeout, metavar="SECONDS",
+                    help="time limit of one scenario")
+    kw.add_argument("--vm-timeout", type=float, default=RunOptions.vm_timeout,
+                    metavar="SECONDS", help="each step's VM run limit")
     kl = ksub.add_parser("list", help="the kernels built so far")
     kl.add_argument("--cache", metavar="DIR")
     kernel.set_defaults(func=cmd_kernel)

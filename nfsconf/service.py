@@ -9,11 +9,16 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from nfsconf.errors import UsageError
-from nfsconf.run import TRANSPORTS, RunOptions, RunOutcome, default_out, run_here
+from nfsconf.run import INCOMPLETE, TRANSPORTS, RunOptions, RunOutcome, default_out, run_here
+
+if TYPE_CHECKING:
+    from nfsconf.vm.walk import WalkRequest
 
 
 def run(opts: RunOptions) -> RunOutcome:
@@ -83,3 +88,47 @@ def run_kernels(opts: RunOptions, kernels: list[str | None], jobs: int) -> RunOu
     print(f"\n{what}, {len(merged.results)} results; one report in {out}")
     return RunOutcome(out, merged.results, missing, any(o.interrupted for o in outcomes),
                       status)
+
+
+def walk(req: WalkRequest, opts: RunOptions, cache_dir: Path) -> int:
+    """`nfsconf kernel walk`: each step's kernel (vm/walk.py) runs the selection in
+    OUT/NN-<patch>/, a run directory like any other; after each step the table so far, at
+    the end OUT/walk.md and OUT/walk.json. Exit 0 when every step built and ran, 1 when a
+    patch did not apply or build, 3 when a run ended without every cell it planned."""
+    import json
+
+    from nfsconf.report import walk as table
+    from nfsconf.report.results import load_run
+    from nfsconf.vm.build import main_say
+    from nfsconf.vm.walk import walk_kernels
+
+    out = Path(opts.out or default_out("walk"))
+    out.mkdir(parents=True, exist_ok=True)
+    rows: list[table.StepRow] = []
+    status = 0
+    started = time.monotonic()
+    for step in walk_kernels(req, cache_dir, say=main_say):
+        row = table.StepRow(step.number, step.patch, step.release, step.error)
+        rows.append(row)
+        if step.kernel is not None:
+            run_dir = out / f"{step.number:02d}-{kernel_slug(Path(step.patch).stem)[:40]}"
+            outcome = run(dataclasses.replace(opts, transport="knfsd", kernel=str(step.kernel),
+                                              out=run_dir))
+            row.run = str(run_dir)
+            row.results = load_run(run_dir).results if (run_dir / "results.jsonl").exists() \
+                else []
+            if outcome.exit_status == INCOMPLETE:
+                status = max(status, INCOMPLETE)
+        else:
+            status = max(status, 1)
+        table.compare(rows)
+        print(f"\nkernel walk after step {step.number} "
+              f"({time.monotonic() - started:.0f} s):\n{table.terminal(rows)}\n", flush=True)
+    (out / "walk.md").write_text(table.markdown(rows))
+    (out / "walk.json").write_text(json.dumps([
+        {"step": r.number, "patch": r.patch, "release": r.release, "error": r.error,
+         "run": r.run, "changes": [dataclasses.asdict(c) for c in r.changes]}
+        for r in rows], indent=1) + "\n")
+    print(f"kernel walk: {len(rows)} steps in {time.monotonic() - started:.0f} s; "
+          f"{out / 'walk.md'}")
+    return status

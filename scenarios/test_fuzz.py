@@ -34,10 +34,9 @@ def _classify(lab, known, originals, m):
     return "wrong", rel or f"unknown object ino {got.identity.st_ino}"
 
 
-def _fuzz(cell, request):
+def _fuzz(cell, options):
     lab, evidence = cell.lab, cell.ev
-    seed = request.config.getoption("--nfsconf-fuzz-seed")
-    budget = request.config.getoption("--nfsconf-fuzz-budget")
+    seed, budget = options.fuzz_seed, options.fuzz_budget
     rels = ["", *SEED_DIRS, *SEED_FILES]
     originals = [(rel, name_to_handle(lab.path(rel))) for rel in rels]
     evidence.encoded(rels[-1], originals[-1][1])
@@ -82,10 +81,10 @@ def _fuzz(cell, request):
 
 
 @scenario("FUZZ", "MUST", where="local", certify=1)
-def test_fuzz_never_wrong_object(cell, request):
+def test_fuzz_never_wrong_object(cell, options):
     """FUZZ: a mutated or forged handle gives an error, opens the object it was made from,
     or opens the live object whose handle is exactly those bytes; never anything else."""
-    outcomes, odd, _ = _fuzz(cell, request)
+    outcomes, odd, _ = _fuzz(cell, options)
     if outcomes["wrong"]:
         cell.ev.wrong_object = True
         first = next(o for o in odd if o["outcome"] == "wrong")
@@ -95,11 +94,11 @@ def test_fuzz_never_wrong_object(cell, request):
 
 
 @scenario("FUZZ-GUESS", "SHOULD", where="local", certify=1, advisory=True)
-def test_fuzz_not_guessable(cell, request):
+def test_fuzz_not_guessable(cell, options):
     """FUZZ-GUESS: a bit flip or random bytes do not land on another live object (the
     generation number is what makes handles hard to guess). FUSE_ROOT_ID with generation 0
     naming the root is expected and not counted."""
-    _, odd, by_kind = _fuzz(cell, request)
+    _, odd, by_kind = _fuzz(cell, options)
     guessed = sum(c["named"] for k, c in by_kind.items() if not k.startswith("rootid/"))
     examples = [o for o in odd if o["outcome"] == "named" and o["kind"] != "rootid"]
     assert not guessed, (f"{guessed} forged handles opened other live objects, e.g. "

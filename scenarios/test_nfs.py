@@ -109,7 +109,7 @@ def test_lookupp_after_drop(cell):
 
 
 @scenario("NFS-BADHANDLE", "MUST", where="nfs", certify=1)
-def test_mutated_nfs_handles(cell, request):
+def test_mutated_nfs_handles(cell, options):
     """NFS-BADHANDLE: mutated, short and long NFS handles get an error (BADHANDLE, STALE,
     ...) or reach the object they were made from, or the object whose handle they exactly
     are; never any other object and never a hang."""
@@ -117,7 +117,7 @@ def test_mutated_nfs_handles(cell, request):
     rels = ["d0/f1", "d1", "d1/sub", "top"]
     objs = {rel: lab.obj(rel) for rel in rels}
     fhs = {rel: lab.encode(objs[rel]).data for rel in rels}
-    rng = random.Random(request.config.getoption("--nfsconf-fuzz-seed"))
+    rng = random.Random(options.fuzz_seed)
     cases: list[tuple[str, str, bytes]] = []
     for rel, fh in fhs.items():
         for i in range(len(fh)):

@@ -11,16 +11,15 @@ from nfsconf.scenario import scenario
 
 @scenario("PYNFS", "SHOULD", where="nfs", timeout=pynfs.TIMEOUT + 60, needs=("pynfs",))
 @pytest.mark.parametrize("version", pynfs.VERSIONS)
-def test_pynfs(cell, request, version):
+def test_pynfs(cell, options, version):
     """PYNFS: pynfs's NFSv4.0 and v4.1 suites (the file-handle flags unless --pynfs-flags
     says more) against this export; every code it ran is a cell PYNFS-<code>/<version>
     with pynfs's verdict and message. This cell passes when pynfs ran."""
-    tree = request.config.getoption("--nfsconf-pynfs")
-    flags = request.config.getoption("--nfsconf-pynfs-flag") or list(
-        pynfs.HANDLE_FLAGS[version])
+    tree = options.pynfs
+    flags = options.pynfs_flags or list(pynfs.HANDLE_FLAGS[version])
     t = cell.lab.transport
     url = f"127.0.0.1:{t.exporter.nfs_port}{t.exporter.v4_path}"
-    logs = Path(request.config.getoption("--nfsconf-out") or cell.lab.root) / "pynfs" / \
+    logs = Path(options.out or cell.lab.root) / "pynfs" / \
         f"{cell.lab.profile.name}-{t.name}"  # pynfs's own output, kept with the run
     codes = pynfs.run(Path(tree), version, url, flags, logs)  # bounded by pynfs.TIMEOUT
     for c in codes:

@@ -36,6 +36,7 @@ from nfsconf.vm.kernels import locked
 
 RECORD = "nfsconf-build.json"
 _STAGE = ".nfsconf-stage"
+LOCAL_VERSION = ".nfsconf-localversion"
 # bump when the recipe changes what a tree with the same key would hold
 _RECIPE = "1"
 _PROGRESS_EVERY = 15.0
@@ -58,7 +59,7 @@ class Patch:
 @dataclass(frozen=True)
 class BuildRequest:
     base: str = "debian:sid"  # debian | debian:SUITE
-    series: Path | None = None
+    series: tuple[Path, ...] = ()  # applied in this order (a series, then its fixes)
     config: Path | None = None
     jobs: int = os.cpu_count() or 1
     arch: str = "x86"  # x86 (a bzImage for qemu) | um (User-Mode Linux)
@@ -143,13 +144,13 @@ def build(req: BuildRequest, cache_dir: Path, say: Callable[[str], None] = print
     if problems:
         raise BuildError("cannot build a kernel:\n  " + "\n  ".join(problems))
     target = arch(req.arch)
-    patches = read_series(req.series) if req.series is not None else []
+    patches = [p for s in req.series for p in read_series(s)]
     config = config_text(req.config, target)
     cache_dir.mkdir(parents=True, exist_ok=True)
-    apt = _apt_for(req.base, cache_dir)
-    pkg, version = _source_package(apt)
+    apt = apt_for(req.base, cache_dir)
+    pkg, version = source_package(apt)
     s_hash = series_hash(patches)
-    c_hash = hashlib.sha256((_RECIPE + config).encode()).hexdigest()
+    c_hash = config_hash(config)
     key = f"{pkg}_{version}-s{s_hash[:10]}-c{c_hash[:10]}".replace(":", "%")
     if target.name != "x86":  # x86 trees keep the keys they always had
         key += f"-{target.name}"
@@ -164,16 +165,7 @@ def build(req: BuildRequest, cache_dir: Path, say: Callable[[str], None] = print
         stage = _stage(tree)
         if stage is None:
             shutil.rmtree(tree, ignore_errors=True)
-            tarball = _source_tarball(apt, pkg, version, cache_dir, say)
-            say(f"kernel build: unpacking {tarball.name}")
-            tree.mkdir(parents=True)
-            try:
-                process.checked(["tar", "-xJf", str(tarball), "-C", str(tree),
-                                 "--strip-components=1"], what=f"unpacking {tarball.name}",
-                                error=BuildError)
-            except BuildError:
-                shutil.rmtree(tree, ignore_errors=True)
-                raise
+            unpack(source_tarball(apt, pkg, version, cache_dir, say), tree, say)
             _set_stage(tree, "unpacked")
             stage = "unpacked"
         if stage == "unpacked":
@@ -181,20 +173,20 @@ def build(req: BuildRequest, cache_dir: Path, say: Callable[[str], None] = print
             _set_stage(tree, "patched")
             stage = "patched"
         if stage == "patched":
-            _configure(tree, config, s_hash, target, say)
+            configure(tree, config, s_hash, target, say)
             _set_stage(tree, "configured")
         say(f"kernel build: make ARCH={target.make_arch} -j{req.jobs} "
             f"{' '.join(target.targets)} in {tree} (log: build.log)")
-        _make(tree, target, target.targets, req.jobs, cache_dir, say)
+        make(tree, target, target.targets, req.jobs, cache_dir, say)
         if target.install_modules:
             shutil.rmtree(tree / TREE_MODULES, ignore_errors=True)
-            _make(tree, target, ("modules_install", f"INSTALL_MOD_PATH={tree / TREE_MODULES}"),
+            make(tree, target, ("modules_install", f"INSTALL_MOD_PATH={tree / TREE_MODULES}"),
                   1, cache_dir, say)
         release = (tree / "include/config/kernel.release").read_text().strip()
         seconds = time.monotonic() - started
         record: dict[str, object] = {
             "base": req.base, "arch": target.name, "source_package": pkg, "source_version": version,
-            "series": [p.name for p in patches], "series_path": str(req.series or ""),
+            "series": [p.name for p in patches], "series_path": ", ".join(map(str, req.series)),
             "series_sha256": s_hash, "config_sha256": c_hash,
             "config_fragment": str(req.config or ""), "release": release,
             "build_seconds": round(seconds, 1), "jobs": req.jobs,
@@ -206,7 +198,7 @@ def build(req: BuildRequest, cache_dir: Path, say: Callable[[str], None] = print
         return Built(tree, release, False, seconds, record)
 
 
-def _apt_for(base: str, cache_dir: Path) -> Apt:
+def apt_for(base: str, cache_dir: Path) -> Apt:
     try:
         if base == "debian":
             return system_apt()
@@ -217,7 +209,7 @@ def _apt_for(base: str, cache_dir: Path) -> Apt:
     raise BuildError(f"--base {base!r}: give debian or debian:SUITE (bookworm, trixie, sid, ...)")
 
 
-def _source_package(apt: Apt) -> tuple[str, str]:
+def source_package(apt: Apt) -> tuple[str, str]:
     try:
         meta = apt.show("linux-source")
         pkg = next((d for d in depends(meta or {}) if d.startswith("linux-source-")), None)
@@ -231,7 +223,7 @@ def _source_package(apt: Apt) -> tuple[str, str]:
     return pkg, info["version"]
 
 
-def _source_tarball(apt: Apt, pkg: str, version: str, cache_dir: Path,
+def source_tarball(apt: Apt, pkg: str, version: str, cache_dir: Path,
                     say: Callable[[str], None]) -> Path:
     """The upstream-plus-Debian source tarball of the package, downloaded once."""
     dest = cache_dir / "source" / f"{pkg}_{version}.tar.xz".replace(":", "%")
@@ -257,18 +249,42 @@ def _source_tarball(apt: Apt, pkg: str, version: str, cache_dir: Path,
     return dest
 
 
+def unpack(tarball: Path, tree: Path, say: Callable[[str], None]) -> None:
+    say(f"kernel build: unpacking {tarball.name}")
+    tree.mkdir(parents=True)
+    try:
+        process.checked(["tar", "-xJf", str(tarball), "-C", str(tree), "--strip-components=1"],
+                        what=f"unpacking {tarball.name}", error=BuildError)
+    except BuildError:
+        shutil.rmtree(tree, ignore_errors=True)
+        raise
+
+
+def config_hash(config: str) -> str:
+    return hashlib.sha256((_RECIPE + config).encode()).hexdigest()
+
+
 def _apply(tree: Path, patches: list[Patch], base: str, say: Callable[[str], None]) -> None:
-    # git apply outside any repository acts on the files; it must not find a parent repo
-    env = dict(os.environ, GIT_CEILING_DIRECTORIES=str(tree.parent))
     for i, patch in enumerate(patches, 1):
         say(f"kernel build: applying {i}/{len(patches)} {patch.name}")
-        proc = subprocess.run(["git", "apply", "--whitespace=nowarn", "-p1", "-"],
-                              input=patch.data, cwd=tree, env=env, capture_output=True)
-        if proc.returncode != 0:
-            why = proc.stderr.decode(errors="replace").strip()
+        why = apply_patch(tree, patch)
+        if why is not None:
             shutil.rmtree(tree, ignore_errors=True)  # half-patched: never reused
             raise BuildError(f"patch {i}/{len(patches)} {patch.name} does not apply to "
-                             f"{base}:\n{_apply_errors(why)}")
+                             f"{base}:\n{why}")
+
+
+def apply_patch(tree: Path, patch: Patch, reverse: bool = False) -> str | None:
+    """Apply PATCH to TREE (or take it out again); None, or why it does not apply (git
+    apply's own words, every failed hunk named). A patch that does not apply changes
+    nothing: git apply is all or nothing."""
+    # git apply outside any repository acts on the files; it must not find a parent repo
+    env = dict(os.environ, GIT_CEILING_DIRECTORIES=str(tree.parent))
+    argv = ["git", "apply", "--whitespace=nowarn", "-p1", *(["-R"] if reverse else []), "-"]
+    proc = subprocess.run(argv, input=patch.data, cwd=tree, env=env, capture_output=True)
+    if proc.returncode == 0:
+        return None
+    return _apply_errors(proc.stderr.decode(errors="replace").strip())
 
 
 def _apply_errors(text: str) -> str:
@@ -277,12 +293,21 @@ def _apply_errors(text: str) -> str:
     return "\n".join(f"  {ln}" for ln in lines[:20])
 
 
-def _configure(tree: Path, config: str, s_hash: str, target: Arch,
+def local_version(s_hash: str) -> str:
+    """The release suffix of a build of the series S_HASH: a tree built by `kernel build`
+    and a step of `kernel walk` over the same patches say the same release."""
+    return "-nfsconf" + (f"-{s_hash[:8]}" if s_hash != series_hash([]) else "")
+
+
+def configure(tree: Path, config: str, s_hash: str, target: Arch,
                say: Callable[[str], None]) -> None:
     say("kernel build: configuring (allnoconfig + the guest's needs)")
-    local = "-nfsconf" + (f"-{s_hash[:8]}" if s_hash != series_hash([]) else "")
+    set_local_version(tree, local_version(s_hash))
     wanted = kconfig.parse(config)
-    fragment = config + f'\nCONFIG_LOCALVERSION="{local}"\n'
+    # the release suffix is make's LOCALVERSION (make()), not CONFIG_LOCALVERSION: a config
+    # symbol is in autoconf.h, which every object includes, so each series would defeat
+    # ccache for the whole kernel; the variable reaches utsrelease.h alone
+    fragment = config + '\nCONFIG_LOCALVERSION=""\n'
     frag = tree / ".nfsconf.config"
     frag.write_text(fragment)
     process.checked(["make", f"ARCH={target.make_arch}", f"KCONFIG_ALLCONFIG={frag}",
@@ -309,9 +334,18 @@ def _kconfig_symbols(tree: Path) -> set[str]:
     return syms
 
 
-def _make(tree: Path, target: Arch, goals: tuple[str, ...], jobs: int, cache_dir: Path,
+def set_local_version(tree: Path, local: str) -> None:
+    """The release suffix every later make() of TREE passes as LOCALVERSION."""
+    (tree / LOCAL_VERSION).write_text(local + "\n")
+
+
+def make(tree: Path, target: Arch, goals: tuple[str, ...], jobs: int, cache_dir: Path,
           say: Callable[[str], None]) -> None:
     argv = ["make", f"ARCH={target.make_arch}", f"-j{jobs}", *goals]
+    try:
+        argv.append(f"LOCALVERSION={(tree / LOCAL_VERSION).read_text().strip()}")
+    except OSError:
+        pass  # a tree configured before the suffix moved here: its .config holds it
     env = dict(os.environ)
     if shutil.which("ccache"):  # a series that changes a few files rebuilds only those
         argv.append("CC=ccache gcc")

@@ -1,0 +1,197 @@
+"""The plugin's state is this one object, registered at configure time under one stash key
+(as pytest's junitxml registers its LogXML): the run's options, the results writer, the
+progress count; its hooks are its methods."""
+
+from __future__ import annotations
+
+import json
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from nfsconf import requires, shard
+from nfsconf.kmsg import KmsgWatch
+from nfsconf.lab import stop_all_labs
+from nfsconf.plugin import cells
+from nfsconf.report.matrix import progress_line
+from nfsconf.report.results import PLANNED, RUNNING, Result, ResultsWriter, write_json
+from nfsconf.run import RunOptions
+from nfsconf.servers.builtin import find_profile, installed_builtins
+from nfsconf.servers.profile import Profile
+from nfsconf.watchdog import Watchdog
+
+# Inside the knfsd VM every lab is exported twice over, no_subtree_check (0x81 fids) and
+# subtree_check (0x82), and the exportfs-level scenarios run there too ("local": the kernel
+# under test's own name_to_handle_at/open_by_handle_at).
+TRANSPORT_VARIANTS = {"knfsd": ("local", "knfsd", "knfsd-subtree")}
+RECORDS = "nfsconf-records"  # the user property a teardown report carries them in
+
+
+def options_from(config: pytest.Config) -> RunOptions:
+    """The run's options as the plugin's command-line options give them."""
+    g = config.getoption
+    out = g("--nfsconf-out")
+    return RunOptions(profiles=list(g("--nfsconf-profile")), transport=g("--nfsconf-transport"),
+                      out=Path(out) if out else None, timeout=g("--nfsconf-timeout"),
+                      fuzz_budget=g("--nfsconf-fuzz-budget"), fuzz_seed=g("--nfsconf-fuzz-seed"),
+                      resume=g("--nfsconf-resume"), shard=g("--nfsconf-shard"),
+                      pynfs=g("--nfsconf-pynfs"), pynfs_flags=list(g("--nfsconf-pynfs-flag")))
+
+
+class NfsconfRun:
+    def __init__(self, config: pytest.Config) -> None:
+        self.config = config
+        self.options = options_from(config)
+        out = self.options.out
+        # with --jobs, pytest-xdist workers run the cells and the controller writes records
+        self.writer = ResultsWriter(out / "results.jsonl") \
+            if out and not hasattr(config, "workerinput") else None
+        self.session: pytest.Session | None = None
+        self.done = 0
+        self.total = 0  # with --jobs, from the workers' collection
+        self._profiles: list[Profile] | None = None
+        if self.writer is not None:  # under `nfsconf run`: SIGTERM unwinds like Ctrl-C, so
+            # every fixture unmounts what it mounted
+            signal.signal(signal.SIGTERM, signal.default_int_handler)
+
+    def close(self) -> None:
+        from nfsconf.fuse import spawner
+
+        stop_all_labs()
+        spawner.stop()
+        if self.writer is not None:
+            self.writer.close()
+
+    @property
+    def profiles(self) -> list[Profile]:
+        if self._profiles is None:
+            specs = self.options.profiles
+            self._profiles = [find_profile(s) for s in specs] if specs else installed_builtins()
+        return self._profiles
+
+    # -- collection ----------------------------------------------------------------------
+    def pytest_sessionstart(self, session: pytest.Session) -> None:
+        self.session = session
+
+    def pytest_itemcollected(self, item: pytest.Item) -> None:
+        """Let -k select by scenario ID (`-k DEC-COLD`), not only by test function name."""
+        marker = item.get_closest_marker("scenario")
+        if marker is not None:
+            item.extra_keyword_matches.add(marker.args[0])
+
+    def pytest_generate_tests(self, metafunc: pytest.Metafunc) -> None:
+        if "profile" in metafunc.fixturenames:
+            metafunc.parametrize("profile", self.profiles, ids=[p.name for p in self.profiles])
+        if "transport_name" in metafunc.fixturenames:
+            chosen = self.options.transport
+            metafunc.parametrize("transport_name", TRANSPORT_VARIANTS.get(chosen, (chosen,)))
+
+    def pytest_collection_modifyitems(self, config: pytest.Config,
+                                      items: list[pytest.Item]) -> None:
+        if self.options.shard:
+            k, n = shard.parse(self.options.shard)
+            other = [i for i in items if (c := cells.cell_fields(i)) is not None
+                     and shard.part_of(c["profile"], c["id"], n) != k]
+            if other:
+                config.hook.pytest_deselected(items=other)
+                gone = {id(i) for i in other}
+                items[:] = [i for i in items if id(i) not in gone]
+        out = self.options.out
+        if not (self.options.resume and out):
+            return
+        from nfsconf.report.results import recorded_nodes
+
+        done = recorded_nodes(out / "results.jsonl")
+        finished = [item for item in items if item.nodeid in done]
+        if finished:
+            config.hook.pytest_deselected(items=finished)
+            items[:] = [item for item in items if item.nodeid not in done]
+
+    def pytest_collection_finish(self, session: pytest.Session) -> None:
+        """What the run sets out to record (after -k), so that a run that ends short can
+        name what is missing. A resumed run keeps the plan of the run it finishes."""
+        out = self.options.out
+        # with --jobs every worker collects the same cells and writes the same plan
+        if out and session.items and not (out / PLANNED).exists():
+            write_json(out / PLANNED,
+                       [i.nodeid for i in session.items if i.get_closest_marker("scenario")])
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_xdist_node_collection_finished(self, node: Any, ids: list[str]) -> None:
+        """With --jobs: the number of cells, for the progress lines."""
+        self.total = len(ids)
+
+    # -- running a cell ------------------------------------------------------------------
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtest_setup(self, item: pytest.Item) -> None:
+        cells.of(item).kmsg = KmsgWatch()
+        cell = cells.cell_fields(item)
+        if self.options.out and cell is not None:  # if the kernel crashes now, the host
+            write_json(self.options.out / RUNNING, cell)  # knows which cell
+
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_runtest_call(self, item: pytest.Item) -> Iterator[None]:
+        run = cells.of(item)
+
+        def abort_all() -> list[str]:
+            return [note for lab in run.labs for note in lab.abort()]
+
+        marker = item.get_closest_marker("scenario")
+        limit = (marker.kwargs.get("timeout") if marker else None) or self.options.timeout
+        with Watchdog(limit, abort_all) as dog:
+            yield
+        if dog.fired:
+            run.timeout = dog.message
+
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_runtest_makereport(self, item: pytest.Item,
+                                  call: pytest.CallInfo[None]) -> Iterator[None]:
+        outcome = yield
+        rep: pytest.TestReport = outcome.get_result()
+        run = cells.of(item)
+        exc = call.excinfo.value if call.excinfo is not None else None
+        if isinstance(exc, requires.Unsupported):  # a found need unmet: SKIP, as pytest.skip
+            rep.outcome = "skipped"
+            rep.longrepr = (str(item.path), item.location[1] or 0, f"Skipped: {exc}")
+        run.reports[rep.when] = rep
+        if isinstance(exc, OSError) and exc.errno is not None:
+            run.errnos[rep.when] = exc.errno
+        if rep.when == "teardown":
+            # the records travel with the report: with --jobs, the process that writes
+            # results.jsonl is not the worker that ran the cell
+            rep.user_properties.append((RECORDS, [json.dumps(r.to_record(), default=str)
+                                                  for r in cells.records(item)]))
+
+    # -- reporting -----------------------------------------------------------------------
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_report_teststatus(self, report: pytest.TestReport, config: pytest.Config
+                                 ) -> tuple[str, str, str] | None:
+        """Under `nfsconf run` each scenario prints one line of its own; pytest's dots go."""
+        if self.writer is None:
+            return None
+        if report.when == "call" or (report.when == "setup" and not report.passed):
+            return ("error" if report.when == "setup" and report.failed
+                    else report.outcome), "", ""
+        return "", "", ""
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        if report.when != "teardown" or self.writer is None:
+            return
+        lines = next((v for k, v in report.user_properties if k == RECORDS), None)
+        if not lines:
+            return
+        for line in lines:
+            self.writer.write_line(line)
+        (self.writer.path.parent / RUNNING).unlink(missing_ok=True)
+        result = Result.from_record(json.loads(lines[-1]))
+        reporter = self.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            self.done += 1
+            total = self.total or (self.session.testscollected if self.session else 0)
+            reporter.write_line(progress_line(result, self.done, total))
+
+
+STATE = pytest.StashKey[NfsconfRun]()
