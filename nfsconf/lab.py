@@ -17,7 +17,7 @@ import time
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from nfsconf import requires
 from nfsconf.fuse.trace import trace_from
@@ -32,6 +32,9 @@ from nfsconf.servers.profile import Profile
 from nfsconf.servers.refserver import RefServerProcess
 from nfsconf.transports.base import MARKER_NAME, Decoded, Handle, Identity, Obj, Transport
 from nfsconf.transports.local import LocalTransport, fd_identity
+
+if TYPE_CHECKING:
+    from nfsconf.exporters.knfsd import Knfsd
 
 # The seed tree every source is built from: read-only servers can only serve these objects.
 SEED_DIRS = ("d0", "d1", "d1/sub", "d2")
@@ -67,9 +70,10 @@ atexit.register(stop_all_labs)
 
 class Lab:
     def __init__(self, profile: Profile, transport: str = "local",
-                 base: Path | None = None) -> None:
+                 base: Path | None = None, knfsd: Knfsd | None = None) -> None:
         self.profile = profile
         self.transport_name = transport
+        self.knfsd = knfsd  # the guest's knfsd, for the knfsd transports
         self.root = Path(tempfile.mkdtemp(prefix=f"nfsconf-{profile.name}-", dir=base))
         self.mnt = self.root / "mnt"
         self.token = secrets.token_hex(4)
@@ -150,7 +154,7 @@ class Lab:
         if self.transport_name != "local":
             from nfsconf.transports.nfs import make_transport
 
-            self.transport = make_transport(self.transport_name, self.mnt)
+            self.transport = make_transport(self.transport_name, self.mnt, knfsd=self.knfsd)
         self.transport.open()
 
     def _unmount(self) -> list[str]:

@@ -128,7 +128,16 @@ def take_resumed(opts: RunOptions, check_kernel: bool = True) -> None:
         opts.shard = recorded.get("shard")
 
 
-def run_here(opts: RunOptions, transport_name: str | None = None) -> RunOutcome:
+@dataclass(eq=False)  # a pytest plugin object: hashed by identity
+class RunContext:
+    """What one run shares beyond its options, handed to the plugin as an object: the knfsd
+    of the guest (its exporters serve the knfsd transports)."""
+
+    knfsd: Any = None  # exporters.knfsd.Knfsd
+
+
+def run_here(opts: RunOptions, transport_name: str | None = None,
+             context: RunContext | None = None) -> RunOutcome:
     """Run the scenarios on the running kernel. TRANSPORT_NAME overrides what the env record
     and the plugin are told (the guest of the knfsd lane runs `knfsd`)."""
     from nfsconf.environment import environment_record
@@ -164,7 +173,7 @@ def run_here(opts: RunOptions, transport_name: str | None = None) -> RunOutcome:
     writer = ResultsWriter(out / "results.jsonl")
     writer.write(env)
     writer.close()
-    code, elapsed = _pytest(opts, scenarios, transport, specs)
+    code, elapsed = _pytest(opts, scenarios, transport, specs, context or RunContext())
     outcome = finish(out, interrupted=code == "interrupted")
     print(f"\n{len(outcome.results)} results in {elapsed:.1f} s; {out}/results.jsonl, "
           f"{out}/matrix.txt")
@@ -177,8 +186,8 @@ def run_here(opts: RunOptions, transport_name: str | None = None) -> RunOutcome:
     return outcome
 
 
-def _pytest(opts: RunOptions, scenarios: Path, transport: str,
-            specs: list[str]) -> tuple[str, float]:
+def _pytest(opts: RunOptions, scenarios: Path, transport: str, specs: list[str],
+            context: RunContext) -> tuple[str, float]:
     import pytest
 
     home = scenarios if scenarios.is_dir() else scenarios.parent
@@ -210,7 +219,7 @@ def _pytest(opts: RunOptions, scenarios: Path, transport: str,
         # worker only makes another's objects colder, and warm decodes pin what they need
         args += ["-n", str(opts.jobs), "--dist", "load"]
     started = time.monotonic()
-    code = pytest.main(args)
+    code = pytest.main(args, plugins=[context])
     elapsed = time.monotonic() - started
     names = {pytest.ExitCode.INTERRUPTED: "interrupted",
              pytest.ExitCode.INTERNAL_ERROR: "internal", pytest.ExitCode.USAGE_ERROR: "internal",

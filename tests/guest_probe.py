@@ -15,25 +15,72 @@ import tempfile
 import time
 import traceback
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from nfsconf import process
 from nfsconf.exporters.knfsd import (
+    LOOPBACK,
     GuestSetupError,
+    Knfsd,
     _check,
     _is_mounted,
     _running,
     _Timer,
     _uptime,
     ensure_guest,
-    exports_for,
     load_modules,
-    mount_nfs,
+    nfs_mount_argv,
     start_knfsd,
-    umount,
 )
 from nfsconf.servers.mount import mounts
 from nfsconf.transports.local import name_to_handle
+
+
+@dataclass(frozen=True)
+class Export:
+    """One export of the probe's FUSE mount: a bind mount below knfsd's pseudo-root, so the
+    same mount is exported twice, with and without subtree_check."""
+
+    path: Path  # the FUSE mountpoint
+    fsid: int  # knfsd refuses FUSE without fsid=
+    name: str  # the bind's name below the pseudo-root: NFSv4 sees /<name>
+    subtree_check: bool = False
+
+    def line(self, bind: Path) -> str:
+        opts = ["rw", "no_root_squash", "sync", "insecure", f"fsid={self.fsid}",
+                "subtree_check" if self.subtree_check else "no_subtree_check"]
+        return f"{bind} {LOOPBACK}({','.join(opts)})"
+
+
+def exports_for(path: Path, fsid: int, prefix: str = "fuse") -> list[Export]:
+    """The two variants of one directory: fsid N without, fsid N+1 with subtree_check."""
+    return [Export(path, fsid, f"{prefix}-nosubtree", subtree_check=False),
+            Export(path, fsid + 1, f"{prefix}-subtree", subtree_check=True)]
+
+
+def export_all(knfsd: Knfsd, exports: list[Export], mounted: list[Path]) -> None:
+    """Bind each export below the pseudo-root and export it beside the root's line."""
+    lines = []
+    for e in exports:
+        bind = knfsd.pseudo / e.name
+        bind.mkdir()
+        _check(["mount", "--bind", str(e.path), str(bind)])
+        mounted.append(bind)
+        lines.append(e.line(bind))
+    with open("/etc/exports", "a") as f:
+        f.write("\n".join(lines) + "\n")
+    _check(["exportfs", "-ra"])
+
+
+def mount_nfs(knfsd: Knfsd, name: str, version: str, mountpoint: Path) -> None:
+    """Mount export NAME with the kernel client: "3" (nolock) or "4", "4.1", "4.2"."""
+    mountpoint.mkdir(parents=True, exist_ok=True)
+    _check(nfs_mount_argv(version, str(knfsd.pseudo / name), f"/{name}", mountpoint))
+
+
+def umount(mountpoint: Path) -> None:
+    _check(["umount", str(mountpoint)])
 
 
 def start_fuse(
@@ -107,6 +154,7 @@ def probe(marker: str, fsid: int, fuse_cmd: Sequence[str], root: Path) -> dict[s
     t = _Timer(timings)
     src, mnt = root / "src", root / "fuse"
     mounted: list[Path] = []
+    binds: list[Path] = []  # below knfsd's pseudo-root: gone before knfsd stops
     fuse = None
     knfsd = None
     try:
@@ -125,7 +173,8 @@ def probe(marker: str, fsid: int, fuse_cmd: Sequence[str], root: Path) -> dict[s
         res["fuse_file"] = {"type": file_h.fh_type, "hex": file_h.data.hex()}
         res["fuse_dir"] = {"type": dir_h.fh_type, "hex": dir_h.data.hex()}
         with t("knfsd"):
-            knfsd = start_knfsd(exports_for(mnt, fsid))
+            knfsd = start_knfsd()
+            export_all(knfsd, exports_for(mnt, fsid), binds)
         res["knfsd_timings"] = knfsd.timings
         res["grace_ended"] = knfsd.grace_ended
         clients = []
@@ -136,7 +185,7 @@ def probe(marker: str, fsid: int, fuse_cmd: Sequence[str], root: Path) -> dict[s
         ):
             mp = root / f"mnt-{name}-v{version}"
             with t(f"mount_{name}_v{version}"):
-                mount_nfs(knfsd.export(name), version, mp)
+                mount_nfs(knfsd, name, version, mp)
             mounted.append(mp)
             entry: dict[str, object] = {"export": name, "version": version}
             entry["content"] = (mp / "d" / "file.txt").read_text()
@@ -159,6 +208,16 @@ def probe(marker: str, fsid: int, fuse_cmd: Sequence[str], root: Path) -> dict[s
     finally:
         teardown_errors = []
         for m in reversed(mounted[1:]):
+            try:
+                umount(m)
+            except GuestSetupError as e:
+                teardown_errors.append(str(e))
+        if binds:
+            try:
+                _check(["exportfs", "-ua", "-f"])
+            except GuestSetupError as e:
+                teardown_errors.append(str(e))
+        for m in reversed(binds):
             try:
                 umount(m)
             except GuestSetupError as e:

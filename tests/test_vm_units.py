@@ -222,7 +222,7 @@ def test_short_nfs_client_handle_is_refused():
 
 
 def test_export_lines_carry_fsid_and_subtree_choice():
-    nosub, sub = guest.exports_for(Path("/mnt/fuse"), 101)
+    nosub, sub = guest_probe.exports_for(Path("/mnt/fuse"), 101)
     assert (nosub.fsid, sub.fsid) == (101, 102)
     assert nosub.line(Path("/p/a")).startswith("/p/a 127.0.0.1(")
     opts = nosub.line(Path("/p/a")).split("(", 1)[1].rstrip(")").split(",")
@@ -238,7 +238,7 @@ def test_guest_setup_refuses_to_run_on_the_host(monkeypatch):
     monkeypatch.delenv("NFSCONF_GUEST_OK", raising=False)
     before = Path("/etc/exports").read_bytes() if Path("/etc/exports").exists() else None
     with pytest.raises(guest.GuestSetupError, match="outside an nfsconf guest"):
-        guest.start_knfsd(guest.exports_for(Path("/tmp"), 101))
+        guest.start_knfsd()
     after = Path("/etc/exports").read_bytes() if Path("/etc/exports").exists() else None
     assert before == after
 

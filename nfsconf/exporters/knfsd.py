@@ -1,14 +1,11 @@
-"""knfsd in the kernel under test (the VM guest): bring up nfsd, rpcbind and mountd over a
-tmpfs pseudo-root, export directories, load the modules, end the grace period; and the
-exporter the knfsd transport uses for one lab.
+"""knfsd in the kernel under test (the VM guest): `start_knfsd` loads the modules, brings
+up nfsd, rpcbind and mountd over a tmpfs pseudo-root and ends the grace period; the `Knfsd`
+it returns owns that pseudo-root and makes the exporter of each lab (`Knfsd.exporter`: one
+`exportfs -i` entry below the pseudo-root, so NFSv4 sees it relative to the root and
+NFSv3 mounts its full path).
 
 It writes /etc/exports and starts NFS daemons, so it refuses to run anywhere else: in the
 guest /etc and /var are throw-away overlays of the host's.
-
-Export layout: a tmpfs pseudo-root (`fsid=0,crossmnt`, because the guest's / is 9p and not
-exportable) holds one bind mount per export, so NFSv4 sees `/<name>` and NFSv3 mounts the
-bind mount's full path. The same FUSE mount can be exported twice (two bind mounts) with
-different fsids and options, e.g. with and without subtree_check.
 """
 
 from __future__ import annotations
@@ -52,42 +49,23 @@ class GuestSetupError(RuntimeError):
     """knfsd or a mount could not be set up; the message names the missing piece."""
 
 
-@dataclass(frozen=True)
-class Export:
-    path: Path  # directory to export, e.g. a FUSE mountpoint
-    fsid: int  # knfsd refuses FUSE without fsid=
-    name: str  # the export's name under the v4 pseudo-root
-    subtree_check: bool = False
-    options: tuple[str, ...] = ("rw", "no_root_squash", "sync", "insecure")
-
-    def line(self, bind: Path) -> str:
-        opts = [*self.options, f"fsid={self.fsid}"]
-        opts.append("subtree_check" if self.subtree_check else "no_subtree_check")
-        return f"{bind} {LOOPBACK}({','.join(opts)})"
-
-
-@dataclass(frozen=True)
-class ExportedPath:
-    export: Export
-    server_path: Path  # what NFSv3 mounts: the bind mount under the pseudo-root
-    v4_path: str  # what NFSv4 mounts: relative to the pseudo-root
-
-
 @dataclass
 class Knfsd:
     root: Path
-    exports: list[ExportedPath]
     timings: dict[str, float] = field(default_factory=dict)
     grace_ended: bool = False
     _procs: list[subprocess.Popen[bytes]] = field(default_factory=list, repr=False)
     _mounts: list[Path] = field(default_factory=list, repr=False)
     _mounted_nfsd: bool = False
 
-    def export(self, name: str) -> ExportedPath:
-        for e in self.exports:
-            if e.export.name == name:
-                return e
-        raise KeyError(name)
+    @property
+    def pseudo(self) -> Path:
+        """The NFSv4 pseudo-root (fsid=0): the exports' binds and the labs live below it."""
+        return self.root / "pseudo"
+
+    def exporter(self, path: Path, fsid: int, subtree_check: bool) -> KnfsdExporter:
+        """An exporter of PATH (below the pseudo-root) by this knfsd."""
+        return KnfsdExporter(path, fsid, subtree_check, v4root=self.pseudo)
 
     def pids(self) -> list[int]:
         return [p.pid for p in self._procs]
@@ -113,22 +91,8 @@ class Knfsd:
             with contextlib.suppress(GuestSetupError):
                 _check(["umount", "/proc/fs/nfsd"])
             self._mounted_nfsd = False
-        global _current
-        if _current is self:
-            _current = None
         if errors:
             raise GuestSetupError("knfsd teardown: " + "; ".join(errors))
-
-
-_current: Knfsd | None = None
-
-
-def exports_for(path: Path, fsid: int, prefix: str = "fuse") -> list[Export]:
-    """The two variants of one directory: fsid N without, fsid N+1 with subtree_check."""
-    return [
-        Export(path, fsid, f"{prefix}-nosubtree", subtree_check=False),
-        Export(path, fsid + 1, f"{prefix}-subtree", subtree_check=True),
-    ]
 
 
 def ensure_guest() -> None:
@@ -169,26 +133,15 @@ def load_modules(names: Sequence[str] = tuple(KERNEL_FEATURES)) -> dict[str, str
     return state
 
 
-def start_knfsd(exports: Sequence[Export], *, threads: int = 4, root: Path = DEFAULT_ROOT) -> Knfsd:
-    """Bring up rpcbind, the exports, mountd and nfsd, and end the v4 grace period."""
-    global _current
+def start_knfsd(*, threads: int = 4, root: Path = DEFAULT_ROOT) -> Knfsd:
+    """Bring up rpcbind, the pseudo-root's export, mountd and nfsd, and end the v4 grace
+    period. Directories are exported later, each by its exporter (Knfsd.exporter)."""
     ensure_guest()
-    if _current is not None:
-        raise GuestSetupError("knfsd is already running; stop_knfsd() first")
-    names = [e.name for e in exports]
-    if len(set(names)) != len(names) or any("/" in n or not n for n in names):
-        raise GuestSetupError(f"export names must be unique, non-empty path components: {names}")
-    fsids = [e.fsid for e in exports]
-    if len(set(fsids)) != len(fsids) or 0 in fsids:
-        raise GuestSetupError(f"fsids must be unique and not 0 (the pseudo-root): {fsids}")
-    for e in exports:
-        if not Path(e.path).is_dir():
-            raise GuestSetupError(f"export path {e.path} is not a directory")
-
-    k = Knfsd(root=root, exports=[])
-    _current = k
+    if _is_mounted(root / "pseudo", "tmpfs"):
+        raise GuestSetupError(f"knfsd is already running over {root / 'pseudo'}")
+    k = Knfsd(root=root)
     try:
-        _bring_up(k, exports, threads)
+        _bring_up(k, threads)
     except BaseException:
         try:
             k.stop()
@@ -198,12 +151,7 @@ def start_knfsd(exports: Sequence[Export], *, threads: int = 4, root: Path = DEF
     return k
 
 
-def stop_knfsd() -> None:
-    if _current is not None:
-        _current.stop()
-
-
-def _bring_up(k: Knfsd, exports: Sequence[Export], threads: int) -> None:
+def _bring_up(k: Knfsd, threads: int) -> None:
     t = _Timer(k.timings)
     flags = Path("/sys/class/net/lo/flags")
     if flags.exists() and not int(flags.read_text(), 16) & 0x1:  # IFF_UP
@@ -235,7 +183,7 @@ def _bring_up(k: Knfsd, exports: Sequence[Export], threads: int) -> None:
         # Safety net if ending grace fails anyway: 10 s (the minimum) instead of 90 s.
         _write_if_exists(Path("/proc/fs/nfsd/nfsv4gracetime"), "10\n")
     with t("pseudo_root"):
-        pseudo = k.root / "pseudo"
+        pseudo = k.pseudo
         pseudo.mkdir(parents=True, exist_ok=True)
         # The labs live here too. A tmpfs's size is only a limit, and a server that keeps a
         # free-space reserve (mergerfs: minfreespace=4G) refuses creates on the default one
@@ -243,17 +191,8 @@ def _bring_up(k: Knfsd, exports: Sequence[Export], threads: int) -> None:
         _check(["mount", "-t", "tmpfs", "-o", "mode=0755,size=64g", "nfsconf-pseudo",
                 str(pseudo)])
         k._mounts.append(pseudo)
-        lines = [
-            f"{pseudo} {LOOPBACK}(rw,fsid=0,crossmnt,no_subtree_check,no_root_squash,insecure)"
-        ]
-        for e in exports:
-            bind = pseudo / e.name
-            bind.mkdir()
-            _check(["mount", "--bind", str(e.path), str(bind)])
-            k._mounts.append(bind)
-            lines.append(e.line(bind))
-            k.exports.append(ExportedPath(e, bind, "/" + e.name))
-        Path("/etc/exports").write_text("\n".join(lines) + "\n")
+        Path("/etc/exports").write_text(
+            f"{pseudo} {LOOPBACK}(rw,fsid=0,crossmnt,no_subtree_check,no_root_squash,insecure)\n")
         exports_d = Path("/etc/exports.d")
         if exports_d.is_dir():
             for f in exports_d.glob("*.exports"):
@@ -305,22 +244,6 @@ def _write_if_exists(path: Path, text: str) -> None:
         path.write_text(text)
 
 
-def mount_nfs(
-    exported: ExportedPath,
-    version: str,
-    mountpoint: Path,
-    *,
-    options: Sequence[str] = (),
-) -> Path:
-    """Mount an export with the kernel client: version "3" (nolock) or "4", "4.1", "4.2"."""
-    mountpoint = Path(mountpoint)
-    mountpoint.mkdir(parents=True, exist_ok=True)
-    argv = nfs_mount_argv(version, str(exported.server_path), exported.v4_path, mountpoint,
-                          options)
-    _check(argv)
-    return mountpoint
-
-
 def nfs_mount_argv(version: str, v3_path: str, v4_path: str, mountpoint: Path | str,
                    options: Sequence[str] = ()) -> list[str]:
     """The kernel client's mount command: NFSv3 ("3", nolock) mounts V3_PATH through MOUNT,
@@ -332,10 +255,6 @@ def nfs_mount_argv(version: str, v3_path: str, v4_path: str, mountpoint: Path | 
     else:
         raise ValueError(f"unknown NFS version {version!r}")
     return ["mount", "-t", "nfs", "-o", ",".join(opts), src, str(mountpoint)]
-
-
-def umount(mountpoint: Path) -> None:
-    _check(["umount", str(mountpoint)])
 
 
 class _Timer:
@@ -445,9 +364,10 @@ class KnfsdExporter:
 
     knfsd = True
 
-    def __init__(self, path: Path, fsid: int, subtree_check: bool) -> None:
+    def __init__(self, path: Path, fsid: int, subtree_check: bool, v4root: Path) -> None:
         self.path = path
         self.subtree_check = subtree_check
+        self.v4root = v4root
         self.options = (f"rw,no_root_squash,insecure,sync,fsid={fsid},"
                         + ("subtree_check" if subtree_check else "no_subtree_check"))
 
@@ -460,12 +380,12 @@ class KnfsdExporter:
         process.checked(["exportfs", *args], error=refused, timeout=30)
 
     def start(self) -> None:
-        self._exportfs("-i", "-o", self.options, f"127.0.0.1:{self.path}")
+        self._exportfs("-i", "-o", self.options, f"{LOOPBACK}:{self.path}")
 
     def stop(self) -> None:
         # -f: drop the kernel's export cache too (it pins the mount), in the same exportfs
         # run (a process costs ~60 ms under User-Mode Linux)
-        self._exportfs("-u", "-f", f"127.0.0.1:{self.path}")
+        self._exportfs("-u", "-f", f"{LOOPBACK}:{self.path}")
 
     nfs_port = 2049
     mount_port = 0  # from the portmapper
@@ -476,6 +396,5 @@ class KnfsdExporter:
 
     @property
     def v4_path(self) -> str:
-        """NFSv4 sees exports below the fsid=0 pseudo-root (NFSCONF_V4ROOT in the guest)."""
-        root = os.environ.get("NFSCONF_V4ROOT", "/")
-        return "/" + os.path.relpath(self.path, root)
+        """NFSv4 sees exports below the fsid=0 pseudo-root."""
+        return "/" + os.path.relpath(self.path, self.v4root)

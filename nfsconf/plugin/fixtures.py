@@ -41,7 +41,8 @@ def lab(request: pytest.FixtureRequest, profile: Profile, transport_name: str,
                                 marker.kwargs.get("needs", ()))
         if reason is not None:
             pytest.skip(reason)
-    the_lab = Lab(profile, transport_name).start()
+    knfsd = request.config.stash[STATE].context.knfsd
+    the_lab = Lab(profile, transport_name, knfsd=knfsd).start()
     cells.of(request.node).labs.append(the_lab)
     evidence.note("server_pid", the_lab.server.pid if the_lab.server else None)
     try:

@@ -18,7 +18,7 @@ from nfsconf.lab import stop_all_labs
 from nfsconf.plugin import cells
 from nfsconf.report.matrix import progress_line
 from nfsconf.report.results import PLANNED, RUNNING, Result, ResultsWriter, write_json
-from nfsconf.run import RunOptions
+from nfsconf.run import RunContext, RunOptions
 from nfsconf.servers.builtin import find_profile, installed_builtins
 from nfsconf.servers.profile import Profile
 from nfsconf.watchdog import Watchdog
@@ -45,6 +45,9 @@ class NfsconfRun:
     def __init__(self, config: pytest.Config) -> None:
         self.config = config
         self.options = options_from(config)
+        # `nfsconf run` hands its RunContext in as a plugin; plain pytest has none
+        self.context = next((p for p in config.pluginmanager.get_plugins()
+                             if isinstance(p, RunContext)), RunContext())
         out = self.options.out
         # with --jobs, pytest-xdist workers run the cells and the controller writes records
         self.writer = ResultsWriter(out / "results.jsonl") \

@@ -15,8 +15,12 @@ import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from nfsconf.exporters import Exporter
+
+if TYPE_CHECKING:
+    from nfsconf.exporters.knfsd import Knfsd
 from nfsconf.nfs import nfs4
 from nfsconf.nfs.mount3 import Mount3Client
 from nfsconf.nfs.nfs3 import Nfs3Client
@@ -205,13 +209,18 @@ class NfsTransport:
         return Decoded(identity=ident, path=f"marker unreadable: {why}" if why else None)
 
 
-def make_transport(name: str, mountpoint: Path, *, fsid: int = 101) -> NfsTransport:
+def make_transport(name: str, mountpoint: Path, *, fsid: int = 101,
+                   knfsd: Knfsd | None = None) -> NfsTransport:
+    """The NFS transport NAME over MOUNTPOINT; the knfsd ones are exported by KNFSD, the
+    knfsd the guest of `nfsconf run --transport knfsd` started."""
     from nfsconf.exporters.ganesha import GaneshaExporter
-    from nfsconf.exporters.knfsd import KnfsdExporter
 
     if name == "ganesha":
         return NfsTransport(name, mountpoint, GaneshaExporter(mountpoint))
     if name in ("knfsd", "knfsd-subtree"):
-        exporter = KnfsdExporter(mountpoint, fsid, subtree_check=name == "knfsd-subtree")
+        if knfsd is None:
+            raise RuntimeError(f"transport {name} needs the knfsd of an nfsconf guest "
+                               f"(nfsconf run --transport knfsd starts one)")
+        exporter = knfsd.exporter(mountpoint, fsid, subtree_check=name == "knfsd-subtree")
         return NfsTransport(name, mountpoint, exporter)
     raise ValueError(f"unknown NFS transport {name!r}")

@@ -257,7 +257,7 @@ def guest_main(argv: list[str]) -> int:
     import tempfile
 
     from nfsconf.exporters.knfsd import GuestSetupError, load_modules, start_knfsd
-    from nfsconf.run import run_here
+    from nfsconf.run import RunContext, run_here
     from nfsconf.servers.mount import release_fusectl
 
     guest_mark("python")
@@ -267,7 +267,7 @@ def guest_main(argv: list[str]) -> int:
     def knfsd_up() -> None:
         try:
             load_modules(("fuse", "nfsd", "nfs", "nfsv3", "nfsv4"))
-            started["knfsd"] = start_knfsd([])
+            started["knfsd"] = start_knfsd()
         except GuestSetupError as e:
             started["error"] = e
 
@@ -286,13 +286,12 @@ def guest_main(argv: list[str]) -> int:
     guest_mark("knfsd")
     print(f"{GUEST_MARK} knfsd steps {json.dumps(knfsd.timings)}", flush=True)
     try:
-        pseudo = knfsd.root / "pseudo"
-        labs = pseudo / "labs"
+        labs = knfsd.pseudo / "labs"  # NFSv4 reaches the labs below the pseudo-root
         labs.mkdir(exist_ok=True)
-        os.environ.update(TMPDIR=str(labs), NFSCONF_V4ROOT=str(pseudo))
+        os.environ.update(TMPDIR=str(labs))
         tempfile.tempdir = None  # take the new TMPDIR
         guest_mark("run")
-        return run_here(opts).exit_status
+        return run_here(opts, context=RunContext(knfsd=knfsd)).exit_status
     except NfsconfError as e:
         print(f"nfsconf: error: {e}", file=sys.stderr)
         return 2
