@@ -52,6 +52,38 @@ def test_v2_entry_reply_round_trip(nodeid: int, gen: int, data: bytes, typ: int)
     assert lh.V2.decode_entry(raw) == (entry, lh.FileHandle(data, typ))
 
 
+dirent_names = st.binary(min_size=1, max_size=255).filter(
+    lambda b: b"\0" not in b and b"/" not in b)
+
+
+@given(nodeid=u64, gen=u64, name=dirent_names, off=u64)
+def test_v2_direntplus_round_trip(nodeid: int, gen: int, name: bytes, off: int) -> None:
+    """A v2 record: 128-byte entry, the handle header {0, 0}, the dirent at offset 136,
+    the whole record padded to 8 as FUSE_DIRENTPLUS_SIZE computes it."""
+    entry = abi.EntryOut(nodeid, gen, 1, 1, 0, 0, abi.Attr(ino=9, mode=0o100644, nlink=1))
+    dirent = abi.Dirent(9, off, 8, name)
+    raw = lh.V2.encode_direntplus(entry.pack(), dirent.pack())
+    assert lh.V2.DIRENTPLUS_ENTRY_OUT_SIZE == 136
+    assert raw[128:136] == struct.pack("<II", 0, 0)
+    assert len(raw) == abi.rec_align(136 + abi.DIRENT_HEAD.size + len(name))
+    assert lh.V2.decode_direntplus(raw + b"\xee" * 16) == (entry, (0, 0), dirent, len(raw))
+
+
+@given(size=st.integers(1, 127), name=dirent_names)
+def test_v2_direntplus_dirent_ignores_the_handle_size(size: int, name: bytes) -> None:
+    """The kernel parses the dirent at offset 136 whatever fh.size says: handle bytes put
+    after the header would be read as the dirent (the record has no room for them)."""
+    entry = abi.EntryOut(7, 0, 1, 1, 0, 0, abi.Attr(ino=7, mode=0o100644, nlink=1)).pack()
+    dirent = abi.Dirent(7, 1, 8, name).pack()
+    raw = entry + struct.pack("<II", size, 0) + dirent
+    _e, head, got, used = lh.V2.decode_direntplus(raw)
+    assert head == (size, 0) and got.name == name and used == len(raw)
+    with pytest.raises(lh.HandleError):
+        lh.V2.encode_direntplus(entry + b"\0", dirent)  # not a fuse_entry_out
+    with pytest.raises(lh.HandleError, match="truncated"):
+        lh.V2.decode_direntplus(raw[:150])
+
+
 def test_v2_truncated_and_trailing_bytes_are_errors() -> None:
     raw = lh.V2.encode_file_handle(lh.FileHandle(b"abcdef", 1))
     with pytest.raises(lh.HandleError, match="runs past"):
@@ -319,7 +351,7 @@ def test_server_v2_appends_handles_to_create_and_mkdir(engine) -> None:
     src, make = engine
     s = make(handle_size=16)
     out = _init(s, 45, KERNEL_FLAGS | lh.FUSE_HAS_LOOKUP_HANDLE)
-    assert not out.flags64 & abi.INIT["DO_READDIRPLUS"]  # v2 READDIRPLUS cannot carry handles
+    assert out.flags64 & abi.INIT["DO_READDIRPLUS"]  # asked for on every dialect
     parent_fh = lh.V2.encode_file_handle(lh.FileHandle(b"p" * 16))
     # CREATE in: create_in, name, the parent's handle; out: entry + handle, then open_out
     req = abi.pack_request(35, 4, 1, abi.CreateIn(os.O_WRONLY, 0o100644).pack() + b"new\0" +
@@ -374,3 +406,54 @@ def test_server_v3_compound_lookup_handle_statx(engine) -> None:
     subs = [abi.pack_request(55, 0, 1, payload)]
     err, body = _reply(s, abi.pack_request(54, 12, 0, lh.V3.encode_compound_request(subs)))
     assert err == 0 and lh.V3.decode_compound_reply(body)[1][0][0].error == -2
+
+
+def _readdirplus(s: Server, nodeid: int) -> bytes:
+    err, body = _reply(s, abi.pack_request(27, 20, nodeid, abi.OpenIn(os.O_RDONLY).pack()))
+    assert err == 0
+    fh = abi.OpenOut.unpack(body).fh
+    err, body = _reply(s, abi.pack_request(44, 22, nodeid,
+                                           abi.ReadIn(fh, 0, 65536, 0, 0, 0).pack()))
+    assert err == 0
+    return body
+
+
+def test_server_v2_readdirplus_records_carry_the_handle_header(engine) -> None:
+    """On RFC v2 READDIRPLUS answers in the layout the series parses: fuse_entry_out grown
+    by the handle header, size 0 (no handle bytes fit), the dirent at offset 136."""
+    src, make = engine
+    s = make(handle_size=40)
+    out = _init(s, 45, KERNEL_FLAGS | lh.FUSE_HAS_LOOKUP_HANDLE)
+    assert out.flags64 & lh.FUSE_HAS_LOOKUP_HANDLE
+    err, body = _reply(s, abi.pack_request(54, 4, 1, lh.V2.encode_lookup_request(b"d")))
+    d_entry, _fh = lh.V2.decode_entry(body)
+    raw = _readdirplus(s, d_entry.nodeid)
+    seen = {}
+    pos = 0
+    while pos < len(raw):
+        entry, head, dirent, used = lh.V2.decode_direntplus(raw, pos)
+        seen[dirent.name] = (entry.nodeid, entry.attr.ino, head)
+        pos += used
+    assert pos == len(raw)
+    assert set(seen) == {b".", b"..", b"f"}
+    nodeid, ino, head = seen[b"f"]
+    assert nodeid > 1 and ino == os.stat(src / "d" / "f").st_ino and head == (0, 0)
+    assert seen[b"."][0] == 0  # no entry for the dot names
+
+
+def test_server_readdirplus_without_a_dialect_is_plain(engine) -> None:
+    src, make = engine
+    s = make()
+    out = _init(s, 45, KERNEL_FLAGS)
+    assert out.flags64 & abi.INIT["DO_READDIRPLUS"]
+    err, body = _reply(s, abi.pack_request(1, 4, 1, b"d\0"))
+    raw = _readdirplus(s, abi.EntryOut.unpack(body).nodeid)
+    names = []
+    pos = 0
+    while pos < len(raw):
+        d, used = abi.DirentPlus.unpack(raw, pos)
+        names.append(d.dirent.name)
+        if d.dirent.name == b"f":
+            assert d.entry.attr.ino == os.stat(src / "d" / "f").st_ino
+        pos += used
+    assert names == [b".", b"..", b"f"]

@@ -3,6 +3,8 @@ READDIR and READDIRPLUS page through it by offset.
 
 A snapshot is the listing at OPENDIR (or at offset 0 again: rewinddir), so offsets stay
 valid while the directory changes; an fh of a previous server instance gets a fresh one.
+READDIRPLUS records are laid out as the connection's protocol says: on RFC v2 LOOKUP_HANDLE
+the entry carries the handle header the series added to fuse_entry_out (lookup_handle.V2).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import os
 from dataclasses import dataclass, field
 
 from . import abi
+from . import lookup_handle as lh
 from .abi import Op
 from .nodes import Node, mode_to_dtype
 from .ops import Passthrough
@@ -100,14 +103,18 @@ class Dirs:
     def op_readdirplus(self, r: Req) -> bytes:
         ri = abi.ReadIn.unpack(r.payload)
         dh = self._dir(r, ri.fh, ri.offset)
-        out = bytearray()
+        # RFC v2 changed struct fuse_entry_out itself, so each record's entry grows by the
+        # handle header; it is the protocol of the connection, not a choice of this server
+        v2 = self.ops.neg.dialect == "v2"
+        entry_size = lh.V2.DIRENTPLUS_ENTRY_OUT_SIZE if v2 else abi.EntryOut.nbytes()
         zero_entry = b"\0" * abi.EntryOut.nbytes()
+        out = bytearray()
         sent = []
         for i in range(ri.offset, len(dh.entries)):
             name, ino, dt = dh.entries[i]
             rec = _DIRENT.pack(ino, i + 1, len(name), dt) + name
             rec += b"\0" * (abi.rec_align(len(rec)) - len(rec))
-            if len(out) + len(zero_entry) + len(rec) > ri.size:
+            if len(out) + entry_size + len(rec) > ri.size:
                 break
             if name in (b".", b".."):
                 entry = zero_entry  # nodeid 0: the kernel skips linking these
@@ -121,10 +128,12 @@ class Dirs:
                                              self.ttl_ns, self.ttl_ns) + self.ops.attr_from_stat(st)
                     if self.tracing:
                         sent.append([name, node.nodeid, node.generation])
-            out += entry + rec
+            out += lh.V2.encode_direntplus(entry, rec) if v2 else entry + rec
         r.info.update(offset=ri.offset, count=len(dh.entries))
         if self.tracing:
             r.info["entries"] = sent
+            if v2:  # what the records said about handles, for the scenario's evidence
+                r.info["direntplus"] = {"entry_out": entry_size, "handle_size": 0}
         return bytes(out)
 
     def op_releasedir(self, r: Req) -> bytes:

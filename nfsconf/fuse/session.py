@@ -85,10 +85,6 @@ class Session:
         r.info["lookup_handle"] = {"dialect": dialect, "why": offer.why}
         if dialect is not None:
             want |= lh.FUSE_HAS_LOOKUP_HANDLE
-        if dialect == "v2":
-            # v2 grows fuse_entry_out by the 8-byte handle header inside fuse_direntplus but
-            # leaves no room for handle bytes, and rejects size 0: plain READDIR only.
-            want &= ~abi.INIT["DO_READDIRPLUS"]
         flags = want & offered
         minor = min(ini.minor, self.cfg.proto_minor if dialect != "v3" else lh.V3.MIN_MINOR)
         lo, hi = abi.InitOut.split_flags(flags)
