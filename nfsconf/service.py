@@ -119,6 +119,9 @@ def walk(req: WalkRequest, opts: RunOptions, cache_dir: Path) -> int:
                 else []
             if outcome.exit_status == INCOMPLETE:
                 status = max(status, INCOMPLETE)
+            elif outcome.exit_status == 2:  # the run itself failed: its log says why
+                row.error = f"the run failed (exit 2): see {run_dir}"
+                status = max(status, 1)
         else:
             status = max(status, 1)
         table.compare(rows)

@@ -283,4 +283,4 @@ def test_rows_that_skip_everywhere_for_one_reason_are_said_once():
     text = render([Result("LIVE-RESTART", "file", "MUST", p, "local", "SKIP",
                           reason=f"{ref} {p} is {p}") for p in ("a", "b")])
     line = next(x for x in text.splitlines() if x.startswith("SKIP in every column"))
-    assert "(1 rows: LIVE-RESTART)" in line and "--profile ref-stable" in line
+    assert "(1 row: LIVE-RESTART)" in line and "--profile ref-stable" in line

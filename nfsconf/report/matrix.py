@@ -94,7 +94,8 @@ def skip_lines(results: list[Result]) -> str:
     for why, rows in by_reason.items():
         ids = list(dict.fromkeys(row.split("/", 1)[0] for row in rows))
         hint = next((h for start, h in SKIP_HINTS.items() if why.startswith(start)), None)
-        lines.append(f"SKIP in every column ({len(rows)} rows: {', '.join(ids)}): {why}"
+        many = f"{len(rows)} row" + ("s" if len(rows) != 1 else "")
+        lines.append(f"SKIP in every column ({many}: {', '.join(ids)}): {why}"
                      + (f"; to run them: {hint}" if hint else ""))
     return "\n".join(lines)
 
