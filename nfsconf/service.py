@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from nfsconf.errors import UsageError
+from nfsconf.errors import NfsconfError, UsageError
 from nfsconf.run import INCOMPLETE, TRANSPORTS, RunOptions, RunOutcome, default_out, run_here
 
 if TYPE_CHECKING:
@@ -52,7 +53,6 @@ def run_kernels(opts: RunOptions, kernels: list[str | None], jobs: int) -> RunOu
     OUT (a column per kernel)."""
     from nfsconf.report.results import load_runs
     from nfsconf.report.views import write_views
-    from nfsconf.vm import runner
     from nfsconf.vm.lane import run_lane
 
     out = Path(opts.out or default_out("knfsd"))
@@ -72,10 +72,11 @@ def run_kernels(opts: RunOptions, kernels: list[str | None], jobs: int) -> RunOu
     for o in one:  # resuming: a guest that never wrote anything starts afresh
         o.resume = opts.resume and (Path(o.out) / "results.jsonl").exists()
     pool = ThreadPoolExecutor(max_workers=jobs)
+    cancel = threading.Event()
     try:
-        outcomes = list(pool.map(lambda o: run_lane(o, tag=o.out.name), one))
+        outcomes = list(pool.map(lambda o: run_lane(o, tag=o.out.name, cancel=cancel), one))
     except KeyboardInterrupt:
-        runner.CANCEL.set()  # the lanes' VMs power off; what they recorded stays
+        cancel.set()  # the lanes' VMs power off; what they recorded stays
         raise
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
@@ -112,8 +113,14 @@ def walk(req: WalkRequest, opts: RunOptions, cache_dir: Path) -> int:
         rows.append(row)
         if step.kernel is not None:
             run_dir = out / f"{step.number:02d}-{kernel_slug(Path(step.patch).stem)[:40]}"
-            outcome = run(dataclasses.replace(opts, transport="knfsd", kernel=str(step.kernel),
-                                              out=run_dir))
+            try:
+                outcome = run(dataclasses.replace(opts, transport="knfsd",
+                                                  kernel=str(step.kernel), out=run_dir))
+            except NfsconfError as e:  # a kernel that cannot run the suite is this step's
+                row.error = f"the run failed: {e}"  # finding; the walk goes on
+                status = max(status, 1)
+                table.compare(rows)
+                continue
             row.run = str(run_dir)
             row.results = load_run(run_dir).results if (run_dir / "results.jsonl").exists() \
                 else []

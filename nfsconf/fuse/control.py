@@ -23,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from .. import process
 from . import holder as hd
 from . import spawner
 from . import sysutil as su
@@ -141,13 +142,8 @@ class RefServer:
     def stop(self) -> None:
         """Unmount and end every process; safe to call twice and after any failure."""
         errors: list[str] = []
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()  # the server unmounts on SIGTERM
-            try:
-                self.proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        if self.proc is not None:
+            process.stop(self.proc, grace=5)  # the server unmounts on SIGTERM
         if self.mountpoint:
             for _ in range(8):  # stacked mounts from repeated failures: peel them all
                 m = self.mount_entry()
@@ -163,11 +159,9 @@ class RefServer:
             if self.holder.poll() is None:
                 with contextlib.suppress(hd.HolderError, OSError):
                     hd.request(self.socket_path, {"cmd": "quit"}, timeout=2)
-                try:
-                    self.holder.wait(timeout=3)
-                except subprocess.TimeoutExpired:
-                    self.holder.kill()
-                    self.holder.wait()
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    self.holder.wait(timeout=3)  # asked to quit: given the time to
+                process.stop(self.holder, grace=3)
             self.holder = None
         if self.mountpoint and self.mount_entry() is not None:
             errors.append(f"{self.mountpoint} is still mounted")

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import atexit
-import contextlib
 import ctypes
 import json
 import os
@@ -29,6 +28,8 @@ import subprocess
 import sys
 import tempfile
 from typing import Any
+
+from .. import process
 
 _PR_SET_PDEATHSIG = 1
 _PR_SET_CHILD_SUBREAPER = 36
@@ -175,12 +176,7 @@ def stop() -> None:
     """End the spawner (the processes it made live on: they belong to their owners)."""
     global _proc, _sock_dir
     if _proc is not None:
-        _proc.terminate()
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            _proc.wait(timeout=5)
-        if _proc.poll() is None:  # stuck: it holds nothing that needs a clean end
-            _proc.kill()
-            _proc.wait()
+        process.stop(_proc, grace=5)  # stuck past that: it holds nothing needing a clean end
         _proc = None
     if _sock_dir is not None:
         for name in os.listdir(_sock_dir):

@@ -42,7 +42,8 @@ VM_RECORDS = "vm.jsonl"
 GUEST_MARK = "nfsconf guest:"  # guest log lines naming the moments `bench vm` reports
 
 
-def run_lane(opts: RunOptions, tag: str = "") -> RunOutcome:
+def run_lane(opts: RunOptions, tag: str = "",
+             cancel: threading.Event | None = None) -> RunOutcome:
     """Boot the kernel under test and run OPTS in it, as often as crashes need. TAG prefixes
     every line (several kernels run side by side) and leaves the matrix to the caller."""
     def say(text: str) -> None:
@@ -106,7 +107,7 @@ def run_lane(opts: RunOptions, tag: str = "") -> RunOutcome:
         try:
             result = run_in_vm(kernel, command, timeout=left, rw_dirs=[out], memory="2G",
                                boot_timeout=min(left, 300), console_path=console,
-                               append=[*PANIC_ON_TROUBLE, *opts.kernel_args])
+                               append=[*PANIC_ON_TROUBLE, *opts.kernel_args], cancel=cancel)
         except VmBootError as e:
             raise LaneError(f"kernel {kernel.release} did not boot: {e}") from e
         except VmError as e:

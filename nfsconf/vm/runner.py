@@ -35,7 +35,6 @@ from nfsconf.vm.kernels import Kernel
 
 _POLL = 0.1
 # set when the run is interrupted: every VM of this process powers off at its next poll
-CANCEL = threading.Event()
 _TERM_GRACE = 5.0
 _CONSOLE_TAIL = 4000
 
@@ -101,12 +100,15 @@ def run_in_vm(
     append: list[str] | None = None,
     name: str | None = None,
     console_path: Path | None = None,
+    cancel: threading.Event | None = None,
 ) -> VmResult:
     """Boot `kernel` with its engine, run `command` (argv, run by the guest's /bin/sh) and
     return its result.
 
-    The kernel console goes to `console_path` when given (kept after the run: the oops of a
-    kernel under test is evidence), else to a temporary file.
+    `cancel`, set from another thread, powers the VM off (Ctrl-C reaches only the main
+    thread; several VMs run in others). The kernel console goes to `console_path` when
+    given (kept after the run: the oops of a kernel under test is evidence), else to a
+    temporary file.
     `timeout` bounds the whole run (boot included); `command_timeout`, if given, bounds the
     guest command alone (boot time varies with host load). When either passes, every
     process of the run is killed and `timed_out` is set. A kernel that does not reach the
@@ -144,7 +146,7 @@ def run_in_vm(
                     engine, engine.argv(kernel, spec, work), work, con_path, cwd=cwd,
                     timeout=left,
                     boot_timeout=min(left, boot_timeout if boot_timeout is not None else left),
-                    command_timeout=command_timeout,
+                    command_timeout=command_timeout, cancel=cancel or threading.Event(),
                 )
             except VmBootError as e:
                 if failed_boot is not None:
@@ -178,6 +180,7 @@ def _supervise(
     timeout: float,
     boot_timeout: float,
     command_timeout: float | None,
+    cancel: threading.Event,
 ) -> VmResult:
     env = dict(os.environ, PATH=search_path())
     out_path = work / "stdout"
@@ -209,7 +212,7 @@ def _supervise(
                     scanned = size
             if rc is not None:
                 break
-            if CANCEL.is_set():  # Ctrl-C reaches the main thread only; VMs run in others
+            if cancel.is_set():  # Ctrl-C reaches the main thread only; VMs run in others
                 raise KeyboardInterrupt("VM run cancelled")
             if now >= timeout:
                 timed_out = True
