@@ -18,7 +18,7 @@ from pathlib import Path
 import psutil
 
 from nfsconf import process
-from nfsconf.servers.mount import abort_connection, mounts, umount
+from nfsconf.mounttable import abort_connection, mounts, umount
 
 ACTIONS = ("sigkill-server", "sigstop-server", "sigterm-run", "none")
 

@@ -9,8 +9,8 @@ from dataclasses import dataclass
 from tabulate import tabulate
 
 from nfsconf.environment import probe_fuse_init
+from nfsconf.mounttable import mounts
 from nfsconf.servers.builtin import BUILTIN
-from nfsconf.servers.mount import mounts
 from nfsconf.transports.local import connectable_supported
 
 

@@ -16,7 +16,7 @@ from typing import Any
 import nfsconf
 from nfsconf.fuse.initflags import flag_names, lookup_handle_offer
 from nfsconf.fuse.lookup_handle import FUSE_MAX_HANDLE_SZ
-from nfsconf.servers.mount import umount
+from nfsconf.mounttable import umount
 
 FUSE_INIT = 26
 _IN_HEADER = struct.Struct("<IIQQIIIHH")  # struct fuse_in_header, 40 bytes

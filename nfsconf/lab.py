@@ -21,13 +21,8 @@ from typing import TYPE_CHECKING, Any
 
 from nfsconf import requires
 from nfsconf.fuse.trace import trace_from
-from nfsconf.servers.mount import (
-    MountEntry,
-    ServerProcess,
-    abort_connection,
-    deferred_signals,
-    fuse_mount_at,
-)
+from nfsconf.mounttable import MountEntry, abort_connection, deferred_signals, fuse_mount_at
+from nfsconf.servers.mount import ServerProcess
 from nfsconf.servers.profile import Profile
 from nfsconf.servers.refserver import RefServerProcess
 from nfsconf.transports.base import MARKER_NAME, Decoded, Handle, Identity, Obj, Transport

@@ -11,7 +11,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from nfsconf.servers.mount import mounts
+from nfsconf.mounttable import mounts
 
 _START: set[tuple[int, str]] = set()
 _WORKER_LEAKS: list[str] = []

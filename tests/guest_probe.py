@@ -33,7 +33,7 @@ from nfsconf.exporters.knfsd import (
     nfs_mount_argv,
     start_knfsd,
 )
-from nfsconf.servers.mount import mounts
+from nfsconf.mounttable import mounts
 from nfsconf.transports.local import name_to_handle
 
 

@@ -209,7 +209,7 @@ def _tree(tmp_path: Path, patches: dict[str, bytes]) -> tuple[Path, dict]:
     series.mkdir()
     for name, data in patches.items():
         (series / name).write_bytes(data)
-    from nfsconf.vm.build import read_series, series_hash
+    from nfsconf.series import read_series, series_hash
 
     tree = tmp_path / "tree"
     tree.mkdir()

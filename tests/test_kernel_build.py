@@ -7,8 +7,9 @@ import sys
 import pytest
 
 from nfsconf.errors import BuildError
+from nfsconf.series import read_series, series_hash
 from nfsconf.vm import kconfig
-from nfsconf.vm.build import _apply, read_series, series_hash
+from nfsconf.vm.build import _apply
 
 PATCH = """From 1111111111111111111111111111111111111111 Mon Sep 17 00:00:00 2001
 From: A <a@example.org>

@@ -11,8 +11,8 @@ import psutil
 import pytest
 
 from nfsconf.lab import Lab
+from nfsconf.mounttable import MountError, fuse_mount_at
 from nfsconf.servers.builtin import find_profile
-from nfsconf.servers.mount import MountError, fuse_mount_at
 from nfsconf.servers.profile import profile_from_dict
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root for FUSE mounts")

@@ -17,7 +17,7 @@ import time
 import psutil
 import pytest
 
-from nfsconf.servers.mount import mounts, umount
+from nfsconf.mounttable import mounts, umount
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root for FUSE mounts")
 SELECT = "ENC or READDIR or UNLINK or REUSE or RESTART"

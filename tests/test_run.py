@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from nfsconf.servers.mount import mounts
+from nfsconf.mounttable import mounts
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root for FUSE mounts")
 CRASH = Path(__file__).parent / "data" / "crash_scenarios.py"

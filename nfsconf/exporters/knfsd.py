@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import IO
 
 from nfsconf import process
-from nfsconf.servers.mount import mounts
+from nfsconf.mounttable import mounts
 
 LOOPBACK = "127.0.0.1"
 DEFAULT_ROOT = Path("/run/nfsconf/knfsd")

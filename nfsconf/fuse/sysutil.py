@@ -7,7 +7,7 @@ import ctypes.util
 import os
 import struct
 
-from nfsconf.servers.mount import (  # noqa: F401 - re-exported for the server
+from nfsconf.mounttable import (  # noqa: F401 - re-exported for the server
     MountEntry,
     abort_connection,
     is_mountpoint,

@@ -126,7 +126,7 @@ def _patchset_hash(record: dict[str, Any]) -> str | None:
     """KCIDB's patchset hash: sha256 over each patch's hex sha256 and a newline, in order.
     nfsconf's series_sha256 hashes the binary digests instead, so this needs the patches:
     read again from the recorded series, and used only when they hash to the record's."""
-    from nfsconf.vm.build import read_series, series_hash
+    from nfsconf.series import read_series, series_hash
 
     if not record.get("series"):
         return ""  # the schema's way of saying: no patches applied

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from nfsconf.fuse.control import RefServer, RefServerError
-from nfsconf.servers.mount import MountEntry, MountError, fuse_mount_at
+from nfsconf.mounttable import MountEntry, MountError, fuse_mount_at
 
 
 class RefServerProcess:

@@ -14,7 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from nfsconf.servers.mount import wait_idle
+from nfsconf.mounttable import wait_idle
 from nfsconf.transports.base import MARKER_NAME, Decoded, Handle, Identity
 
 AT_FDCWD = -100

@@ -258,8 +258,8 @@ def guest_main(argv: list[str]) -> int:
     import tempfile
 
     from nfsconf.exporters.knfsd import GuestSetupError, load_modules, start_knfsd
+    from nfsconf.mounttable import release_fusectl
     from nfsconf.run import RunContext, run_here
-    from nfsconf.servers.mount import release_fusectl
 
     guest_mark("python")
     opts = RunOptions.from_json(Path(argv[0]).read_text())

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import nfsconf
 from nfsconf.errors import BuildError
+from nfsconf.series import Patch, read_series, series_hash
 from nfsconf.vm import build as kbuild
 from nfsconf.vm.arch import TREE_MODULES, Arch, arch
 from nfsconf.vm.kernels import locked
@@ -60,7 +61,7 @@ def walk_kernels(req: WalkRequest, cache_dir: Path,
     if problems:
         raise BuildError("cannot build a kernel:\n  " + "\n  ".join(problems))
     target = arch(req.arch)
-    patches = [p for s in req.series for p in kbuild.read_series(s)]
+    patches = [p for s in req.series for p in read_series(s)]
     if not patches:
         raise BuildError("kernel walk needs a series (--series DIR)")
     config = kbuild.config_text(req.config, target)
@@ -79,8 +80,8 @@ def walk_kernels(req: WalkRequest, cache_dir: Path,
             shutil.rmtree(tree, ignore_errors=True)
             kbuild.unpack(kbuild.source_tarball(apt, pkg, version, cache_dir, say), tree, say)
             _save(tree, home, [])
-            kbuild.configure(tree, config, kbuild.series_hash([]), target, say)
-        held: list[kbuild.Patch] = []
+            kbuild.configure(tree, config, series_hash([]), target, say)
+        held: list[Patch] = []
         yield _step(0, BASE, tree, home, held, target, record, req.jobs, cache_dir, say)
         for n, patch in enumerate(patches, 1):
             say(f"kernel walk: step {n}/{len(patches)}: {patch.name}")
@@ -94,10 +95,10 @@ def walk_kernels(req: WalkRequest, cache_dir: Path,
                         say)
 
 
-def _step(number: int, name: str, tree: Path, home: Path, held: list[kbuild.Patch],
+def _step(number: int, name: str, tree: Path, home: Path, held: list[Patch],
           target: Arch, record: dict[str, object], jobs: int, cache_dir: Path,
           say: Callable[[str], None]) -> Step:
-    s_hash = kbuild.series_hash(held)
+    s_hash = series_hash(held)
     snap = home / "steps" / s_hash[:16]
     try:
         done = json.loads((snap / kbuild.RECORD).read_text())
@@ -141,13 +142,13 @@ def _snapshot(tree: Path, snap: Path, target: Arch, release: str, jobs: int, cac
     tmp.rename(snap)
 
 
-def _save(tree: Path, home: Path, held: list[kbuild.Patch]) -> None:
+def _save(tree: Path, home: Path, held: list[Patch]) -> None:
     """Which patches the tree holds, each kept in HOME so the next walk can take it out."""
     store = home / "patches"
     store.mkdir(exist_ok=True)
     names = []
     for p in held:
-        digest = kbuild.series_hash([p])[:16]
+        digest = series_hash([p])[:16]
         (store / f"{digest}.patch").write_bytes(p.data)
         names.append({"name": p.name, "file": f"{digest}.patch"})
     (tree / STATE).write_text(json.dumps(names, indent=1) + "\n")
@@ -163,7 +164,7 @@ def _to_base(tree: Path, home: Path) -> bool:
     except (OSError, ValueError):
         return False
     try:
-        patches = [kbuild.Patch(e["name"], (home / "patches" / e["file"]).read_bytes())
+        patches = [Patch(e["name"], (home / "patches" / e["file"]).read_bytes())
                    for e in held]
     except (OSError, KeyError, TypeError):
         return False

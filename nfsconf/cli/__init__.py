@@ -326,7 +326,7 @@ def build_parser() -> argparse.ArgumentParser:
     profiles.set_defaults(func=cmd_profiles)
 
 
-    from nfsconf.report.commands import add_parsers
+    from nfsconf.cli.report import add_parsers
 
     add_parsers(sub)  # report, diff, certify
     return parser
@@ -344,7 +344,3 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("nfsconf: interrupted", file=sys.stderr)
         return 130
-
-
-if __name__ == "__main__":
-    sys.exit(main())
