@@ -69,7 +69,10 @@ def writable(setting: Setting) -> str | None:
 
 def lookup_handle(setting: Setting) -> str | None:
     """The kernel offers FUSE_LOOKUP_HANDLE and the server is not configured to decline
-    it (what its INIT would say: known before a mount it could break)."""
+    it (what its INIT would say: known before a mount it could break). Only a reference
+    server mode says so before it runs (its lookup_handle knob); any other server is
+    mounted, and the fid type the kernel gives its files tells (Cell.require_lookup_handle:
+    SKIP, or FAIL when the profile claims lookup_handle)."""
     dialect, why = kernel_lookup_handle()
     if dialect is None:
         return f"LOOKUP_HANDLE not negotiated: {why}"

@@ -13,6 +13,7 @@ level at once. The `require_*` gates skip with the reason in one place.
 
 from __future__ import annotations
 
+import errno
 import os
 import time
 from collections.abc import Callable
@@ -23,6 +24,7 @@ import pytest
 
 from nfsconf import requires
 from nfsconf.evidence import Evidence
+from nfsconf.handles import FILEID_FUSE_WITHOUT_PARENT
 from nfsconf.lab import SEED_DIRS, SEED_FILES, Lab, time_scale
 from nfsconf.transports.base import MARKER_NAME, Decoded, Handle, Identity, Obj, as_errno_name
 
@@ -189,19 +191,26 @@ class Cell:
     def drop_caches(self) -> None:
         self.lab.drop_caches()
 
+    def require_restart(self, how: str) -> None:
+        """HOW (one of RESTARTS) can be done to this server: an unmount + mount to any, a
+        restart without unmount (handover, SIGKILL + takeover) only to the reference server,
+        the one whose /dev/fuse fd nfsconf knows how to hand to a successor."""
+        if how not in RESTARTS:
+            raise ValueError(f"restart {how!r}: not one of {RESTARTS}")
+        if how != "remount":
+            self.require_ref()
+
     def restart_server(self, how: str, objs: list[Obj]) -> None:
         """Restart the server HOW (one of RESTARTS: unmount + mount, the /dev/fuse fd handed
         to a successor, SIGKILL + takeover), then drop caches so that every old handle has
         to be looked up again. After a remount OBJS expect the new mount's st_dev."""
-        if how not in RESTARTS:
-            raise ValueError(f"restart {how!r}: not one of {RESTARTS}")
-        ref = self.require_ref()
+        self.require_restart(how)
         if how == "remount":
             self.lab.restart()
         elif how == "handover":
-            ref.live_restart()
+            self.require_ref().live_restart()
         else:
-            ref.kill_and_takeover()
+            self.require_ref().kill_and_takeover()
         self.drop_caches()
         if how == "remount":
             for obj in objs:
@@ -264,13 +273,42 @@ class Cell:
         return self.lab.require_ref()
 
     def require_lookup_handle(self) -> dict[str, Any]:
-        """The reference server negotiated LOOKUP_HANDLE with the kernel under test."""
-        self.lab.require_ref()
-        neg = self.lab.negotiated() or {}
-        requires.require(None if neg.get("dialect") else
-                         "LOOKUP_HANDLE not negotiated: " + (neg.get("why") or "no INIT seen"))
-        self.note("lookup_handle", neg)
-        return neg
+        """The server and the kernel under test negotiated FUSE_LOOKUP_HANDLE, as the kernel
+        shows it to anyone: name_to_handle_at of the seed file gives fid type 0x91
+        (FILEID_FUSE_WITHOUT_PARENT), not 0x81. When it does not, the cell SKIPs with the
+        reason, or FAILs if the profile claims lookup_handle: the claim is broken.
+
+        The reference server's INIT record adds what it settled (dialect, max_handle_sz) and
+        why; it is evidence, never required. One thing only it can tell: that INIT agreed and
+        the kernel still encodes 0x81, a defect of the kernel that the scenario then shows.
+        Returns what was seen: the fid type, and for the reference server its INIT."""
+        seen: dict[str, Any] = {"dialect": None, "max_handle_sz": None}
+        try:
+            probe = self.lab.local.encode(self.lab.path(SEED["file"]))
+            fid_type = probe.fh_type & 0xFFFF  # without the FILEID_IS_* user flags
+            seen.update(fid_type=f"{probe.fh_type:#x}", fid_bytes=len(probe.data))
+            fid = f"fid type {probe.fh_type:#x}"
+        except OSError as e:
+            fid_type = None
+            fid = f"name_to_handle_at: {errno.errorcode.get(e.errno or 0, str(e.errno))}"
+            seen.update(fid_type=None, fid_error=fid)
+        neg = self.lab.negotiated()  # the reference server's own INIT; None elsewhere
+        if neg is not None:
+            seen.update(neg)
+        self.note("lookup_handle", seen)
+        if fid_type == FILEID_FUSE_WITHOUT_PARENT:
+            seen["dialect"] = seen["dialect"] or "fid 0x91"
+            return seen
+        if seen["dialect"]:
+            return seen  # INIT agreed; the scenario shows what the kernel made of it
+        why = f"the kernel encodes {SEED['file']} as {fid}, not 0x91 FILEID_FUSE_WITHOUT_PARENT"
+        if neg is not None:
+            why += f" ({neg.get('why') or 'no INIT seen'})"
+        profile = self.lab.profile
+        assert not profile.claims.lookup_handle, (
+            f"profile {profile.name} claims lookup_handle, but LOOKUP_HANDLE was not "
+            f"negotiated on a kernel that offers it: {why}")
+        raise requires.Unsupported(f"LOOKUP_HANDLE not negotiated: {why}")
 
     def require_connectable(self, obj: Obj) -> Handle:
         """A connectable handle of OBJ; SKIP on a kernel without AT_HANDLE_CONNECTABLE

@@ -1,12 +1,16 @@
 """FUSE_LOOKUP_HANDLE (RFC v2): the server's own handles in fids 0x91/0x92, on a kernel that
-offers it. Every scenario here needs a reference server that negotiated LOOKUP_HANDLE with
-the kernel under test (ref-lh, ref-lh-volatile) and SKIPs with the kernel's or the server's
-reason otherwise. A kernel bug is a FAIL with the fid bytes, the requests the kernel sent
-and what came back: the suite never works around the kernel.
+offers it. Any server: a scenario judges from what the kernel shows (the fid type and the
+handle bytes in the fid from name_to_handle_at, the objects its handles open after a
+restart). One on a server that did not negotiate LOOKUP_HANDLE (fid 0x81) SKIPs with the
+reason, or FAILs when the profile claims lookup_handle. The reference server's trace adds
+evidence where it exists: the handle bytes it sent, the requests the kernel made. A kernel
+bug is a FAIL with the fid bytes, and what came back: the suite never works around the
+kernel.
 """
 
 import errno
 import os
+import struct
 import time
 from collections import Counter
 
@@ -14,13 +18,16 @@ import pytest
 
 from nfsconf.fuse.config import Config
 from nfsconf.handles import FILEID_FUSE_WITH_PARENT, FILEID_FUSE_WITHOUT_PARENT, decode_fid
-from nfsconf.handles.fusefh import SIZEOF_FUSE_INODE_HANDLE
+from nfsconf.handles.fusefh import FUSE_MAX_HANDLE_SZ, HANDLE_OFFSET, SIZEOF_FUSE_INODE_HANDLE
 from nfsconf.scenario import KINDS, RESTARTS, SEED, KernelRequest, scenario
 from nfsconf.transports.base import as_errno_name
 
 
-def server_handles(cell) -> dict[int, bytes]:
-    """nodeid -> the handle the reference server last gave the kernel for it (its trace)."""
+def server_handles(cell) -> dict[int, bytes] | None:
+    """nodeid -> the handle the reference server last gave the kernel for it (its trace);
+    None for a server without a trace: the fid is then its own evidence."""
+    if cell.lab.trace_path is None:
+        return None
     records, _ = cell.lab.trace_since()
     out = {}
     for r in records:
@@ -40,9 +47,15 @@ def fuse_fid(handle):
                              f"bytes {handle.data.hex()}") from e
 
 
-def check_part(part, want_handle, what):
-    """One fuse_inode_handle of a fid against the handle the server gave for its nodeid."""
+def check_part(part, given, what):
+    """One fuse_inode_handle of a fid: a nodeid, a handle of 1..128 bytes, and where the
+    server's trace says what it gave (GIVEN), exactly those bytes."""
     assert part.nodeid > 1, f"{what}: nodeid {part.nodeid}"
+    assert 0 < len(part.handle) <= FUSE_MAX_HANDLE_SZ, (
+        f"{what}: a {len(part.handle)}-byte server handle in the fid")
+    if given is None:
+        return
+    want_handle = given.get(part.nodeid)
     assert want_handle is not None, (
         f"{what}: the server never gave nodeid {part.nodeid:#x} a handle")
     assert part.handle == want_handle, (
@@ -63,7 +76,7 @@ def test_lookup_handle_encode(cell, kind):
         f"server negotiated LOOKUP_HANDLE ({neg['dialect']}), the kernel encoded "
         f"0x{handle.fh_type:x}")
     fid = fuse_fid(handle)
-    check_part(fid.inode, server_handles(cell).get(fid.inode.nodeid), kind)
+    check_part(fid.inode, server_handles(cell), kind)
     assert len(handle.data) == SIZEOF_FUSE_INODE_HANDLE + len(fid.inode.handle), (
         f"{len(handle.data)} fid bytes for a {len(fid.inode.handle)}-byte handle")
 
@@ -71,8 +84,8 @@ def test_lookup_handle_encode(cell, kind):
 @scenario("LH-CONN", "SHOULD", where="local", certify=5, advisory=True, lookup_handle=True)
 def test_lookup_handle_connectable(cell):
     """LH-CONN: AT_HANDLE_CONNECTABLE on a file gives 0x92 FILEID_FUSE_WITH_PARENT: the
-    file's fuse_inode_handle as in its 0x91 handle, then its parent's, each with the
-    handle the server gave."""
+    file's fuse_inode_handle as in its 0x91 handle, then its parent's as in the parent's,
+    each with the handle the server gave."""
     cell.require_lookup_handle()
     obj = cell.seed("file")
     parent_rel = obj.rel.rsplit("/", 1)[0]
@@ -83,13 +96,23 @@ def test_lookup_handle_connectable(cell):
     assert base == FILEID_FUSE_WITH_PARENT, f"connectable type 0x{conn.fh_type:x}"
     fid, child, parent = fuse_fid(conn), fuse_fid(plain), fuse_fid(parent_plain)
     given = server_handles(cell)
-    check_part(fid.inode, given.get(child.inode.nodeid), "child part of 0x92")
+    check_part(fid.inode, given, "child part of 0x92")
+    same_as(fid.inode, child.inode, "child part of 0x92", "the file's 0x91 fid")
     assert fid.parent is not None
     assert (fid.parent.nodeid, fid.parent.generation) == (
         parent.inode.nodeid, parent.inode.generation), (
         f"parent part names nodeid {fid.parent.nodeid:#x}/{fid.parent.generation}, the parent "
         f"is {parent.inode.nodeid:#x}/{parent.inode.generation}")
-    check_part(fid.parent, given.get(parent.inode.nodeid), "parent part of 0x92")
+    check_part(fid.parent, given, "parent part of 0x92")
+    same_as(fid.parent, parent.inode, "parent part of 0x92", "the parent's 0x91 fid")
+
+
+def same_as(part, plain, what, whose):
+    """A part of a 0x92 fid carries what the object's own 0x91 fid carries."""
+    assert (part.nodeid, part.generation, part.handle) == (
+        plain.nodeid, plain.generation, plain.handle), (
+        f"{what}: nodeid {part.nodeid:#x}/{part.generation} handle {part.handle.hex()}; "
+        f"{whose}: nodeid {plain.nodeid:#x}/{plain.generation} handle {plain.handle.hex()}")
 
 
 @scenario("LH-PARENT", "SHOULD", where="local", certify=5, advisory=True, lookup_handle=True)
@@ -107,11 +130,15 @@ def test_lookup_handle_parent_from_fid(cell):
 
 
 def _sized_files(cell):
-    """One file per server handle size 1..max_handle_sz (named hsN), encoded; returns
-    {size: (obj or error, handle or error)}."""
+    """One file per handle size 1..max_handle_sz (named hsN), encoded; returns
+    {N: (obj or error, handle or error)}. The reference server is restarted to give hsN an
+    N-byte handle; any other server gives the handles it gives (it may size them by name
+    too: the vendor-lh test profile runs the reference server with that option)."""
     neg = cell.require_lookup_handle()
-    cell.lab.restart(handle_size_by_name=True)
-    top = neg.get("max_handle_sz") or 128
+    if cell.lab.profile.refserver is not None:
+        cell.lab.restart(handle_size_by_name=True)
+    # the reference server's INIT says what it announced; of others only the limit is known
+    top = neg.get("max_handle_sz") or FUSE_MAX_HANDLE_SZ
     cell.lab.path("sizes").mkdir()
     made = {}
     for n in range(1, top + 1):
@@ -128,32 +155,48 @@ def _sized_files(cell):
     return made
 
 
+def fid_handle_size(handle):
+    """The handle size a 0x91 fid says its fuse_inode_handle holds (fh.size), or None when
+    the fid is too short to say."""
+    if len(handle.data) < HANDLE_OFFSET:
+        return None
+    return struct.unpack_from("=I", handle.data, 12)[0]
+
+
 @scenario("LH-SIZE", "MUST", where="local", certify=5, lookup_handle=True)
 def test_lookup_handle_every_size(cell):
-    """LH-SIZE: for every server handle size 1..max_handle_sz the kernel accepted, the fid is
-    24 + size bytes and carries exactly the server's bytes, and after drop_caches it opens
-    the same file (or, from a server that forgets its nodeids, ESTALE). A truncated or
-    misplaced handle fails naming the size."""
+    """LH-SIZE: for every server handle size the kernel accepted (the reference server gives
+    every size 1..max_handle_sz; another server the sizes it gives), the fid is 24 + size
+    bytes and carries exactly the server's bytes, and after drop_caches it opens the same
+    file (or, from a server that forgets its nodeids, ESTALE). A truncated or misplaced
+    handle fails naming the size."""
     made = _sized_files(cell)
     given = server_handles(cell)
+    by_name = cell.lab.profile.refserver is not None  # hsN's handle is N bytes
     keeps_nodeids = cell.lab.profile.claims.cold_decode
     bad: dict[int, str] = {}
     kept = {}
     for n, (obj, handle) in made.items():
         if isinstance(obj, str) or isinstance(handle, str):
             continue  # refused by the kernel: LH-SIZE-RANGE's business
-        kept[n] = obj
-        need = SIZEOF_FUSE_INODE_HANDLE + n
+        size = n if by_name else fid_handle_size(handle)
+        if size is None:
+            bad[n] = f"{obj.rel}: a fid of {len(handle.data)} bytes holds no fuse_inode_handle"
+            continue
+        if size in kept or size in bad:
+            continue  # a server of fixed-size handles: one file per size shows it
+        kept[size] = obj
+        need = SIZEOF_FUSE_INODE_HANDLE + size
         if len(handle.data) != need:
-            bad[n] = (f"size {n}: the fid has {len(handle.data)} bytes, fuse_inode_handle + "
-                      f"handle needs {need}" + (f" (*max_len = len >> 2 drops {need % 4})"
-                                                if len(handle.data) == need & ~3 else ""))
+            bad[size] = (f"size {size}: the fid has {len(handle.data)} bytes, fuse_inode_handle "
+                         f"+ handle needs {need}" + (f" (*max_len = len >> 2 drops {need % 4})"
+                                                     if len(handle.data) == need & ~3 else ""))
             continue
         try:
             fid = fuse_fid(handle)
-            check_part(fid.inode, given.get(fid.inode.nodeid), f"size {n}")
+            check_part(fid.inode, given, f"size {size}")
         except AssertionError as e:
-            bad[n] = str(e)[:240]
+            bad[size] = str(e)[:240]
     cell.drop_caches()
     for n, obj in kept.items():
         outcome = cell.decode(obj, f"size {n}")  # another object fails at once
@@ -170,7 +213,8 @@ def test_lookup_handle_every_size(cell):
 def test_lookup_handle_size_range(cell):
     """LH-SIZE-RANGE: every handle size from 1 to the max_handle_sz the server announced is
     accepted in the reply and can be encoded (name_to_handle_at's 128-byte limit holds
-    fuse_inode_handle + handle)."""
+    fuse_inode_handle + handle); of a server without a trace, every file hs1..hs128 is
+    created and encoded."""
     made = _sized_files(cell)
     refused = {n: (obj if isinstance(obj, str) else handle) for n, (obj, handle) in made.items()
                if isinstance(obj, str) or isinstance(handle, str)}
@@ -197,7 +241,9 @@ def test_lookup_handle_restart(cell, kind, how):
     """LH-RESTART: handles the kernel made from the server's LOOKUP_HANDLE handles open the
     same objects, cold, after an unmount + mount and after a restart without unmount
     (handover; SIGKILL + takeover): the proposal's promise. The evidence names the request
-    the kernel used to find each object again."""
+    the kernel used to find each object again. Only the reference server can be restarted
+    without unmount: another server SKIPs those two."""
+    cell.require_restart(how)
     cell.require_lookup_handle()
     objs = cell.seeds(kind)
     for obj in objs:
@@ -245,7 +291,7 @@ def test_lookup_handle_reused_nodeid(cell):
     new = [cell.lab.make_file(f"new/f{i}") for i in range(64)]
     for obj in new:
         cell.encode(obj)
-    given = server_handles(cell)
+    given = server_handles(cell) or {}  # the reference server's trace: evidence only
     reused = {rel: f.inode.nodeid for rel, f in fids.items()
               if given.get(f.inode.nodeid) not in (None, f.inode.handle)}
     cell.note("nodeids_reused_with_another_handle", len(reused))
@@ -260,7 +306,8 @@ def test_lookup_handle_reused_nodeid(cell):
 HOSTILE_HANDLES = ("zero-handle", "oversize-handle", "short-handle")
 
 
-@scenario("HOSTILE-HANDLE", "MUST", where="local", lookup_handle=True)
+@scenario("HOSTILE-HANDLE", "MUST", where="local", lookup_handle=True,
+          needs=("refserver",))
 @pytest.mark.parametrize("mode", HOSTILE_HANDLES)
 def test_hostile_lookup_handle(cell, mode):
     """HOSTILE-HANDLE: LOOKUP_HANDLE replies whose handle is empty (0 bytes), oversize

@@ -12,6 +12,8 @@ import pytest
 from nfsconf.catalog import catalog, markdown_table
 from nfsconf.report.certify import KERNEL_ONLY, LEVELS, certify, levels_markdown
 from nfsconf.report.results import Result, Run
+from nfsconf.servers.builtin import find_profile
+from nfsconf.servers.profile import ProfileError
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "certification.md"
 README = Path(__file__).resolve().parent.parent / "README.md"
@@ -147,3 +149,78 @@ def test_blocking_items_name_what_ran_and_what_did_not():
     assert not status.earned
     by_cell = {item.cell: item.scenario for item in status.blocking}
     assert by_cell == {"not run": first, "all SKIP": ",".join(rest)}
+
+
+# -- what a vendor's profile claims ------------------------------------------------------
+PROFILES = Path(__file__).resolve().parent / "data" / "profiles"
+VENDOR = """
+name = "myfs"
+mount = ["myfs", "-f", "{source}", "{mountpoint}"]
+[claims]
+restart = true
+lookup_handle = true
+"""
+
+
+def test_profile_claims_lookup_handle(tmp_path):
+    path = tmp_path / "myfs.toml"
+    path.write_text(VENDOR)
+    p = find_profile(str(path))
+    assert p.claims.lookup_handle and p.claims.restart and not p.claims.cold_decode
+    assert p.refserver is None  # a command profile: nfsconf knows nothing of its insides
+    path.write_text(VENDOR.replace("lookup_handle = true", "lookup_handle = false"))
+    assert not find_profile(str(path)).claims.lookup_handle
+
+
+@pytest.mark.parametrize("typo,words", [
+    ("lookup_handel = true", ["unknown key 'claims.lookup_handel'",
+                              "did you mean 'claims.lookup_handle'?"]),
+    ("lookuphandle = true", ["did you mean 'claims.lookup_handle'?"]),
+    ('lookup_handle = "yes"', ["key 'claims.lookup_handle'", "true or false"]),
+])
+def test_profile_claim_typo_is_named(tmp_path, typo, words):
+    path = tmp_path / "myfs.toml"
+    path.write_text(VENDOR.replace("lookup_handle = true", typo))
+    with pytest.raises(ProfileError) as e:
+        find_profile(str(path))
+    assert str(e.value).startswith(str(path))
+    for w in words:
+        assert w in str(e.value)
+
+
+def test_top_level_typo_gets_a_suggestion(tmp_path):
+    path = tmp_path / "myfs.toml"
+    path.write_text(VENDOR.replace("[claims]", "writeable = true\n[claims]"))
+    with pytest.raises(ProfileError, match="unknown key 'writeable'; did you mean 'writable'"):
+        find_profile(str(path))
+
+
+def test_relative_command_is_the_profile_directory_s(tmp_path, monkeypatch):
+    """A server shipped beside its profile runs whatever directory nfsconf starts in; a bare
+    command name is still looked up on PATH."""
+    (tmp_path / "bin").mkdir()
+    server = tmp_path / "bin" / "myfs"
+    server.write_text("#!/bin/sh\n")
+    server.chmod(0o755)
+    path = tmp_path / "myfs.toml"
+    path.write_text(VENDOR.replace('"myfs", "-f"', '"bin/myfs", "-f"'))
+    monkeypatch.chdir("/")
+    p = find_profile(str(path))
+    assert p.binary == str(server) and p.installed()
+    path.write_text(VENDOR)
+    assert find_profile(str(path)).binary == "myfs"
+
+
+def test_vendor_test_profiles_are_command_profiles():
+    """tests/data/profiles: the reference server run as a vendor's server (its script beside
+    the profiles), claiming LOOKUP_HANDLE honestly or not."""
+    honest = find_profile(str(PROFILES / "vendor-lh.toml"))
+    liars = [find_profile(str(PROFILES / f"vendor-lh-{x}.toml")) for x in ("liar", "volatile")]
+    for p in (honest, *liars):
+        assert p.refserver is None and p.claims.lookup_handle and p.installed(), p
+        assert p.binary == str(PROFILES / "nfsconf-refserver")
+    assert "--lookup-handle=auto" in honest.mount and "--nodeid=stable" in honest.mount
+    assert "--lookup-handle=off" in liars[0].mount
+    assert "--handle-salt=instance" in liars[1].mount
+    r = subprocess.run([honest.binary, "--help"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and "--lookup-handle" in r.stdout, r.stderr

@@ -14,12 +14,19 @@ Vendors write the same thing as a TOML file:
     export_support = true     # advertises FUSE_EXPORT_SUPPORT
     cold_decode = true        # handles survive a cache drop
     restart = false           # handles survive unmount + mount on the same source
+    lookup_handle = false     # speaks FUSE_LOOKUP_HANDLE where the kernel offers it (fids
+                              # 0x91/0x92); claimed, a 0x81 fid on such a kernel FAILs
 
 Placeholders: {source} (directory or image), {mountpoint}, {lower}/{upper}/{work} (overlay).
+A relative command path with a slash ("./myfs", "bin/myfs") is the profile file's
+directory's: a server shipped beside its profile runs from wherever nfsconf is started.
+A restart is always an unmount and a mount with the same command on the same source (and
+{work} directory): there is no restart command of a profile's own.
 """
 
 from __future__ import annotations
 
+import difflib
 import shlex
 import shutil
 import subprocess
@@ -32,8 +39,6 @@ from nfsconf.errors import ProfileError
 
 SOURCE_KINDS = ("dir", "overlay", "squashfs", "zip", "tar")
 PLACEHOLDERS = ("source", "mountpoint", "lower", "upper", "work")
-
-
 
 
 @dataclass(frozen=True)
@@ -109,12 +114,21 @@ def _expect(origin: str, key: str, value: Any, want: type | tuple[type, ...]) ->
         raise ProfileError(f"{origin}: key '{key}': expected {words}, got {value!r}")
 
 
-def profile_from_dict(data: dict[str, Any], origin: str) -> Profile:
+def _unknown(origin: str, key: str, known: set[str], prefix: str = "") -> ProfileError:
+    """A typo's error: the key, the nearest known one, and all of them."""
+    near = difflib.get_close_matches(key, sorted(known), n=1)
+    hint = f"; did you mean '{prefix}{near[0]}'?" if near else ""
+    return ProfileError(f"{origin}: unknown key '{prefix}{key}'{hint} (expected one of: "
+                        f"{', '.join(sorted(known))})")
+
+
+def profile_from_dict(data: dict[str, Any], origin: str, here: Path | None = None) -> Profile:
+    """A profile from a TOML table; HERE, the directory of the profile file, is where a
+    relative command path is looked up."""
     known = {f.name for f in fields(Profile)} - {"origin", "refserver"}
     for key, value in data.items():
         if key not in known:
-            raise ProfileError(f"{origin}: unknown key '{key}' (expected one of: "
-                               f"{', '.join(sorted(known))})")
+            raise _unknown(origin, key, known)
         _expect(origin, key, value, _TYPES[key])
     for key in ("name", "mount"):
         if key not in data:
@@ -123,6 +137,9 @@ def profile_from_dict(data: dict[str, Any], origin: str) -> Profile:
     argv = tuple(shlex.split(mount) if isinstance(mount, str) else mount)
     if not argv or not all(isinstance(a, str) for a in argv):
         raise ProfileError(f"{origin}: key 'mount': expected a command line, got {mount!r}")
+    if here is not None and "/" in argv[0] and not Path(argv[0]).is_absolute():
+        # beside the profile, not in whatever directory nfsconf (or its guest) started in
+        argv = (str((here / argv[0]).resolve()), *argv[1:])
     for arg in argv:
         try:
             arg.format(**{p: "" for p in PLACEHOLDERS})
@@ -139,8 +156,7 @@ def profile_from_dict(data: dict[str, Any], origin: str) -> Profile:
     claim_names = {f.name for f in fields(Claims)}
     for key, value in claims_in.items():
         if key not in claim_names:
-            raise ProfileError(f"{origin}: unknown key 'claims.{key}' (expected one of: "
-                               f"{', '.join(sorted(claim_names))})")
+            raise _unknown(origin, key, claim_names, "claims.")
         _expect(origin, f"claims.{key}", value, bool)
     values = {k: v for k, v in data.items() if k not in ("mount", "claims")}
     values.setdefault("description", values["name"])
@@ -155,4 +171,4 @@ def load_profile_file(path: Path) -> Profile:
         raise ProfileError(f"{path}: cannot read profile: {e.strerror}") from e
     except tomllib.TOMLDecodeError as e:
         raise ProfileError(f"{path}: not valid TOML: {e}") from e
-    return profile_from_dict(data, str(path))
+    return profile_from_dict(data, str(path), path.parent)

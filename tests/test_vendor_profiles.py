@@ -1,0 +1,84 @@
+"""A vendor's server certified for FUSE_LOOKUP_HANDLE: nfsconf's reference server run from a
+TOML profile (tests/data/profiles) like any other server, so the level-5 scenarios can only
+judge it from what the kernel shows. On the host (no LOOKUP_HANDLE) its level-5 cells SKIP
+with the kernel's reason; on the RFC v2 series (User-Mode Linux, built and cached) it
+negotiates (fid 0x91) and a profile that claims LOOKUP_HANDLE but does not deliver FAILs."""
+
+import json
+from pathlib import Path
+
+import pytest
+from nfsconf_cli import AS_ROOT, SHARED, nfsconf
+
+PROFILES = Path(__file__).resolve().parent / "data" / "profiles"
+HONEST = str(PROFILES / "vendor-lh.toml")
+LIAR = str(PROFILES / "vendor-lh-liar.toml")
+VOLATILE = str(PROFILES / "vendor-lh-volatile.toml")
+SERIES = SHARED / "kernels" / "lookup-handle-v2"
+
+
+def _results(out: Path) -> dict[tuple[str, str, str, str], dict]:
+    lines = (out / "results.jsonl").read_text().splitlines()[1:]
+    return {(r["profile"], r["id"], r["variant"], r["transport"]): r
+            for r in map(json.loads, lines)}
+
+
+@AS_ROOT
+def test_vendor_profiles_on_the_host_skip_level_5(tmp_path):
+    out = tmp_path / "run"
+    r = nfsconf("run", "--profile", HONEST, "--profile", LIAR, "-k",
+                "(DEC-COLD and file) or LH-ENC or (LH-RESTART and file and not clients)",
+                "--out", str(out))
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
+    cells = _results(out)
+    for profile in ("vendor-lh", "vendor-lh-liar"):
+        # the server runs from its command line and keeps its nodeids
+        cold = cells[(profile, "DEC-COLD", "file", "local")]
+        assert cold["verdict"] == "PASS" and "trace_tail" not in cold["evidence"], cold
+        lh = [c for (p, sid, _, _), c in cells.items() if p == profile and sid.startswith("LH-")]
+        assert {c["id"] for c in lh} == {"LH-ENC", "LH-RESTART"}
+        for c in lh:  # the kernel's reason, before any mount: a claim is not broken here
+            assert c["verdict"] == "SKIP" and "LOOKUP_HANDLE not negotiated" in c["reason"] \
+                and "server_pid" not in c["evidence"], c
+    r = nfsconf("certify", "--results", str(out), "--profile", HONEST)
+    assert r.returncode == 0, r.stderr
+    (cert,) = json.loads((out / "certificate.json").read_text())
+    five = cert["levels"][5]
+    assert not five["earned"] and {"cell": "all SKIP", "scenario": "LH-ENC,LH-RESTART",
+                                   "reason": "nothing of it could be run"} in five["blocking"]
+
+
+@pytest.fixture(scope="module")
+def lh_tree():
+    assert (SERIES / "series").is_dir(), f"{SERIES} is missing: CI clones beside ../shared"
+    r = nfsconf("kernel", "build", "--arch", "um", "--base", "debian:sid", "--series",
+                str(SERIES / "series"), timeout=3600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return Path(r.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.vm
+@AS_ROOT
+def test_vendor_profiles_on_the_lookup_handle_kernel(lh_tree, tmp_path):
+    out = tmp_path / "run"
+    r = nfsconf("run", "--transport", "knfsd", "--kernel", str(lh_tree), "--profile", HONEST,
+                "--profile", VOLATILE, "-k", "LH-ENC or (LH-RESTART and file and not clients)",
+                "--out", str(out), "--vm-timeout", "900", timeout=1800)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    cells = _results(out)
+    for kind in ("file", "dir"):  # negotiated, seen in the fid alone: no trace of this server
+        enc = cells[("vendor-lh", "LH-ENC", kind, "local")]
+        assert enc["verdict"] == "PASS" and enc["handle"]["type"] == "0x91", enc
+        assert enc["evidence"]["lookup_handle"]["fid_type"] == "0x91", enc["evidence"]
+        assert "trace_tail" not in enc["evidence"]
+    for transport in ("local", "knfsd"):
+        # a remount keeps the honest server's handles, not the per-instance ones
+        assert cells[("vendor-lh", "LH-RESTART", "file-remount", transport)]["verdict"] \
+            == "PASS"
+        lie = cells[("vendor-lh-volatile", "LH-RESTART", "file-remount", transport)]
+        assert lie["verdict"] == "FAIL" and lie["claimed"], lie
+        # a restart without unmount needs the reference server's fd handover
+        for how in ("handover", "sigkill"):
+            live = cells[("vendor-lh", "LH-RESTART", f"file-{how}", transport)]
+            assert live["verdict"] == "SKIP" and "needs the reference server" in \
+                live["reason"], live
