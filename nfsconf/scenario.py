@@ -17,7 +17,9 @@ import errno
 import os
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -26,7 +28,16 @@ from nfsconf import requires
 from nfsconf.evidence import Evidence
 from nfsconf.handles import FILEID_FUSE_WITHOUT_PARENT
 from nfsconf.lab import SEED_DIRS, SEED_FILES, Lab, time_scale
-from nfsconf.transports.base import MARKER_NAME, Decoded, Handle, Identity, Obj, as_errno_name
+from nfsconf.servers.profile import Profile
+from nfsconf.transports.base import (
+    MARKER_NAME,
+    Decoded,
+    Handle,
+    Identity,
+    Obj,
+    Transport,
+    as_errno_name,
+)
 
 # Seed objects every profile serves, read-only images included.
 SEED = {"file": "d0/f1", "dir": "d1/sub"}
@@ -96,23 +107,94 @@ class KernelRequest:
 
 
 class Cell:
+    """One scenario's view of its lab (the mounted server and its transport) and of the
+    evidence it leaves. Scenarios use only these methods and properties; `lab` and `ev`
+    are the plugin's, and what the accessors below delegate to."""
+
     def __init__(self, lab: Lab, evidence: Evidence) -> None:
         self.lab = lab
         self.ev = evidence
         self._trace_at = 0
         self._asked: dict[str, list[KernelRequest]] = {}  # by decode label
 
+    # -- what is under test ---------------------------------------------------------------
+    @property
+    def profile(self) -> Profile:
+        """The server's profile: its name, claims, reference-server knobs, writability."""
+        return self.lab.profile
+
+    @property
+    def transport(self) -> Transport:
+        """The transport handles go through: .nfs, .knfsd, .subtree_check, the NFS clients."""
+        return self.lab.transport
+
+    @property
+    def root(self) -> Path:
+        """The lab's own directory, outside the FUSE mount: for scratch files and mounts."""
+        return self.lab.root
+
+    @property
+    def markers(self) -> dict[str, str]:
+        """Relative path -> the marker written into that seed or created object at setup."""
+        return self.lab.markers
+
+    def path(self, rel: str) -> Path:
+        """REL's path through the FUSE mount ('' is the mount's root)."""
+        return self.lab.path(rel)
+
+    def restart(self, **knobs: Any) -> None:
+        """Unmount and mount again; KNOBS set the reference server's behaviour afresh."""
+        self.lab.restart(**knobs)
+
+    def abort(self) -> list[str]:
+        """Abort the FUSE connection: whatever is blocked on the mount fails (ENOTCONN)."""
+        return self.lab.abort()
+
+    # -- the reference server's trace (empty for other servers) ---------------------------
+    @property
+    def has_trace(self) -> bool:
+        """Whether the server writes a trace (the reference server does, no other)."""
+        return self.lab.trace_path is not None
+
+    def trace_since(self, offset: int = 0) -> tuple[list[dict[str, Any]], int]:
+        """The trace's records from OFFSET on, and the offset to read on from."""
+        return self.lab.trace_since(offset)
+
+    def negotiated(self) -> dict[str, Any] | None:
+        """What the reference server's INIT settled (minor, dialect, ...); None elsewhere."""
+        return self.lab.negotiated()
+
     # -- objects ------------------------------------------------------------------------
+    def obj(self, rel: str) -> Obj:
+        """REL as it is now, reached by name through the mount (no handle yet)."""
+        return self.lab.obj(rel)
+
+    def make_file(self, rel: str) -> Obj:
+        """A new file REL with its own marker, made through the mount (SKIP if read-only)."""
+        return self.lab.make_file(rel)
+
+    def pinned(self, obj: Obj) -> AbstractContextManager[None]:
+        """Hold OBJ open for the with-block, so its inode stays cached across drops."""
+        return self.lab.pinned(obj)
+
+    def refresh(self, obj: Obj) -> None:
+        """After a restart: expect what OBJ's name reaches now (new st_dev, maybe new ino)."""
+        self.lab.refresh(obj)
+
     def seed(self, kind: str) -> Obj:
+        """The seed file or directory (SEED) every server serves, read-only images included."""
         return self.lab.obj(SEED[kind])
 
     def seeds(self, kind: str) -> list[Obj]:
+        """Every seed file or every seed directory."""
         return [self.lab.obj(rel) for rel in SEEDS[kind]]
 
     def fresh(self, kind: str, rel: str) -> Obj:
+        """A new file or directory REL (a directory gets a marker file), made through the mount."""
         return self.lab.make_file(rel) if kind == "file" else self.lab.make_dir(rel)
 
     def remove(self, obj: Obj) -> None:
+        """Remove OBJ (a directory with its marker file) through the mount."""
         path = self.lab.path(obj.rel)
         if obj.identity.is_dir:
             os.unlink(path / MARKER_NAME)
@@ -122,9 +204,57 @@ class Cell:
 
     # -- handles ------------------------------------------------------------------------
     def encode(self, obj: Obj, label: str | None = None, *, connectable: bool = False) -> Handle:
+        """OBJ's handle through the transport, kept on OBJ and recorded as LABEL."""
         handle = self.lab.encode(obj, connectable=connectable)
         self.ev.encoded(label or obj.rel, handle)
         return handle
+
+    def encode_unrecorded(self, obj: Obj) -> Handle:
+        """OBJ's handle through the transport, kept on OBJ but not in the evidence: for the
+        handles a scenario makes by the dozen or hundred (REUSE, LH-SIZE, the restarts),
+        where one recorded with `encoded` stands for them all, and for the NFS handles a
+        scenario compares with a fid it records instead."""
+        return self.lab.encode(obj)
+
+    def local_fid(self, rel: str) -> Handle:
+        """REL's fid as name_to_handle_at gives it on the FUSE mount, whatever the
+        transport (not recorded): what an NFS handle must carry inside."""
+        return self.lab.local.encode(self.lab.path(rel))
+
+    def encoded(self, label: str, handle: Handle) -> None:
+        """Record as LABEL a handle got some other way (name_to_handle, an NFS listing)."""
+        self.ev.encoded(label, handle)
+
+    def decoded(self, label: str) -> dict[str, Any]:
+        """What the decode recorded as LABEL: expected and found identity, the fd's path."""
+        return self.ev.data["decodes"][label]
+
+    @property
+    def handle_record(self) -> dict[str, Any] | None:
+        """The first handle recorded, as the report shows it (fields, or fields_error)."""
+        return self.ev.handle
+
+    def failed_with(self, name: str) -> None:
+        """The errno or NFS status the failure stands for, when no OSError carried it."""
+        self.ev.errno = name
+
+    def wrong_object(self) -> None:
+        """A handle opened another object: the cell fails at MUST level (FAIL WRONG-OBJ)."""
+        self.ev.wrong_object = True
+
+    def opened_rel(self, ident: Identity | None, rels: list[str]) -> str | None:
+        """Which of RELS (or of their directories' marker files) a decode opened, by marker
+        and type: a directory's marker file carries the directory's marker, yet is a file."""
+        if ident is None or ident.marker is None:
+            return None
+        for rel in rels:
+            if self.lab.markers.get(rel) == ident.marker:
+                is_dir = rel in SEED_DIRS or rel == "" or self.lab.path(rel).is_dir()
+                if is_dir == ident.is_dir:
+                    return rel
+                if is_dir and not ident.is_dir:
+                    return f"{rel}/{MARKER_NAME}" if rel else MARKER_NAME
+        return None
 
     def decode(self, obj: Obj, label: str,
                present: Callable[[], Decoded] | None = None) -> str:
@@ -189,6 +319,7 @@ class Cell:
                 "not outlive it cannot find the object")
 
     def drop_caches(self) -> None:
+        """Drop the kernel's caches and wait for the server's FORGETs."""
         self.lab.drop_caches()
 
     def require_restart(self, how: str) -> None:
@@ -251,6 +382,7 @@ class Cell:
             return self.decode(obj, label or "warm")
 
     def note(self, key: str, value: Any) -> None:
+        """Add KEY: VALUE to the cell's evidence."""
         self.ev.note(key, value)
 
     def extra_cell(self, sid: str, variant: str, verdict: str, reason: str,
@@ -267,9 +399,11 @@ class Cell:
         requires.require(requires.NEEDS[need](self.lab.setting))
 
     def require_writable(self) -> None:
+        """SKIP unless the server can create and remove objects."""
         self.lab.require_writable()
 
     def require_ref(self) -> Any:
+        """The reference server's process (restarts without unmount); SKIP for others."""
         return self.lab.require_ref()
 
     def require_lookup_handle(self) -> dict[str, Any]:
@@ -284,7 +418,7 @@ class Cell:
         Returns what was seen: the fid type, and for the reference server its INIT."""
         seen: dict[str, Any] = {"dialect": None, "max_handle_sz": None}
         try:
-            probe = self.lab.local.encode(self.lab.path(SEED["file"]))
+            probe = self.local_fid(SEED["file"])
             fid_type = probe.fh_type & 0xFFFF  # without the FILEID_IS_* user flags
             seen.update(fid_type=f"{probe.fh_type:#x}", fid_bytes=len(probe.data))
             fid = f"fid type {probe.fh_type:#x}"
@@ -318,45 +452,8 @@ class Cell:
                            connectable=True)
 
 
-def opened_rel(lab: Lab, ident: Identity | None, rels: list[str]) -> str | None:
-    """Which of RELS (or of their directories' marker files) a decode opened, by marker
-    and type: a directory's marker file carries the directory's marker, yet is a file."""
-    if ident is None or ident.marker is None:
-        return None
-    for rel in rels:
-        if lab.markers.get(rel) == ident.marker:
-            is_dir = rel in SEED_DIRS or rel == "" or lab.path(rel).is_dir()
-            if is_dir == ident.is_dir:
-                return rel
-            if is_dir and not ident.is_dir:
-                return f"{rel}/{MARKER_NAME}" if rel else MARKER_NAME
-    return None
-
-
 def expect_same_or(outcome: str, allowed: tuple[str, ...], what: str) -> None:
     """OUTCOME is 'same' or one of the ALLOWED errno names (an NFS status counts as the
     errno it stands for: NFS3ERR_STALE as ESTALE)."""
     assert outcome == "same" or as_errno_name(outcome) in allowed, (
         f"{what}: {outcome} (expected the same object or {', '.join(allowed)})")
-
-
-# -- the older spelling, while scenarios move to `cell` -------------------------------------
-def seed_obj(lab: Lab, kind: str) -> Obj:
-    return lab.obj(SEED[kind])
-
-
-def fresh_obj(lab: Lab, kind: str, rel: str) -> Obj:
-    return lab.make_file(rel) if kind == "file" else lab.make_dir(rel)
-
-
-def remove(lab: Lab, rel: str, kind: str) -> None:
-    path = lab.path(rel)
-    if kind == "dir":
-        os.unlink(path / MARKER_NAME)
-        os.rmdir(path)
-    else:
-        os.unlink(path)
-
-
-def decode(lab: Lab, ev: Evidence, obj: Obj, label: str) -> str:
-    return Cell(lab, ev).decode(obj, label)

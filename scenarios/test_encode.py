@@ -35,7 +35,7 @@ def test_encode_type(cell, kind):
     The reference server's INIT says which to expect; of another server only the kernel's
     offer is known, so on a kernel that offers LOOKUP_HANDLE either type is right."""
     handle = cell.encode(cell.seed(kind), kind)
-    neg = cell.lab.negotiated()
+    neg = cell.negotiated()
     if neg is not None:
         speaks = bool(neg.get("dialect"))
         want = (FILEID_FUSE_WITHOUT_PARENT,) if speaks else (FILEID_INO64_GEN,)
@@ -50,7 +50,7 @@ def test_encode_type(cell, kind):
     if handle.fh_type in FIXED_LEN:
         assert len(handle.data) == FIXED_LEN[handle.fh_type], (
             f"type 0x{handle.fh_type:x} with {len(handle.data)} bytes")
-    assert "fields_error" not in cell.ev.handle, cell.ev.handle["fields_error"]
+    assert "fields_error" not in cell.handle_record, cell.handle_record["fields_error"]
     assert _nodeid(handle) > 0, "nodeid 0 is never a valid FUSE inode"
 
 
@@ -59,11 +59,11 @@ def test_encode_type(cell, kind):
 def test_encode_size_query(cell, kind):
     """ENC-SIZE: a zero-sized buffer gets EOVERFLOW and the exact size the handle needs;
     a buffer one byte short gets EOVERFLOW too."""
-    path = cell.lab.path(cell.seed(kind).rel)
+    path = cell.path(cell.seed(kind).rel)
     needed = handle_size(path)
     handle = name_to_handle(path)
     cell.note("size_query", needed)
-    cell.ev.encoded(kind, handle)
+    cell.encoded(kind, handle)
     assert needed == len(handle.data), f"size query said {needed}, handle has {len(handle.data)}"
     with pytest.raises(OSError) as short:
         name_to_handle(path, size=needed - 1)
@@ -78,7 +78,7 @@ def test_encode_connectable(cell, kind):
     itself and gives 0x81|IS_DIR|IS_CONNECTABLE."""
     obj = cell.seed(kind)
     handle = cell.require_connectable(obj)
-    plain = name_to_handle(cell.lab.path(obj.rel))
+    plain = name_to_handle(cell.path(obj.rel))
     base, flags = handle.fh_type & 0xFFFF, handle.fh_type & ~0xFFFF
     if kind == "dir":
         assert flags == FILEID_IS_CONNECTABLE | FILEID_IS_DIR, f"flags 0x{flags:x}"
@@ -86,7 +86,7 @@ def test_encode_connectable(cell, kind):
         return
     assert flags == FILEID_IS_CONNECTABLE, f"flags 0x{flags:x}"
     assert base in (FILEID_INO64_GEN_PARENT, FILEID_FUSE_WITH_PARENT), f"type 0x{base:x}"
-    parent = cell.encode(cell.lab.obj(obj.rel.rsplit("/", 1)[0]), "parent")
+    parent = cell.encode(cell.obj(obj.rel.rsplit("/", 1)[0]), "parent")
     if base == FILEID_INO64_GEN_PARENT:  # 0x92 is LH-CONN's business
         assert handle.data[:12] == plain.data, "child part differs from the plain handle"
         assert handle.data[12:] == parent.data, "parent part is not the parent's handle"

@@ -9,18 +9,18 @@ from collections import Counter
 from nfsconf.fuzz import Mutation, mutations
 from nfsconf.handles import FILEID_INO64_GEN
 from nfsconf.lab import SEED_DIRS, SEED_FILES
-from nfsconf.scenario import opened_rel, scenario
+from nfsconf.scenario import scenario
 from nfsconf.transports.base import Handle
 from nfsconf.transports.local import name_to_handle
 
 
-def _classify(lab, known, originals, m):
+def _classify(cell, known, originals, m):
     """'error:ERRNO', 'original' (opened what the mutated handle was made from), 'named'
     (opened a live object whose own handle is exactly these bytes), or 'wrong'."""
-    got = lab.transport.decode(m.handle)
+    got = cell.transport.decode(m.handle)
     if not got.opened:
         return f"error:{got.error}", None
-    rel = opened_rel(lab, got.identity, list(known.values()))
+    rel = cell.opened_rel(got.identity, list(known.values()))
     if rel is None and got.identity.marker is None:
         return "unverified", None  # the right kind of answer cannot be told: no accusation
     if m.source >= 0 and rel == originals[m.source][0]:
@@ -28,31 +28,30 @@ def _classify(lab, known, originals, m):
     # a handle the server once gave for a file now gone names nothing alive: whatever it
     # opens is another object, even when its bytes have become that object's own handle
     if rel is not None and m.kind != "forgotten":
-        own = name_to_handle(lab.path(rel))
+        own = name_to_handle(cell.path(rel))
         if (own.fh_type, own.data) == (m.handle.fh_type & 0xFFFF, m.handle.data):
             return "named", rel
     return "wrong", rel or f"unknown object ino {got.identity.st_ino}"
 
 
 def _fuzz(cell, options):
-    lab, evidence = cell.lab, cell.ev
     seed, budget = options.fuzz_seed, options.fuzz_budget
     rels = ["", *SEED_DIRS, *SEED_FILES]
-    originals = [(rel, name_to_handle(lab.path(rel))) for rel in rels]
-    evidence.encoded(rels[-1], originals[-1][1])
-    known = {lab.markers[rel]: rel for rel in rels}
+    originals = [(rel, name_to_handle(cell.path(rel))) for rel in rels]
+    cell.encoded(rels[-1], originals[-1][1])
+    known = {cell.markers[rel]: rel for rel in rels}
     cases = list(mutations(seed, [h for _, h in originals], budget))
-    if lab.profile.writable:  # handles of files that are gone, nodeids the server forgot
-        lab.path("gone").mkdir()
+    if cell.profile.writable:  # handles of files that are gone, nodeids the server forgot
+        cell.path("gone").mkdir()
         for i in range(8):
-            obj = lab.make_file(f"gone/f{i}")
-            cases.append(Mutation("forgotten", -1, lab.encode(obj), obj.rel))
-            os.unlink(lab.path(obj.rel))
-    other = name_to_handle(lab.root)  # the same bytes' meaning on another filesystem
-    cases.append(Mutation("other-mount", -1, Handle(other.fh_type, other.data), str(lab.root)))
+            obj = cell.make_file(f"gone/f{i}")
+            cases.append(Mutation("forgotten", -1, cell.encode_unrecorded(obj), obj.rel))
+            os.unlink(cell.path(obj.rel))
+    other = name_to_handle(cell.root)  # the same bytes' meaning on another filesystem
+    cases.append(Mutation("other-mount", -1, Handle(other.fh_type, other.data), str(cell.root)))
     cases.append(Mutation("other-mount", -1, Handle(FILEID_INO64_GEN,
                                                     other.data[:12].ljust(12, b"\0")),
-                          f"{lab.root} as 0x81"))
+                          f"{cell.root} as 0x81"))
     outcomes: Counter[str] = Counter()
     by_kind: dict[str, Counter[str]] = {}
     odd = []
@@ -63,20 +62,20 @@ def _fuzz(cell, options):
     # itself either way
     for phase in ("warm", "cold"):
         if phase == "cold":
-            lab.drop_caches()
+            cell.drop_caches()
         for m in cases:
-            outcome, rel = _classify(lab, known, originals, m)
+            outcome, rel = _classify(cell, known, originals, m)
             outcomes[outcome] += 1
             by_kind.setdefault(f"{m.kind}/{phase}", Counter())[outcome] += 1
             # keep examples of each odd outcome of each kind, counted in full by by_kind
             if outcome in ("wrong", "named") and sum(
                     o["outcome"] == outcome and o["kind"] == m.kind for o in odd) < 5:
                 odd.append({**m.to_dict(), "phase": phase, "outcome": outcome, "opened": rel})
-    evidence.note("seed", seed)
-    evidence.note("handles_tried", len(cases))
-    evidence.note("outcomes", dict(outcomes))
-    evidence.note("by_kind", {k: dict(v) for k, v in by_kind.items()})
-    evidence.note("odd", odd)
+    cell.note("seed", seed)
+    cell.note("handles_tried", len(cases))
+    cell.note("outcomes", dict(outcomes))
+    cell.note("by_kind", {k: dict(v) for k, v in by_kind.items()})
+    cell.note("odd", odd)
     return outcomes, odd, by_kind
 
 
@@ -86,7 +85,7 @@ def test_fuzz_never_wrong_object(cell, options):
     or opens the live object whose handle is exactly those bytes; never anything else."""
     outcomes, odd, _ = _fuzz(cell, options)
     if outcomes["wrong"]:
-        cell.ev.wrong_object = True
+        cell.wrong_object()
         first = next(o for o in odd if o["outcome"] == "wrong")
         raise AssertionError(f"WRONG OBJECT: {outcomes['wrong']} of {sum(outcomes.values())} "
                              f"forged handles opened another object, e.g. {first['kind']} "

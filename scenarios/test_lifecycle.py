@@ -30,17 +30,16 @@ def test_reuse_never_opens_new(cell):
     """REUSE: create, encode, unlink 16 files, then create 256 new ones; no old handle may
     open any new file (a reused nodeid or inode number must come with a new generation)."""
     cell.require_writable()
-    lab = cell.lab
-    lab.path("old").mkdir()
-    old = [lab.make_file(f"old/f{i}") for i in range(16)]
+    cell.path("old").mkdir()
+    old = [cell.make_file(f"old/f{i}") for i in range(16)]
     for obj in old:
-        lab.encode(obj)
-    cell.ev.encoded("first", old[0].handle)
+        cell.encode_unrecorded(obj)
+    cell.encoded("first", old[0].handle)
     for obj in old:
-        os.unlink(lab.path(obj.rel))
+        os.unlink(cell.path(obj.rel))
     cell.drop_caches()
-    lab.path("new").mkdir()
-    new = [lab.make_file(f"new/f{i}") for i in range(256)]
+    cell.path("new").mkdir()
+    new = [cell.make_file(f"new/f{i}") for i in range(256)]
     outcomes: dict[str, int] = {}
     for i, obj in enumerate(old):
         outcome = cell.decode(obj, f"old{i}")
@@ -57,13 +56,12 @@ def test_reuse_never_opens_new(cell):
 def test_open_unlinked(cell, cache):
     """OPEN-UNLINKED: a file unlinked while still open decodes to itself or gives ESTALE;
     never another object."""
-    lab = cell.lab
     obj = cell.fresh("file", "held")
     cell.encode(obj, "file")
-    fd = os.open(lab.path(obj.rel), os.O_RDONLY)
+    fd = os.open(cell.path(obj.rel), os.O_RDONLY)
     try:
-        os.unlink(lab.path(obj.rel))
-        lab.make_file("held")  # the name now belongs to a new file
+        os.unlink(cell.path(obj.rel))
+        cell.make_file("held")  # the name now belongs to a new file
         if cache == "cold":
             cell.drop_caches()
         outcome = cell.decode(obj, f"while open ({cache})")
@@ -81,18 +79,17 @@ _DEAD = (errno.ENOTCONN, errno.ECONNABORTED)
 def test_hardlink(cell):
     """HARDLINK: link a second name, unlink the first; after drop_caches the handle still
     opens the file."""
-    lab = cell.lab
     obj = cell.fresh("file", "first")
 
     def relink() -> None:
         try:
-            os.link(lab.path("first"), lab.path("second"))
+            os.link(cell.path("first"), cell.path("second"))
         except OSError as e:
             if e.errno in _DEAD:
                 raise
             raise Unsupported(f"server does not make hard links: link(2) gave "
                               f"{errno.errorcode.get(e.errno, e.errno)}") from e
-        os.unlink(lab.path("first"))
+        os.unlink(cell.path("first"))
 
     outcome = cell.roundtrip(obj, change=relink, label="after unlink of first name")
     assert outcome == "same", f"hard-linked file: {outcome}"
@@ -102,9 +99,9 @@ def test_hardlink(cell):
 @pytest.mark.parametrize("kind", KINDS)
 def test_rename(cell, kind):
     """RENAME: rename within the directory; after drop_caches the handle opens the object."""
-    lab = cell.lab
     obj = cell.fresh(kind, "before")
-    outcome = cell.roundtrip(obj, change=lambda: os.rename(lab.path("before"), lab.path("after")),
+    outcome = cell.roundtrip(obj, change=lambda: os.rename(cell.path("before"),
+                                                           cell.path("after")),
                              label="after rename")
     assert outcome == "same", f"renamed {kind}: {outcome}"
 
@@ -116,11 +113,10 @@ def test_move(cell, kind):
     """MOVE: move to another directory; after drop_caches the handle opens the object
     (for a directory, reconnecting through its new parent)."""
     cell.require_writable()
-    lab = cell.lab
-    lab.path("from").mkdir()
-    lab.path("to").mkdir()
+    cell.path("from").mkdir()
+    cell.path("to").mkdir()
     obj = cell.fresh(kind, "from/obj")
-    outcome = cell.roundtrip(obj, change=lambda: os.rename(lab.path("from/obj"),
-                                                           lab.path("to/obj")),
+    outcome = cell.roundtrip(obj, change=lambda: os.rename(cell.path("from/obj"),
+                                                           cell.path("to/obj")),
                              label="after move")
     assert outcome == "same", f"moved {kind}: {outcome}"

@@ -84,25 +84,25 @@ def _prepare(cell, on_lh: bool) -> tuple[dict[str, Obj], bool]:
     """Gate on the connection's dialect, give the reference server a long entry TTL, and
     learn what every listed object is (by name, before the drop). Returns the objects and
     whether the reference server's trace is there to read."""
-    ref = cell.lab.profile.refserver is not None
+    ref = cell.profile.refserver is not None
     if on_lh:
         cell.require_lookup_handle()
-    elif ref and (cell.lab.negotiated() or {}).get("dialect"):
+    elif ref and (cell.negotiated() or {}).get("dialect"):
         raise Unsupported("LOOKUP_HANDLE negotiated on this connection: the LH-READDIRPLUS "
                           "scenarios check its listings")
     if ref:
-        cell.lab.restart(timeout=ENTRY_TTL)
+        cell.restart(timeout=ENTRY_TTL)
         flags = _init_flags(cell)
         cell.note("init_flags", flags)
         if "DO_READDIRPLUS" not in flags:
             raise Unsupported("the kernel does not offer FUSE_DO_READDIRPLUS: no listing "
                               "with attributes to check")
-    objs = {name: cell.lab.obj(f"{LISTED}/{name}") for name in _names()}
+    objs = {name: cell.obj(f"{LISTED}/{name}") for name in _names()}
     return objs, ref
 
 
 def _init_flags(cell) -> list[str]:
-    records, _ = cell.lab.trace_since()
+    records, _ = cell.trace_since()
     inits = [r for r in records if r.get("op") == "INIT" and "reply" in r]
     return list(inits[-1]["reply"].get("flags", [])) if inits else []
 
@@ -112,11 +112,11 @@ def _window(cell, start: int, what: str) -> Window:
     for: the kernel sends the FORGETs of entries it refused before later requests, so the
     window holds every one of them."""
     try:
-        os.lstat(cell.lab.path(f"{LISTED}/{SENTINEL}"))
+        os.lstat(cell.path(f"{LISTED}/{SENTINEL}"))
     except FileNotFoundError:
         pass
     cell.wait_trace(lambda r: r.get("name") == SENTINEL, start)
-    records, _ = cell.lab.trace_since(start)
+    records, _ = cell.trace_since(start)
     records = [r for r in records if r.get("name") != SENTINEL]
     win = Window(records)
     rdp = win.readdirplus
@@ -194,7 +194,7 @@ def _getdents(cell, start: int) -> dict[str, tuple[int, str]]:
     def run() -> None:
         listed = {}
         try:
-            with os.scandir(cell.lab.path(LISTED)) as it:
+            with os.scandir(cell.path(LISTED)) as it:
                 for e in it:
                     kind = ("dir" if e.is_dir(follow_symlinks=False) else
                             "file" if e.is_file(follow_symlinks=False) else
@@ -209,14 +209,14 @@ def _getdents(cell, start: int) -> dict[str, tuple[int, str]]:
     deadline = GETDENTS_DEADLINE * time_scale()
     t.join(deadline)
     if t.is_alive():
-        records, _ = cell.lab.trace_since(start)
+        records, _ = cell.trace_since(start)
         reads = [r for r in records if r.get("op") in ("READDIRPLUS", "READDIR")]
         cell.note("listing_requests", _summary(records[:40]))
-        cell.lab.abort()  # the only way to end a getdents the kernel keeps going
+        cell.abort()  # the only way to end a getdents the kernel keeps going
         t.join(10)
         asked = (f": the kernel sent {len(reads)} READDIR(PLUS) requests, at offsets "
                  f"{sorted({r.get('offset') for r in reads})[:5]}" if reads
-                 else " (no trace of this server)" if cell.lab.trace_path is None else "")
+                 else " (no trace of this server)" if not cell.has_trace else "")
         raise AssertionError(f"getdents of {LISTED} did not return within {deadline:.0f} s"
                              f"{asked}; the connection was aborted")
     if "error" in got:
@@ -227,8 +227,8 @@ def _getdents(cell, start: int) -> dict[str, tuple[int, str]]:
 def _fuse_listing(cell, on_lh: bool) -> None:
     objs, ref = _prepare(cell, on_lh)
     cell.drop_caches()  # the listing is the first the kernel hears of them again
-    _, start = cell.lab.trace_since()
-    path = cell.lab.path(LISTED)
+    _, start = cell.trace_since()
+    path = cell.path(LISTED)
     listed = _getdents(cell, start)
     stats = {}
     for name in listed:  # the attributes, as `ls -l` asks for them
@@ -280,7 +280,7 @@ def _fuse_listing(cell, on_lh: bool) -> None:
 
 def _server_handles(cell) -> dict[int, bytes]:
     """nodeid -> the handle the reference server last gave the kernel for it."""
-    records, _ = cell.lab.trace_since()
+    records, _ = cell.trace_since()
     out = {}
     for r in records:
         reply = r.get("reply") or {}
@@ -323,23 +323,23 @@ def _judge_decodes(cell, objs: list[Obj], what: str) -> str | None:
     not claim cold decoding (another object has failed the cell already: decode_all)."""
     outcomes = cell.decode_all(objs, what)
     cell.note("decodes_cold", dict(zip([o.rel for o in objs], outcomes, strict=True)))
-    allowed = ("same",) if cell.lab.profile.claims.cold_decode else ("same", "ESTALE",
-                                                                      "NFS3ERR_STALE")
+    allowed = ("same",) if cell.profile.claims.cold_decode else ("same", "ESTALE",
+                                                                  "NFS3ERR_STALE")
     bad = {o.rel: out for o, out in zip(objs, outcomes, strict=True) if out not in allowed}
     return f"cold decode of the {what} handles: {bad}" if bad else None
 
 
 def _nfs_listing(cell, on_lh: bool) -> None:
     objs, ref = _prepare(cell, on_lh)
-    transport = cell.lab.transport
-    listed_dir = cell.lab.obj(LISTED)
-    dir_fh = transport.encode(cell.lab.path(LISTED)).data
+    transport = cell.transport
+    listed_dir = cell.obj(LISTED)
+    dir_fh = transport.encode(cell.path(LISTED)).data
     # The directory stays cached (held open) while its entries are dropped: presenting a
     # cold directory handle is DEC-COLD's subject; here the listing is what must bring
     # the kernel its entries.
-    with cell.lab.pinned(listed_dir):
+    with cell.pinned(listed_dir):
         cell.drop_caches()
-        _, start = cell.lab.trace_since()
+        _, start = cell.trace_since()
         res = transport.client.readdirplus_all(dir_fh)
         win = _window(cell, start, "nfs_readdirplus") if ref else None
     entries = {e.name: e for e in res.entries if e.name not in (".", "..")}
@@ -389,7 +389,7 @@ def _nfs_listing(cell, on_lh: bool) -> None:
     decodable = [objs[n] for n in sorted(with_fh)]
     for obj in decodable:
         obj.handle = Handle(NFS_FH, with_fh[obj.rel.split("/", 1)[1]])
-        cell.ev.encoded(obj.rel, obj.handle)
+        cell.encoded(obj.rel, obj.handle)
     if decodable:
         cell.drop_caches()
         if why := _judge_decodes(cell, decodable, "NFS-listed"):

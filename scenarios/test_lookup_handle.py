@@ -26,9 +26,9 @@ from nfsconf.transports.base import as_errno_name
 def server_handles(cell) -> dict[int, bytes] | None:
     """nodeid -> the handle the reference server last gave the kernel for it (its trace);
     None for a server without a trace: the fid is then its own evidence."""
-    if cell.lab.trace_path is None:
+    if not cell.has_trace:
         return None
-    records, _ = cell.lab.trace_since()
+    records, _ = cell.trace_since()
     out = {}
     for r in records:
         reply = r.get("reply") or {}
@@ -90,7 +90,7 @@ def test_lookup_handle_connectable(cell):
     obj = cell.seed("file")
     parent_rel = obj.rel.rsplit("/", 1)[0]
     plain = cell.encode(obj, "file")
-    parent_plain = cell.encode(cell.lab.obj(parent_rel), "parent")
+    parent_plain = cell.encode(cell.obj(parent_rel), "parent")
     conn = cell.require_connectable(obj)
     base = conn.fh_type & 0xFFFF
     assert base == FILEID_FUSE_WITH_PARENT, f"connectable type 0x{conn.fh_type:x}"
@@ -125,8 +125,8 @@ def test_lookup_handle_parent_from_fid(cell):
     cell.drop_caches()
     outcome = cell.decode(obj, "cold connectable")
     assert outcome == "same", f"0x92 cold decode: {outcome}"
-    path = cell.ev.data["decodes"]["cold connectable"]["path"]
-    assert path == str(cell.lab.path(obj.rel)), f"decoded fd is disconnected: path {path!r}"
+    path = cell.decoded("cold connectable")["path"]
+    assert path == str(cell.path(obj.rel)), f"decoded fd is disconnected: path {path!r}"
 
 
 def _sized_files(cell):
@@ -135,20 +135,20 @@ def _sized_files(cell):
     N-byte handle; any other server gives the handles it gives (it may size them by name
     too: the vendor-lh test profile runs the reference server with that option)."""
     neg = cell.require_lookup_handle()
-    if cell.lab.profile.refserver is not None:
-        cell.lab.restart(handle_size_by_name=True)
+    if cell.profile.refserver is not None:
+        cell.restart(handle_size_by_name=True)
     # the reference server's INIT says what it announced; of others only the limit is known
     top = neg.get("max_handle_sz") or FUSE_MAX_HANDLE_SZ
-    cell.lab.path("sizes").mkdir()
+    cell.path("sizes").mkdir()
     made = {}
     for n in range(1, top + 1):
         try:
-            obj = cell.lab.make_file(f"sizes/hs{n}")
+            obj = cell.make_file(f"sizes/hs{n}")
         except OSError as e:
             made[n] = (f"create: {errno.errorcode.get(e.errno, e.errno)}", None)
             continue
         try:
-            made[n] = (obj, cell.lab.encode(obj))
+            made[n] = (obj, cell.encode_unrecorded(obj))
         except OSError as e:
             made[n] = (obj, f"encode: {errno.errorcode.get(e.errno, e.errno)}")
     cell.note("max_handle_sz", top)
@@ -172,8 +172,8 @@ def test_lookup_handle_every_size(cell):
     handle fails naming the size."""
     made = _sized_files(cell)
     given = server_handles(cell)
-    by_name = cell.lab.profile.refserver is not None  # hsN's handle is N bytes
-    keeps_nodeids = cell.lab.profile.claims.cold_decode
+    by_name = cell.profile.refserver is not None  # hsN's handle is N bytes
+    keeps_nodeids = cell.profile.claims.cold_decode
     bad: dict[int, str] = {}
     kept = {}
     for n, (obj, handle) in made.items():
@@ -279,16 +279,16 @@ def test_lookup_handle_reused_nodeid(cell):
     to tell them apart."""
     cell.require_lookup_handle()
     cell.require_writable()
-    cell.lab.path("old").mkdir()
-    old = [cell.lab.make_file(f"old/f{i}") for i in range(16)]
+    cell.path("old").mkdir()
+    old = [cell.make_file(f"old/f{i}") for i in range(16)]
     fids = {}
     for obj in old:
         fids[obj.rel] = fuse_fid(cell.encode(obj))
     for obj in old:
-        os.unlink(cell.lab.path(obj.rel))
+        os.unlink(cell.path(obj.rel))
     cell.drop_caches()  # the server forgets the nodeids and may hand them out again
-    cell.lab.path("new").mkdir()
-    new = [cell.lab.make_file(f"new/f{i}") for i in range(64)]
+    cell.path("new").mkdir()
+    new = [cell.make_file(f"new/f{i}") for i in range(64)]
     for obj in new:
         cell.encode(obj)
     given = server_handles(cell) or {}  # the reference server's trace: evidence only
@@ -314,15 +314,15 @@ def test_hostile_lookup_handle(cell, mode):
     (129 bytes) or shorter than its own size field says must be refused (EIO), and never
     become a fid; nothing hangs."""
     cell.require_lookup_handle()
-    cell.lab.restart(hostile=mode)
+    cell.restart(hostile=mode)
     rel = SEED["file"]
     try:
-        os.stat(cell.lab.path(rel))
+        os.stat(cell.path(rel))
     except OSError as e:
         cell.note("lookup", errno.errorcode.get(e.errno, e.errno))
         assert e.errno == errno.EIO, f"{mode} reply: lookup failed with {e.strerror}, not EIO"
         return
-    handle = cell.encode(cell.lab.obj(rel), "accepted")
+    handle = cell.encode(cell.obj(rel), "accepted")
     sent = server_handles(cell)
     fid = decode_fid(handle.fh_type, handle.data) \
         if handle.fh_type == FILEID_FUSE_WITHOUT_PARENT else None
@@ -340,22 +340,22 @@ def test_lookup_at_each_minor(cell, minor):
     Debian 12's libfuse speaks), 7.44 and 7.45, gets every LOOKUP name NUL-terminated, has
     its fuse_entry_out replies of that minor accepted, and finds the files by name."""
     cell.require_ref()
-    cell.lab.restart(proto_minor=minor, lookup_handle="off")
-    _, start = cell.lab.trace_since()
+    cell.restart(proto_minor=minor, lookup_handle="off")
+    _, start = cell.trace_since()
     errors = {}
     for rel in ("d0/f3", "d1/sub/g0"):
         try:
-            os.stat(cell.lab.path(rel))
+            os.stat(cell.path(rel))
         except OSError as e:
             errors[rel] = errno.errorcode.get(e.errno, str(e.errno))
-    records, _ = cell.lab.trace_since(start)
+    records, _ = cell.trace_since(start)
     asked = {r["unique"]: r for r in records if "op" in r and "unique" in r}
     unterminated = [f"{r['op']}({r.get('nodeid', 0):#x}) payload {r['name_unterminated']}"
                     for r in records if "name_unterminated" in r]
     refused = [f"{ev['bytes']}-byte reply to {asked.get(ev['unique'], {}).get('op', '?')} "
                f"{asked.get(ev['unique'], {}).get('name', '')!r}: write {ev['errno']}"
                for r in records if (ev := r).get("event") == "reply-error"]
-    cell.note("negotiated_minor", (cell.lab.negotiated() or {}).get("minor"))
+    cell.note("negotiated_minor", (cell.negotiated() or {}).get("minor"))
     cell.note("unterminated", unterminated[:10])
     cell.note("refused_replies", refused[:10])
     cell.note("stat_errors", errors)
@@ -376,17 +376,16 @@ def test_revalidation_keeps_a_matching_entry(cell):
     also renumbers, on a server with counter nodeids, the objects NFS clients hold handles
     of."""
     cell.require_ref()
-    lab = cell.lab
-    os.stat(lab.path("d0/f1"))  # cached, with d0 and d0's other children from the set-up
-    validity = float((lab.profile.refserver or {}).get("timeout", Config.timeout))
+    os.stat(cell.path("d0/f1"))  # cached, with d0 and d0's other children from the set-up
+    validity = float((cell.profile.refserver or {}).get("timeout", Config.timeout))
     time.sleep(validity + 0.5)  # both entries out of date: the next walk asks the server
-    _, start = lab.trace_since()
-    os.stat(lab.path("d0/f1"))
+    _, start = cell.trace_since()
+    os.stat(cell.path("d0/f1"))
     # a lookup's record is written before its reply: the stat returned, so they are all in
-    records, offset = lab.trace_since(start)
+    records, offset = cell.trace_since(start)
     lookups = [r for r in records if r.get("op") in ("LOOKUP", "LOOKUP_HANDLE")]
     time.sleep(0.2)  # FORGETs are sent without waiting for the server: evidence only
-    forgets = [f for r in records + lab.trace_since(offset)[0] for f in _forgotten(r)]
+    forgets = [f for r in records + cell.trace_since(offset)[0] for f in _forgotten(r)]
     cell.note("lookups", [str(KernelRequest.from_record(r)) for r in lookups])
     cell.note("forgotten_nodeids", len(forgets))
     assert {r["name"] for r in lookups} <= {"d0", "f1"}, lookups

@@ -63,14 +63,14 @@ def test_lookup_handle_restart_nfs_clients(cell, client, kind, how):
         cell.require("kernel_client")
     with contextlib.ExitStack() as stack:
         if client == "v4.1":
-            fh = cell.lab.transport.v4_handle(cell.lab.path(obj.rel))
+            fh = cell.transport.v4_handle(cell.path(obj.rel))
             cell.note("fh", fh.hex())
 
             def present():  # the transport of the server after the restart
-                return cell.lab.transport.decode_v4(fh, obj.identity.is_dir)
+                return cell.transport.decode_v4(fh, obj.identity.is_dir)
         else:
             mount = stack.enter_context(
-                cell.lab.transport.kernel_mount("3", cell.lab.root, KCLIENT_OPTIONS))
+                cell.transport.kernel_mount("3", cell.root, KCLIENT_OPTIONS))
             cell.note("client", mount.command)
             flags = os.O_RDONLY | (os.O_DIRECTORY if kind == "dir" else 0)
             try:

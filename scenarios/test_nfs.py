@@ -14,12 +14,8 @@ from nfsconf.handles import (
     decode_nfs_fh,
 )
 from nfsconf.nfs import nfs4
-from nfsconf.scenario import KINDS, opened_rel, scenario
+from nfsconf.scenario import KINDS, scenario
 from nfsconf.transports.base import Handle
-
-
-def _local_fid(lab, rel):
-    return lab.local.encode(lab.path(rel))
 
 
 @scenario("NFS-FH", "MUST", where="nfs", certify=1)
@@ -28,19 +24,18 @@ def test_nfs_handle_carries_fuse_fid(cell, kind):
     """NFS-FH: the NFS handle carries the FUSE fid the local transport sees for the same
     object. knfsd: fh_version 1, fileid type 0x81 (0x82 with subtree_check, the parent's
     pair after it), the same nodeid and generation. Ganesha: the fid's 12 bytes inside."""
-    lab, evidence = cell.lab, cell.ev
     obj = cell.seed(kind)
-    fh = lab.encode(obj)
-    local = _local_fid(lab, obj.rel)
-    evidence.note("nfs_fh", fh.data.hex())
-    evidence.encoded("local", local)
-    if lab.transport.knfsd:
+    fh = cell.encode_unrecorded(obj)
+    local = cell.local_fid(obj.rel)
+    cell.note("nfs_fh", fh.data.hex())
+    cell.encoded("local", local)
+    if cell.transport.knfsd:
         try:
             decoded = decode_nfs_fh(fh.data)
         except HandleError as e:
             raise AssertionError(f"knfsd handle does not decode: {e}") from e
-        evidence.note("knfsd_fh", decoded.to_dict())
-        want = FILEID_INO64_GEN_PARENT if lab.transport.subtree_check and kind == "file" \
+        cell.note("knfsd_fh", decoded.to_dict())
+        want = FILEID_INO64_GEN_PARENT if cell.transport.subtree_check and kind == "file" \
             else FILEID_INO64_GEN
         if local.fh_type == FILEID_FUSE_WITHOUT_PARENT:  # the server's own handles
             want = FILEID_FUSE_WITH_PARENT if want == FILEID_INO64_GEN_PARENT \
@@ -51,10 +46,10 @@ def test_nfs_handle_carries_fuse_fid(cell, kind):
         assert decoded.fid.encode()[:n] == local.data, (
             f"NFS fid {decoded.fid.encode()[:n].hex()} != local fid {local.data.hex()}")
         if want in (FILEID_INO64_GEN_PARENT, FILEID_FUSE_WITH_PARENT):
-            parent = _local_fid(lab, obj.rel.rsplit("/", 1)[0])
+            parent = cell.local_fid(obj.rel.rsplit("/", 1)[0])
             assert decoded.fid.encode()[n:n + len(parent.data)] == parent.data, (
                 "parent part is not the parent")
-        root = decode_nfs_fh(lab.transport.root_fh)
+        root = decode_nfs_fh(cell.transport.root_fh)
         assert root.fileid_type == 0, f"export root fileid type 0x{root.fileid_type:x}"
     else:
         assert local.data in fh.data, f"FUSE fid {local.data.hex()} not in {fh.data.hex()}"
@@ -65,20 +60,19 @@ def test_nfs_handle_carries_fuse_fid(cell, kind):
 def test_v4_putfh_getfh_round_trip(cell, kind):
     """NFS-V4-FH: over an NFSv4.1 session, PUTFH of a handle then GETFH gives the same
     bytes, and GETATTR's fileid is the st_ino the FUSE mount reports."""
-    lab, evidence = cell.lab, cell.ev
     obj = cell.seed(kind)
-    path = lab.transport.v4_path(lab.path(obj.rel))
-    res = lab.transport.v4.lookup_path(path)
+    path = cell.transport.v4_path(cell.path(obj.rel))
+    res = cell.transport.v4.lookup_path(path)
     assert res.ok, f"LOOKUP {path}: {res.status.name}"
     fh4 = res.fh
-    evidence.note("v4_fh", fh4.hex())
-    again = lab.transport.v4.compound([nfs4.putfh(fh4), nfs4.getfh(),
-                                       nfs4.getattr(nfs4.Attr.FILEID)])
+    cell.note("v4_fh", fh4.hex())
+    again = cell.transport.v4.compound([nfs4.putfh(fh4), nfs4.getfh(),
+                                        nfs4.getattr(nfs4.Attr.FILEID)])
     assert again.ok, f"PUTFH+GETFH: {again.status.name}"
     assert again.fh == fh4, f"GETFH gave {again.fh.hex()} for {fh4.hex()}"
     assert again.attrs["fileid"] == obj.identity.st_ino
-    if lab.transport.knfsd:
-        v3 = lab.encode(obj)
+    if cell.transport.knfsd:
+        v3 = cell.encode_unrecorded(obj)
         assert v3.data == fh4, "knfsd v3 and v4 handles differ"
 
 
@@ -86,26 +80,25 @@ def test_v4_putfh_getfh_round_trip(cell, kind):
 def test_lookupp_after_drop(cell):
     """NFS-LOOKUPP: after drop_caches, LOOKUPP from a directory handle (v4.1) and LOOKUP
     '..' (v3) reach its parent: the server asks the FUSE server for '..'."""
-    lab, evidence = cell.lab, cell.ev
     obj = cell.seed("dir")
     parent_rel = obj.rel.rsplit("/", 1)[0]
-    v4 = lab.transport.v4
-    child = v4.lookup_path(lab.transport.v4_path(lab.path(obj.rel)))
-    parent = v4.lookup_path(lab.transport.v4_path(lab.path(parent_rel)))
+    v4 = cell.transport.v4
+    child = v4.lookup_path(cell.transport.v4_path(cell.path(obj.rel)))
+    parent = v4.lookup_path(cell.transport.v4_path(cell.path(parent_rel)))
     assert child.ok and parent.ok
-    dir_fh = lab.encode(obj).data
-    lab.drop_caches()
+    dir_fh = cell.encode_unrecorded(obj).data
+    cell.drop_caches()
     up4 = v4.compound([nfs4.putfh(child.fh), nfs4.lookupp(), nfs4.getfh(),
                        nfs4.getattr(nfs4.Attr.FILEID)])
-    evidence.note("lookupp", up4.status.name)
-    up3 = lab.transport.client.lookup(dir_fh, "..")
-    evidence.note("lookup_dotdot", up3.status.name)
+    cell.note("lookupp", up4.status.name)
+    up3 = cell.transport.client.lookup(dir_fh, "..")
+    cell.note("lookup_dotdot", up3.status.name)
     if not up4.ok:
-        evidence.errno = up4.status.name
+        cell.failed_with(up4.status.name)
     assert up4.ok, f"LOOKUPP after drop_caches: {up4.status.name}"
-    assert up4.attrs["fileid"] == lab.obj(parent_rel).identity.st_ino
+    assert up4.attrs["fileid"] == cell.obj(parent_rel).identity.st_ino
     assert up3.ok, f"LOOKUP '..' after drop_caches: {up3.status.name}"
-    assert up3.attr.fileid == lab.obj(parent_rel).identity.st_ino
+    assert up3.attr.fileid == cell.obj(parent_rel).identity.st_ino
 
 
 @scenario("NFS-BADHANDLE", "MUST", where="nfs", certify=1)
@@ -113,10 +106,9 @@ def test_mutated_nfs_handles(cell, options):
     """NFS-BADHANDLE: mutated, short and long NFS handles get an error (BADHANDLE, STALE,
     ...) or reach the object they were made from, or the object whose handle they exactly
     are; never any other object and never a hang."""
-    lab, evidence = cell.lab, cell.ev
     rels = ["d0/f1", "d1", "d1/sub", "top"]
-    objs = {rel: lab.obj(rel) for rel in rels}
-    fhs = {rel: lab.encode(objs[rel]).data for rel in rels}
+    objs = {rel: cell.obj(rel) for rel in rels}
+    fhs = {rel: cell.encode_unrecorded(objs[rel]).data for rel in rels}
     rng = random.Random(options.fuzz_seed)
     cases: list[tuple[str, str, bytes]] = []
     for rel, fh in fhs.items():
@@ -132,24 +124,24 @@ def test_mutated_nfs_handles(cell, options):
     for rel, detail, data in cases:
         # an RPC-level refusal (GARBAGE_ARGS) comes back as an error; a dead connection or
         # a reply our client cannot read raises and makes the cell an ERROR
-        got = lab.transport.decode(Handle(0, data))
+        got = cell.transport.decode(Handle(0, data))
         if not got.opened:
             outcome = f"error:{got.error}"
         else:
-            opened = opened_rel(lab, got.identity, rels)
+            opened = cell.opened_rel(got.identity, rels)
             # the bytes exactly name an object when they carry its own FUSE fid as it is
             # now (the server's handle wraps the kernel's fid, whatever else it holds)
             outcome = ("original" if opened == rel else
-                       "named" if opened is not None and _local_fid(lab, opened).data in data
+                       "named" if opened is not None and cell.local_fid(opened).data in data
                        else "unverified" if got.identity.marker is None else "wrong")
             if outcome == "wrong":
                 wrong.append({"from": rel, "mutation": detail, "hex": data.hex(),
                               "opened": opened or got.identity.marker})
         outcomes[outcome] = outcomes.get(outcome, 0) + 1
-    evidence.note("handles_tried", len(cases))
-    evidence.note("outcomes", outcomes)
-    evidence.note("wrong", wrong[:20])
+    cell.note("handles_tried", len(cases))
+    cell.note("outcomes", outcomes)
+    cell.note("wrong", wrong[:20])
     if wrong:
-        evidence.wrong_object = True
+        cell.wrong_object()
         raise AssertionError(f"WRONG OBJECT: {len(wrong)} mutated NFS handles reached other "
                              f"objects, e.g. {wrong[0]['mutation']} of {wrong[0]['from']}")

@@ -13,18 +13,17 @@ from nfsconf.scenario import SEED, scenario
 def test_reachable_by_name_after_drop(cell):
     """NFS-BYNAME: after drop_caches a fresh client (python-libnfs) still reaches the file and
     the directory by name from the export root, with the content and fileid they had."""
-    lab, evidence = cell.lab, cell.ev
     # not a SKIP: a MUST that cannot be shown is not earned (make test installs it)
     import libnfs  # python-libnfs (pip install libnfs; needs libnfs-dev)
 
-    ex = lab.transport.exporter
+    ex = cell.transport.exporter
     port = f"?nfsport={ex.nfs_port}&mountport={ex.mount_port}" if ex.mount_port else ""
-    lab.drop_caches()
+    cell.drop_caches()
     nfs = libnfs.NFS(f"nfs://127.0.0.1{ex.mount_path}{port}")
     try:
         rel = SEED["file"]
         stat = nfs.stat(f"/{rel}")
-        evidence.note("stat", stat)
+        cell.note("stat", stat)
         if not isinstance(stat, dict):  # libnfs answers a failed call with an error value
             raise AssertionError(f"stat {rel} by name after drop_caches: {stat}")
         f = nfs.open(f"/{rel}", mode="r")
@@ -33,9 +32,9 @@ def test_reachable_by_name_after_drop(cell):
         listing = nfs.listdir(f"/{SEED['dir']}")
     finally:
         del nfs
-    evidence.note("listing", listing)
-    assert content == lab.markers[rel], f"read {content!r}"
-    assert stat["ino"] == lab.obj(rel).identity.st_ino
+    cell.note("listing", listing)
+    assert content == cell.markers[rel], f"read {content!r}"
+    assert stat["ino"] == cell.obj(rel).identity.st_ino
     assert ".nfsconf-marker" in listing
 
 
@@ -44,13 +43,12 @@ def test_reachable_by_name_after_drop(cell):
 def test_kernel_client(cell, vers):
     """NFS-KCLIENT: the kernel NFS client mounts the export (vers=3 and 4.2) and, after
     drop_caches, reads the file by name with its content and the FUSE inode number."""
-    lab, evidence = cell.lab, cell.ev
-    with lab.transport.kernel_mount(vers, lab.root) as mount:
-        lab.drop_caches()
+    with cell.transport.kernel_mount(vers, cell.root) as mount:
+        cell.drop_caches()
         rel = SEED["file"]
         with open(os.path.join(mount.path, rel)) as f:
             content = f.read()
         ino = os.stat(os.path.join(mount.path, rel)).st_ino
-        evidence.note("client", {"mount": mount.command, "ino": ino})
-    assert content == lab.markers[rel], f"read {content!r}"
-    assert ino == lab.obj(rel).identity.st_ino, f"st_ino {ino}"
+        cell.note("client", {"mount": mount.command, "ino": ino})
+    assert content == cell.markers[rel], f"read {content!r}"
+    assert ino == cell.obj(rel).identity.st_ino, f"st_ino {ino}"

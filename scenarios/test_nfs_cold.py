@@ -14,7 +14,7 @@ from nfsconf.scenario import KINDS, scenario
 
 def _v4_fh(cell, rel):
     """The object's NFSv4 handle, taken by name while it is cached."""
-    fh = cell.lab.transport.v4_handle(cell.lab.path(rel))
+    fh = cell.transport.v4_handle(cell.path(rel))
     cell.note(f"fh {rel}", fh.hex())
     return fh
 
@@ -33,11 +33,11 @@ def test_cold_putfh(cell, kind):
     obj = cell.seed(kind)
     fh = _v4_fh(cell, obj.rel)
     cell.drop_caches()
-    res = cell.lab.transport.v4.compound([nfs4.putfh(fh), nfs4.getfh(),
-                                          nfs4.getattr(nfs4.Attr.FILEID)])
+    res = cell.transport.v4.compound([nfs4.putfh(fh), nfs4.getfh(),
+                                      nfs4.getattr(nfs4.Attr.FILEID)])
     cell.note("cold", _status(res))
     if not res.ok:
-        cell.ev.errno = (res.failed or res).status.name
+        cell.failed_with((res.failed or res).status.name)
     assert res.ok, f"cold PUTFH: {_status(res)}"
     assert res.fh == fh, f"GETFH gave {res.fh.hex()} for {fh.hex()}"
     assert res.attrs["fileid"] == obj.identity.st_ino, f"fileid {res.attrs['fileid']}"
@@ -51,12 +51,12 @@ def test_cold_savefh_restorefh(cell):
     a, b = cell.seed("file"), cell.seed("dir")
     fa, fb = _v4_fh(cell, a.rel), _v4_fh(cell, b.rel)
     cell.drop_caches()
-    res = cell.lab.transport.v4.compound([nfs4.putfh(fa), nfs4.savefh(), nfs4.putfh(fb),
-                                          nfs4.restorefh(), nfs4.getfh(),
-                                          nfs4.getattr(nfs4.Attr.FILEID)])
+    res = cell.transport.v4.compound([nfs4.putfh(fa), nfs4.savefh(), nfs4.putfh(fb),
+                                      nfs4.restorefh(), nfs4.getfh(),
+                                      nfs4.getattr(nfs4.Attr.FILEID)])
     cell.note("cold", _status(res))
     if not res.ok:
-        cell.ev.errno = (res.failed or res).status.name
+        cell.failed_with((res.failed or res).status.name)
     assert res.ok, f"cold SAVEFH/RESTOREFH: {_status(res)}"
     assert res.fh == fa, "RESTOREFH did not give the saved handle back"
     assert res.attrs["fileid"] == a.identity.st_ino

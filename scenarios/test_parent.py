@@ -12,8 +12,8 @@ def test_connectable_reconnects(cell):
     cell.drop_caches()
     outcome = cell.decode(obj, "cold connectable")
     assert outcome == "same", f"connectable cold decode: {outcome}"
-    path = cell.ev.data["decodes"]["cold connectable"]["path"]
-    assert path == str(cell.lab.path(obj.rel)), f"decoded fd is disconnected: path {path!r}"
+    path = cell.decoded("cold connectable")["path"]
+    assert path == str(cell.path(obj.rel)), f"decoded fd is disconnected: path {path!r}"
 
 
 @scenario("PARENT-DIR", "SHOULD", claim="cold_decode", certify=2)
@@ -23,6 +23,6 @@ def test_directory_reconnects(cell):
     obj = cell.seed("dir")
     outcome = cell.roundtrip(obj, label="cold dir")
     assert outcome == "same", f"directory cold decode: {outcome}"
-    path = cell.ev.data["decodes"]["cold dir"]["path"]
+    path = cell.decoded("cold dir")["path"]
     if path is not None:  # NFS transports have no path to show; the decode is the check
-        assert path == str(cell.lab.path(obj.rel)), f"directory not reconnected: path {path!r}"
+        assert path == str(cell.path(obj.rel)), f"directory not reconnected: path {path!r}"

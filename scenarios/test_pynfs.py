@@ -17,10 +17,10 @@ def test_pynfs(cell, options, version):
     with pynfs's verdict and message. This cell passes when pynfs ran."""
     tree = options.pynfs
     flags = options.pynfs_flags or list(pynfs.HANDLE_FLAGS[version])
-    t = cell.lab.transport
+    t = cell.transport
     url = f"127.0.0.1:{t.exporter.nfs_port}{t.exporter.v4_path}"
-    logs = Path(options.out or cell.lab.root) / "pynfs" / \
-        f"{cell.lab.profile.name}-{t.name}"  # pynfs's own output, kept with the run
+    logs = Path(options.out or cell.root) / "pynfs" / \
+        f"{cell.profile.name}-{t.name}"  # pynfs's own output, kept with the run
     codes = pynfs.run(Path(tree), version, url, flags, logs)  # bounded by pynfs.TIMEOUT
     for c in codes:
         cell.extra_cell(f"PYNFS-{c.code}", version, c.verdict,

@@ -19,14 +19,14 @@ def _live_restart_and_decode(cell, kind, mode):
     ref = cell.require_ref()
     objs = cell.seeds(kind)
     for obj in objs:
-        cell.lab.encode(obj)
-    cell.ev.encoded("first", objs[0].handle)
+        cell.encode_unrecorded(obj)
+    cell.encoded("first", objs[0].handle)
     old = ref.pid
     new = ref.live_restart() if mode == "handover" else ref.kill_and_takeover()
     cell.note("server_pids", [old, new])
     cell.drop_caches()  # the successor must answer for every old nodeid itself
     for rel in sorted(SEED_FILES + SEED_DIRS, reverse=True):
-        os.stat(cell.lab.path(rel))
+        os.stat(cell.path(rel))
     return [cell.decode(obj, obj.rel) for obj in objs]
 
 
@@ -57,15 +57,15 @@ def test_live_restart_survives(cell, kind, mode):
 def test_request_in_flight_survives_restart(cell, mode):
     """IN-FLIGHT: a reader blocked in read() while the server is replaced gets its data: the
     successor answers the very request the kernel resends."""
-    cell.lab.restart(stall_first="READ")  # this instance holds back its first READ reply
+    cell.restart(stall_first="READ")  # this instance holds back its first READ reply
     ref = cell.require_ref()  # the new instance: the one to replace
-    _, start = cell.lab.trace_since()
+    _, start = cell.trace_since()
     rel = "d0/f4"
     got: dict[str, object] = {}
 
     def reader() -> None:
         try:
-            with open(cell.lab.path(rel)) as f:
+            with open(cell.path(rel)) as f:
                 got["data"] = f.read()
         except OSError as e:
             got["error"] = e.strerror
@@ -81,15 +81,15 @@ def test_request_in_flight_survives_restart(cell, mode):
     resent = cell.wait_trace(lambda r: r.get("op") == "READ" and r.get("server_pid") == new
                              and r["unique"] & ~(1 << 63) == stalled["unique"], start, 5)
     cell.note("resent", {"unique": hex(resent["unique"]), "result": resent["result"]})
-    assert got.get("data") == cell.lab.markers[rel], f"reader got {got}"
+    assert got.get("data") == cell.markers[rel], f"reader got {got}"
 
 
 def _hostile(cell, mode, kind="file"):
     cell.require_ref()
-    cell.lab.restart(hostile=mode)
+    cell.restart(hostile=mode)
     objs = cell.seeds(kind)
     for obj in objs:
-        cell.lab.encode(obj)
+        cell.encode_unrecorded(obj)
     cell.drop_caches()  # every decode now asks the hostile server LOOKUP(nodeid, ".")
     return [cell.observe(obj, obj.rel) for obj in objs]
 
@@ -130,12 +130,12 @@ def test_hostile_no_reply(cell):
     the suite aborts the connection; then it must fail (exportfs turns every decode error
     into ESTALE), not hang and not open anything."""
     cell.require_ref()
-    cell.lab.restart(hostile="no-reply")
-    obj = cell.lab.obj("d0/f2")
+    cell.restart(hostile="no-reply")
+    obj = cell.obj("d0/f2")
     cell.encode(obj, "file")
     cell.drop_caches()
-    _, start = cell.lab.trace_since()
-    timer = threading.Timer(3.0, cell.lab.abort)
+    _, start = cell.trace_since()
+    timer = threading.Timer(3.0, cell.abort)
     timer.start()
     started = time.monotonic()
     try:

@@ -14,16 +14,15 @@ from nfsconf.scenario import KINDS, expect_same_or, scenario
 
 
 def _restart_and_decode(cell, kind):
-    lab = cell.lab
     objs = cell.seeds(kind)
     for obj in objs:
-        lab.encode(obj)
-    cell.ev.encoded("first", objs[0].handle)
-    lab.restart()
+        cell.encode_unrecorded(obj)
+    cell.encoded("first", objs[0].handle)
+    cell.restart()
     for rel in sorted(SEED_FILES + SEED_DIRS, reverse=True):
-        os.stat(lab.path(rel))
+        os.stat(cell.path(rel))
     for obj in objs:
-        lab.refresh(obj)  # what the name reaches now: new st_dev, maybe new inode numbers
+        cell.refresh(obj)  # what the name reaches now: new st_dev, maybe new inode numbers
     outcomes = cell.decode_all(objs, "after restart")
     cell.note("outcomes", dict(zip((o.rel for o in objs), outcomes, strict=True)))
     return outcomes

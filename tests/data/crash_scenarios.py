@@ -5,35 +5,33 @@ import signal
 
 import pytest
 
-from nfsconf.scenario import decode
-
 
 @pytest.mark.scenario("CRASH-KILL", "MUST")
-def test_server_killed_mid_scenario(lab, evidence):
-    obj = lab.obj("d0/f1")
-    evidence.encoded("file", lab.encode(obj))
+def test_server_killed_mid_scenario(lab, cell):
+    obj = cell.obj("d0/f1")
+    cell.encode(obj, "file")
     os.kill(lab.server.pid, signal.SIGKILL)
     lab.server.proc.wait()
-    outcome = decode(lab, evidence, obj, "after SIGKILL")
+    outcome = cell.decode(obj, "after SIGKILL")
     assert outcome == "same", f"decode after the server died: {outcome}"
 
 
 @pytest.mark.scenario("CRASH-STOP", "MUST")
-def test_server_stopped_mid_scenario(lab, evidence):
-    obj = lab.obj("d0/f3")
-    evidence.encoded("file", lab.encode(obj))
-    lab.drop_caches()  # before the stop: the decode itself must ask the stopped server
+def test_server_stopped_mid_scenario(lab, cell):
+    obj = cell.obj("d0/f3")
+    cell.encode(obj, "file")
+    cell.drop_caches()  # before the stop: the decode itself must ask the stopped server
     os.kill(lab.server.pid, signal.SIGSTOP)
-    outcome = decode(lab, evidence, obj, "after SIGSTOP")
+    outcome = cell.decode(obj, "after SIGSTOP")
     assert outcome == "same", f"decode with the server stopped: {outcome}"
 
 
 @pytest.mark.scenario("AFTER-CRASH", "MUST")
-def test_next_scenario_runs(lab, evidence):
-    obj = lab.obj("d0/f2")
-    with lab.pinned(obj):
-        evidence.encoded("file", lab.encode(obj))
-        assert decode(lab, evidence, obj, "warm") == "same"
+def test_next_scenario_runs(cell):
+    obj = cell.obj("d0/f2")
+    with cell.pinned(obj):
+        cell.encode(obj, "file")
+        assert cell.decode(obj, "warm") == "same"
 
 
 @pytest.mark.scenario("KERNEL-LOG", "MUST")
