@@ -103,3 +103,54 @@ def test_lookup_handle_smoke(lh_tree, tmp_path):
     for release in (env["kernel"], sid[0]["kernel"]):
         assert f"ref-lh [local] {release}" in header, header
     assert engine_processes(started) == []
+
+
+FIXES = Path(__file__).parent / "data" / "lookup-handle-v2-fixes"
+# LOOKUP_HANDLE's promise, cell by cell: the 0x91 encode, cold decodes of a file and a
+# directory, both restarted three ways (locally and through knfsd), every handle size
+SMOKE = [("LH-ENC", f"{kind}", "local") for kind in ("file", "dir")] + \
+    [("DEC-COLD", kind, t) for kind in ("file", "dir") for t in ("local", "knfsd")] + \
+    [("LH-RESTART", f"{kind}-{how}", t) for kind in ("file", "dir")
+     for how in ("remount", "handover", "sigkill") for t in ("local", "knfsd")] + \
+    [("LH-SIZE", "", "local")]
+# what the series as posted breaks among them (findings 1 and 2): a directory's cold decode
+# dereferences the root's missing handle (an oops), sizes not a multiple of 4 are truncated
+BROKEN = {c for c in SMOKE if c[0] == "LH-SIZE"
+          or (c[0] != "LH-ENC" and c[1].startswith("dir") and c[2] == "local")}
+
+
+@pytest.fixture(scope="module")
+def fixed_tree():
+    r = nfsconf("kernel", "build", "--arch", "um", "--base", "debian:sid", "--series",
+                str(SERIES / "series"), "--series", str(FIXES), timeout=3600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return Path(r.stdout.strip().splitlines()[-1])
+
+
+def test_the_fixes_pass_where_the_series_fails(lh_tree, fixed_tree, tmp_path):
+    """The suite's own fixes (tests/data/lookup-handle-v2-fixes) make the LOOKUP_HANDLE
+    smoke PASS; the same cells on the series alone FAIL where its findings say: both
+    outcomes, every run, so a check that cannot pass and a fix that does not fix are seen."""
+    out = tmp_path / "run"
+    started = time.time()
+    r = nfsconf("run", "--transport", "knfsd", "--kernel", str(lh_tree), "--kernel",
+                str(fixed_tree), "--jobs", "2", "--profile", "ref-lh", "-k",
+                # -k is case-blind: "nfs" would take every knfsd cell out with LH-RESTART-NFS
+                "LH-ENC or DEC-COLD or (LH-RESTART and not kclient and not v4) or LH-SIZE",
+                "--out", str(out), "--vm-timeout", "900", timeout=1800)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+
+    def cells(tree: Path) -> dict[tuple[str, str, str], dict]:
+        lines = (out / tree.name / "results.jsonl").read_text().splitlines()
+        return {(x["id"], x["variant"], x["transport"]): x for x in map(json.loads, lines)
+                if x["kind"] == "result"}  # a crash's reboot adds an env record
+
+    series, fixed = cells(lh_tree), cells(fixed_tree)
+    for c in SMOKE:
+        assert fixed[c]["verdict"] == "PASS", fixed[c]
+    for c in BROKEN:
+        assert series[c]["verdict"] == "FAIL", series[c]
+    # the fixed kernel finds a cold object by the handle in the fid (finding 9)
+    asked = fixed[("DEC-COLD", "file", "local")]["evidence"]["decodes"]["cold"]["kernel_asked"]
+    assert any(a.startswith("LOOKUP_HANDLE(") and ", handle " in a for a in asked), asked
+    assert engine_processes(started) == []
