@@ -212,11 +212,12 @@ def probe(marker: str, fsid: int, fuse_cmd: Sequence[str], root: Path) -> dict[s
                 umount(m)
             except GuestSetupError as e:
                 teardown_errors.append(str(e))
-        if binds:
-            try:
-                _check(["exportfs", "-ua", "-f"])
-            except GuestSetupError as e:
-                teardown_errors.append(str(e))
+        if binds:  # nfsd's threads and export cache hold the binds: both go first
+            for argv in (["rpc.nfsd", "0"], ["exportfs", "-ua", "-f"]):
+                try:
+                    _check(argv)
+                except GuestSetupError as e:
+                    teardown_errors.append(str(e))
         for m in reversed(binds):
             try:
                 umount(m)
