@@ -124,12 +124,17 @@ def _log_tail(path: Path) -> str | None:
 
 def _patchset_hash(record: dict[str, Any]) -> str | None:
     """KCIDB's patchset hash: sha256 over each patch's hex sha256 and a newline, in order.
-    nfsconf's series_sha256 hashes the binary digests instead, so this needs the patches:
-    read again from the recorded series, and used only when they hash to the record's."""
+    The build record keeps those digests (patch_sha256); a record from before it had them
+    needs the patches: read again from the recorded series, and used only when they hash
+    to the record's series_sha256 (which hashes the binary digests)."""
     from nfsconf.series import read_series, series_hash
 
     if not record.get("series"):
         return ""  # the schema's way of saying: no patches applied
+    digests = record.get("patch_sha256")
+    if isinstance(digests, list) and len(digests) == len(record["series"]):
+        listing = "".join(f"{d}\n" for d in digests)
+        return hashlib.sha256(listing.encode()).hexdigest()
     try:
         patches = read_series(Path(str(record.get("series_path", ""))))
     except (BuildError, OSError):

@@ -109,6 +109,9 @@ def build(req: BuildRequest, cache_dir: Path, say: Callable[[str], None] = print
         done = _cached(tree, target)
         if done is not None:
             say(f"kernel build: cached {tree}")
+            if "patch_sha256" not in done.record:  # a tree built before the record had it
+                done.record["patch_sha256"] = patch_digests(patches)
+                (tree / RECORD).write_text(json.dumps(done.record, indent=1) + "\n")
             return done
         started = time.monotonic()
         stage = _stage(tree)
@@ -136,6 +139,7 @@ def build(req: BuildRequest, cache_dir: Path, say: Callable[[str], None] = print
         record: dict[str, object] = {
             "base": req.base, "arch": target.name, "source_package": pkg, "source_version": version,
             "series": [p.name for p in patches], "series_path": ", ".join(map(str, req.series)),
+            "patch_sha256": patch_digests(patches),
             "series_sha256": s_hash, "config_sha256": c_hash,
             "config_fragment": str(req.config or ""), "release": release,
             "build_seconds": round(seconds, 1), "jobs": req.jobs,
@@ -207,6 +211,12 @@ def unpack(tarball: Path, tree: Path, say: Callable[[str], None]) -> None:
     except BuildError:
         shutil.rmtree(tree, ignore_errors=True)
         raise
+
+
+def patch_digests(patches: list[Patch]) -> list[str]:
+    """Each patch's sha256, in order: the build record keeps them, so what the build applied
+    can be named (KCIDB's patchset hash) wherever the series files are now."""
+    return [hashlib.sha256(p.data).hexdigest() for p in patches]
 
 
 def config_hash(config: str) -> str:

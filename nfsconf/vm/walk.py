@@ -117,6 +117,7 @@ def _step(number: int, name: str, tree: Path, home: Path, held: list[Patch],
     seconds = time.monotonic() - started
     (snap / kbuild.RECORD).write_text(json.dumps({
         **record, "series": [p.name for p in held], "series_sha256": s_hash,
+        "patch_sha256": kbuild.patch_digests(held),
         "walk_step": number, "release": release, "build_seconds": round(seconds, 1),
         "nfsconf": nfsconf.__version__}, indent=1) + "\n")
     say(f"kernel walk: step {number} {release} built in {seconds:.0f} s")
