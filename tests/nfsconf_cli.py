@@ -41,3 +41,18 @@ def engine_processes(since: float) -> list[str]:
         if uml or Path(argv[0]).name.startswith(("qemu-system", "vng", "virtme")):
             found.append(f"{p.info['pid']} {' '.join(argv)[:120]}")
     return found
+
+
+def build_uml_kernel(*series: Path) -> Path:
+    """`nfsconf kernel build --arch um` of Debian sid's source with SERIES applied in order
+    (cached after the first time): the tree, for `run --kernel`. Tests that need it build
+    it: they never SKIP for want of a kernel."""
+    for s in series:
+        assert s.exists(), f"{s} is missing: CI clones beside ../shared"
+    r = nfsconf("kernel", "build", "--arch", "um", "--base", "debian:sid",
+                *(a for s in series for a in ("--series", str(s))), timeout=3600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    tree = Path(r.stdout.strip().splitlines()[-1])
+    assert (tree / "linux").is_file()
+    return tree
+

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
-from nfsconf_cli import AS_ROOT, SHARED, engine_processes, nfsconf
+from nfsconf_cli import AS_ROOT, SHARED, build_uml_kernel, engine_processes, nfsconf
 
 SERIES = SHARED / "kernels" / "lookup-handle-v2"
 
@@ -20,13 +20,7 @@ BASE_DIR = "uml-debian"
 
 @pytest.fixture(scope="module")
 def lh_tree():
-    assert (SERIES / "series").is_dir(), f"{SERIES} is missing: CI clones beside ../shared"
-    r = nfsconf("kernel", "build", "--arch", "um", "--base", "debian:sid", "--series",
-                str(SERIES / "series"), timeout=3600)
-    assert r.returncode == 0, r.stderr[-3000:]
-    tree = Path(r.stdout.strip().splitlines()[-1])
-    assert (tree / "linux").is_file()
-    return tree
+    return build_uml_kernel(SERIES / "series")
 
 
 def test_lookup_handle_smoke(lh_tree, tmp_path):
@@ -121,10 +115,7 @@ BROKEN = {c for c in SMOKE if c[0] == "LH-SIZE"
 
 @pytest.fixture(scope="module")
 def fixed_tree():
-    r = nfsconf("kernel", "build", "--arch", "um", "--base", "debian:sid", "--series",
-                str(SERIES / "series"), "--series", str(FIXES), timeout=3600)
-    assert r.returncode == 0, r.stderr[-3000:]
-    return Path(r.stdout.strip().splitlines()[-1])
+    return build_uml_kernel(SERIES / "series", FIXES)
 
 
 def test_the_fixes_pass_where_the_series_fails(lh_tree, fixed_tree, tmp_path):

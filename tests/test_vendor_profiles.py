@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
-from nfsconf_cli import AS_ROOT, SHARED, nfsconf
+from nfsconf_cli import AS_ROOT, SHARED, build_uml_kernel, nfsconf
 
 PROFILES = Path(__file__).resolve().parent / "data" / "profiles"
 HONEST = str(PROFILES / "vendor-lh.toml")
@@ -50,11 +50,7 @@ def test_vendor_profiles_on_the_host_skip_level_5(tmp_path):
 
 @pytest.fixture(scope="module")
 def lh_tree():
-    assert (SERIES / "series").is_dir(), f"{SERIES} is missing: CI clones beside ../shared"
-    r = nfsconf("kernel", "build", "--arch", "um", "--base", "debian:sid", "--series",
-                str(SERIES / "series"), timeout=3600)
-    assert r.returncode == 0, r.stderr[-3000:]
-    return Path(r.stdout.strip().splitlines()[-1])
+    return build_uml_kernel(SERIES / "series")
 
 
 @pytest.mark.vm
