@@ -160,6 +160,15 @@ class Cell:
         """The trace's records from OFFSET on, and the offset to read on from."""
         return self.lab.trace_since(offset)
 
+    def server_handles(self) -> dict[int, bytes] | None:
+        """nodeid -> the handle the reference server last gave the kernel for it (from its
+        trace); None for a server without a trace: the fid is then its own evidence."""
+        if not self.has_trace:
+            return None
+        records, _ = self.trace_since()
+        return {r["reply"]["nodeid"]: bytes.fromhex(r["handle"]) for r in records
+                if "handle" in r and "nodeid" in (r.get("reply") or {})}
+
     def negotiated(self) -> dict[str, Any] | None:
         """What the reference server's INIT settled (minor, dialect, ...); None elsewhere."""
         return self.lab.negotiated()

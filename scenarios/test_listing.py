@@ -278,22 +278,11 @@ def _fuse_listing(cell, on_lh: bool) -> None:
     assert not problems, "; ".join(problems)
 
 
-def _server_handles(cell) -> dict[int, bytes]:
-    """nodeid -> the handle the reference server last gave the kernel for it."""
-    records, _ = cell.trace_since()
-    out = {}
-    for r in records:
-        reply = r.get("reply") or {}
-        if "handle" in r and "nodeid" in reply:
-            out[reply["nodeid"]] = bytes.fromhex(r["handle"])
-    return out
-
-
 def _check_fids(cell, fids: dict[str, Any], how: str) -> str | None:
     """None when every fid (a name_to_handle_at handle, or the fid in a knfsd NFS handle)
     is 0x91 / 0x92 and carries the handle the server gave for its nodeid, byte for byte;
     else what is wrong, in one sentence."""
-    given = _server_handles(cell)
+    given = cell.server_handles() or {}  # no trace: nothing to compare with
     bad = {}
     for name, h in fids.items():
         try:

@@ -28,20 +28,6 @@ from nfsconf.scenario import KINDS, RESTARTS, SEED, KernelRequest, scenario
 from nfsconf.transports.base import as_errno_name
 
 
-def server_handles(cell) -> dict[int, bytes] | None:
-    """nodeid -> the handle the reference server last gave the kernel for it (its trace);
-    None for a server without a trace: the fid is then its own evidence."""
-    if not cell.has_trace:
-        return None
-    records, _ = cell.trace_since()
-    out = {}
-    for r in records:
-        reply = r.get("reply") or {}
-        if "handle" in r and "nodeid" in reply:
-            out[reply["nodeid"]] = bytes.fromhex(r["handle"])
-    return out
-
-
 def fuse_fid(handle):
     """The 0x91/0x92 fid, or a FAIL naming the bytes the kernel wrote."""
     try:
@@ -81,7 +67,7 @@ def test_lookup_handle_encode(cell, kind):
         f"server negotiated LOOKUP_HANDLE ({neg['dialect']}), the kernel encoded "
         f"0x{handle.fh_type:x}")
     fid = fuse_fid(handle)
-    check_part(fid.inode, server_handles(cell), kind)
+    check_part(fid.inode, cell.server_handles(), kind)
     assert len(handle.data) == SIZEOF_FUSE_INODE_HANDLE + len(fid.inode.handle), (
         f"{len(handle.data)} fid bytes for a {len(fid.inode.handle)}-byte handle")
 
@@ -100,7 +86,7 @@ def test_lookup_handle_connectable(cell):
     base = conn.fh_type & 0xFFFF
     assert base == FILEID_FUSE_WITH_PARENT, f"connectable type 0x{conn.fh_type:x}"
     fid, child, parent = fuse_fid(conn), fuse_fid(plain), fuse_fid(parent_plain)
-    given = server_handles(cell)
+    given = cell.server_handles()
     check_part(fid.inode, given, "child part of 0x92")
     same_as(fid.inode, child.inode, "child part of 0x92", "the file's 0x91 fid")
     assert fid.parent is not None
@@ -179,7 +165,7 @@ def test_lookup_handle_every_size(cell):
     naming the size. (Until this stop the check wanted exactly 24 + size bytes, which no
     kernel can give for 78 of the sizes: that was the scenario's error, not the kernel's.)"""
     made = _sized_files(cell)
-    given = server_handles(cell)
+    given = cell.server_handles()
     by_name = cell.profile.refserver is not None  # hsN's handle is N bytes
     keeps_nodeids = cell.profile.claims.cold_decode
     bad: dict[int, str] = {}
@@ -313,7 +299,7 @@ def test_lookup_handle_reused_nodeid(cell):
     new = [cell.make_file(f"new/f{i}") for i in range(64)]
     for obj in new:
         cell.encode(obj)
-    given = server_handles(cell) or {}  # the reference server's trace: evidence only
+    given = cell.server_handles() or {}  # the reference server's trace: evidence only
     reused = {rel: f.inode.nodeid for rel, f in fids.items()
               if given.get(f.inode.nodeid) not in (None, f.inode.handle)}
     cell.note("nodeids_reused_with_another_handle", len(reused))
@@ -345,7 +331,7 @@ def test_hostile_lookup_handle(cell, mode):
         assert e.errno == errno.EIO, f"{mode} reply: lookup failed with {e.strerror}, not EIO"
         return
     handle = cell.encode(cell.obj(rel), "accepted")
-    sent = server_handles(cell)
+    sent = cell.server_handles()
     fid = decode_fid(handle.fh_type, handle.data) \
         if handle.fh_type == FILEID_FUSE_WITHOUT_PARENT else None
     detail = (f"fid handle {len(fid.inode.handle)} bytes {fid.inode.handle.hex()}"
