@@ -150,7 +150,9 @@ def _save(tree: Path, home: Path, held: list[Patch]) -> None:
     names = []
     for p in held:
         digest = series_hash([p])[:16]
-        (store / f"{digest}.patch").write_bytes(p.data)
+        kept = store / f"{digest}.patch"
+        if not kept.exists():  # named by its content: written once, whatever the walk
+            kept.write_bytes(p.data)
         names.append({"name": p.name, "file": f"{digest}.patch"})
     (tree / STATE).write_text(json.dumps(names, indent=1) + "\n")
 
