@@ -3,7 +3,6 @@ with every object the suite made and what it must decode to."""
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import errno
 import itertools
@@ -35,7 +34,6 @@ if TYPE_CHECKING:
 SEED_DIRS = ("d0", "d1", "d1/sub", "d2")
 SEED_FILES = tuple(f"d0/f{i}" for i in range(8)) + ("d1/sub/g0", "d2/h0", "top")
 
-_live: set[Lab] = set()
 TIME_SCALE = "NFSCONF_TIME_SCALE"
 
 
@@ -51,16 +49,6 @@ def time_scale() -> float:
 
 class LabSetupError(RuntimeError):
     """The lab could not be made on this kernel: which call, on which server, which errno."""
-
-
-def stop_all_labs() -> None:
-    """Last resort at exit or on a signal: nothing stays mounted, nothing keeps running."""
-    with deferred_signals():
-        for lab in list(_live):
-            lab.stop()
-
-
-atexit.register(stop_all_labs)
 
 
 class Lab:
@@ -97,7 +85,6 @@ class Lab:
         self.mnt.mkdir()
         with self.timed("setup"):
             self._values = self._build_source()
-        _live.add(self)
         try:
             self._spawn()
             with self.timed("setup"):
@@ -169,7 +156,6 @@ class Lab:
         over the lab's life (restarts and transport teardowns included): cell evidence."""
         with deferred_signals():
             notes = self._unmount()
-            _live.discard(self)
             if fuse_mount_at(self.mnt) is None:
                 shutil.rmtree(self.root, ignore_errors=True)
             else:

@@ -10,53 +10,17 @@ import json
 import os
 import platform
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import nfsconf
 from nfsconf.errors import ResultsError, UsageError
+from nfsconf.plan import RunContext, RunOptions
 from nfsconf.report.results import PLANNED, Result, ResultsWriter, load_run, read_results
 
-TRANSPORTS = ("local", "ganesha", "knfsd")
-SCENARIOS = Path(nfsconf.__file__).resolve().parent.parent / "scenarios"
 # exit status of a run that ended without every cell it planned (resume it)
 INCOMPLETE = 3
-
-
-@dataclass
-class RunOptions:
-    profiles: list[str] = field(default_factory=list)  # names or TOML files; [] = installed
-    transport: str = "local"
-    k: str | None = None
-    out: Path | None = None
-    timeout: float = 120.0
-    fuzz_budget: int = 200
-    fuzz_seed: int = 1
-    strict: bool = False
-    resume: bool = False  # `out` holds a run to finish
-    scenarios: Path = SCENARIOS
-    kernel: str | None = None  # knfsd: what to boot
-    vm_timeout: float = 3600.0
-    shard: str | None = None  # "K/N": part K of N of the (profile, scenario) pairs
-    pynfs: str | None = None  # a built pynfs tree to run beside the scenarios
-    pynfs_flags: list[str] = field(default_factory=list)
-    jobs: int = 1  # cells at a time (pytest-xdist workers)
-    kernel_args: list[str] = field(default_factory=list)  # knfsd: the guest's command line
-
-    def to_json(self) -> str:
-        d = asdict(self)
-        d.update(out=str(self.out) if self.out else None, scenarios=str(self.scenarios))
-        return json.dumps(d, indent=1)
-
-    @classmethod
-    def from_json(cls, text: str) -> RunOptions:
-        d = json.loads(text)
-        known = {f.name for f in fields(cls)}
-        opts = cls(**{k: v for k, v in d.items() if k in known})
-        opts.out = Path(opts.out) if opts.out else None
-        opts.scenarios = Path(opts.scenarios)
-        return opts
 
 
 @dataclass
@@ -128,23 +92,12 @@ def take_resumed(opts: RunOptions, check_kernel: bool = True) -> None:
         opts.shard = recorded.get("shard")
 
 
-@dataclass(eq=False)  # a pytest plugin object: hashed by identity
-class RunContext:
-    """What one run shares beyond its options, handed to the plugin as an object: the knfsd
-    of the guest (its exporters serve the knfsd transports)."""
-
-    knfsd: Any = None  # exporters.knfsd.Knfsd
-
-
-def run_here(opts: RunOptions, transport_name: str | None = None,
-             context: RunContext | None = None) -> RunOutcome:
-    """Run the scenarios on the running kernel. TRANSPORT_NAME overrides what the env record
-    and the plugin are told (the guest of the knfsd lane runs `knfsd`)."""
+def run_here(opts: RunOptions, context: RunContext | None = None) -> RunOutcome:
+    """Run the scenarios of a validated plan (plan.validate) on the running kernel."""
     from nfsconf.environment import environment_record
     from nfsconf.report.kernel import kernel_image
 
-    transport = transport_name or opts.transport
-    out = Path(opts.out) if opts.out else default_out(transport)
+    out = Path(opts.out) if opts.out else default_out(opts.transport)
     opts.out = out
     if opts.resume:
         take_resumed(opts)
@@ -152,9 +105,6 @@ def run_here(opts: RunOptions, transport_name: str | None = None,
         raise UsageError(f"{out} already holds a run: give another --out, or --resume {out}")
     profiles = profiles_of(opts.profiles)
     preflight()
-    scenarios = Path(opts.scenarios).resolve()
-    if not scenarios.exists():
-        raise UsageError(f"{scenarios}: no such scenarios directory or file")
     out.mkdir(parents=True, exist_ok=True)
     if not opts.profiles:
         from nfsconf.servers.builtin import BUILTIN
@@ -162,18 +112,19 @@ def run_here(opts: RunOptions, transport_name: str | None = None,
         skipped = [p.name for p in BUILTIN if not p.installed()]
         if skipped:
             print(f"not installed, not run: {', '.join(skipped)}")
-    specs = opts.profiles or [p.name for p in profiles]
-    print(f"nfsconf {nfsconf.__version__}: transport {transport}, profiles "
+    # the plugin is told the profiles as they were found (all installed built-ins when none)
+    opts.profiles = opts.profiles or [p.name for p in profiles]
+    print(f"nfsconf {nfsconf.__version__}: transport {opts.transport}, profiles "
           f"{', '.join(p.name for p in profiles)}; results in {out}/results.jsonl", flush=True)
-    env = environment_record(transport, {p.name: p.server_version() for p in profiles})
+    env = environment_record(opts.transport, {p.name: p.server_version() for p in profiles})
     env["kernel_image"] = kernel_image()
-    env["run"] = {"profiles": specs, "k": opts.k, "shard": opts.shard}
+    env["run"] = {"profiles": opts.profiles, "k": opts.k, "shard": opts.shard}
     if opts.resume:
         env["resumed"] = True
     writer = ResultsWriter(out / "results.jsonl")
     writer.write(env)
     writer.close()
-    code, elapsed = _pytest(opts, scenarios, transport, specs, context or RunContext())
+    code, elapsed = _pytest(opts, context or RunContext())
     outcome = finish(out, interrupted=code == "interrupted")
     print(f"\n{len(outcome.results)} results in {elapsed:.1f} s; {out}/results.jsonl, "
           f"{out}/matrix.txt")
@@ -186,38 +137,25 @@ def run_here(opts: RunOptions, transport_name: str | None = None,
     return outcome
 
 
-def _pytest(opts: RunOptions, scenarios: Path, transport: str, specs: list[str],
-            context: RunContext) -> tuple[str, float]:
+def _pytest(opts: RunOptions, context: RunContext) -> tuple[str, float]:
     import pytest
 
+    scenarios = Path(opts.scenarios).resolve()
     home = scenarios if scenarios.is_dir() else scenarios.parent
+    jobs = opts.jobs or 1
     # other installed pytest plugins stay out: the scenarios use none, and loading one
     # (hypothesis's imports, assertion rewriting of its package) costs seconds under TCG
     args = [str(scenarios), "-p", "nfsconf.plugin", "-p", "no:cacheprovider",
             "-p", "no:hypothesispytest", "-p", "no:xdist.looponfail",
-            *(() if opts.jobs > 1 else ("-p", "no:xdist")),
+            *(() if jobs > 1 else ("-p", "no:xdist")),
             "-q", "--no-header", "--tb=no", "-rN", "--rootdir", str(home),
-            "--confcutdir", str(home), "-c", os.devnull,
-            "--nfsconf-transport", transport, "--nfsconf-out", str(opts.out),
-            "--nfsconf-timeout", str(opts.timeout),
-            "--nfsconf-fuzz-budget", str(opts.fuzz_budget),
-            "--nfsconf-fuzz-seed", str(opts.fuzz_seed)]
-    for spec in specs:
-        args += ["--nfsconf-profile", spec]
+            "--confcutdir", str(home), "-c", os.devnull, *opts.plugin_argv()]
     if opts.k:
         args += ["-k", opts.k]
-    if opts.shard:
-        args += ["--nfsconf-shard", opts.shard]
-    if opts.pynfs:
-        args += ["--nfsconf-pynfs", opts.pynfs]
-        for f in opts.pynfs_flags:
-            args += ["--nfsconf-pynfs-flag", f]
-    if opts.resume:
-        args.append("--nfsconf-resume")  # skip every scenario already recorded
-    if opts.jobs > 1:
+    if jobs > 1:
         # each cell has its own lab, so any two can run at once; a drop_caches in one
         # worker only makes another's objects colder, and warm decodes pin what they need
-        args += ["-n", str(opts.jobs), "--dist", "load"]
+        args += ["-n", str(jobs), "--dist", "load"]
     started = time.monotonic()
     code = pytest.main(args, plugins=[context])
     elapsed = time.monotonic() - started

@@ -15,21 +15,39 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from nfsconf import plan
 from nfsconf.errors import NfsconfError, UsageError
-from nfsconf.run import INCOMPLETE, TRANSPORTS, RunOptions, RunOutcome, default_out, run_here
+from nfsconf.plan import RunOptions
+from nfsconf.run import INCOMPLETE, RunOutcome, default_out, run_here
 
 if TYPE_CHECKING:
     from nfsconf.vm.walk import WalkRequest
 
 
 def run(opts: RunOptions) -> RunOutcome:
-    if opts.transport not in TRANSPORTS:
-        raise UsageError(f"unknown transport {opts.transport!r} ({', '.join(TRANSPORTS)})")
-    if opts.transport == "knfsd":
-        from nfsconf.vm.lane import run_lane
+    """Validate the plan, then run it: here (local, ganesha), in one guest booted with the
+    kernel under test (knfsd), or in several guests (several kernels, or one kernel's
+    matrix split over --jobs guests)."""
+    plan.validate(opts)
+    if opts.pynfs:
+        from nfsconf.pynfs import prepare
 
-        return run_lane(opts)
-    return run_here(opts)
+        # built once on the host: every guest sees the built tree
+        opts = dataclasses.replace(opts, pynfs=str(prepare(Path(opts.pynfs))))
+    return _execute(opts)
+
+
+def _execute(opts: RunOptions) -> RunOutcome:
+    if opts.transport != "knfsd":
+        return run_here(opts)
+    guests = opts.jobs or 1
+    if opts.resume and opts.jobs is None:
+        guests = shard_dirs(opts.resume) or 1  # as many guests as the run had
+    if len(opts.kernels) > 1 or guests > 1:
+        return run_kernels(opts, list(opts.kernels) or [None], guests)
+    from nfsconf.vm.lane import run_lane
+
+    return run_lane(opts)
 
 
 def kernel_slug(spec: str) -> str:
@@ -61,16 +79,14 @@ def run_kernels(opts: RunOptions, kernels: list[str | None], jobs: int) -> RunOu
         if len(set(slugs)) != len(slugs):
             raise UsageError(f"two --kernel values name the same directory: "
                              f"{', '.join(slugs)}")
-        one = [dataclasses.replace(opts, kernel=k, out=out / s)
+        one = [dataclasses.replace(opts, kernels=[k] if k else [], out=out / s)
                for k, s in zip(kernels, slugs, strict=True)]
     else:
-        if opts.shard:
-            raise UsageError("--jobs N splits this kernel's matrix into N guests; --shard "
-                             "K/N splits it over machines: give one of them")
-        one = [dataclasses.replace(opts, kernel=kernels[0], shard=f"{i}/{jobs}",
+        one = [dataclasses.replace(opts, kernels=opts.kernels[:1], shard=f"{i}/{jobs}",
                                    out=out / f"shard-{i}-of-{jobs}") for i in range(1, jobs + 1)]
     for o in one:  # resuming: a guest that never wrote anything starts afresh
-        o.resume = opts.resume and (Path(o.out) / "results.jsonl").exists()
+        o.resume = o.out if opts.resume and (Path(o.out) / "results.jsonl").exists() \
+            else None
     pool = ThreadPoolExecutor(max_workers=jobs)
     cancel = threading.Event()
     try:
@@ -103,6 +119,7 @@ def walk(req: WalkRequest, opts: RunOptions, cache_dir: Path) -> int:
     from nfsconf.vm.build import main_say
     from nfsconf.vm.walk import walk_kernels
 
+    plan.validate(opts)
     out = Path(opts.out or default_out("walk"))
     out.mkdir(parents=True, exist_ok=True)
     rows: list[table.StepRow] = []
@@ -114,8 +131,8 @@ def walk(req: WalkRequest, opts: RunOptions, cache_dir: Path) -> int:
         if step.kernel is not None:
             run_dir = out / f"{step.number:02d}-{kernel_slug(Path(step.patch).stem)[:40]}"
             try:
-                outcome = run(dataclasses.replace(opts, transport="knfsd",
-                                                  kernel=str(step.kernel), out=run_dir))
+                outcome = _execute(dataclasses.replace(opts, transport="knfsd",
+                                                       kernels=[str(step.kernel)], out=run_dir))
             except NfsconfError as e:  # a kernel that cannot run the suite is this step's
                 row.error = f"the run failed: {e}"  # finding; the walk goes on
                 status = max(status, 1)

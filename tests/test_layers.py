@@ -11,7 +11,7 @@ import nfsconf
 ROOT = Path(nfsconf.__file__).parent
 # lowest first; the names are nfsconf's top-level modules and packages
 LAYERS = [
-    {"errors", "series", "mounttable", "process", "verdict", "shard", "kmsg", "watchdog",
+    {"errors", "plan", "series", "mounttable", "process", "verdict", "shard", "kmsg", "watchdog",
      "handles", "nfs"},
     {"fuse"},  # the reference server: standard library and the layer above only
     {"exporters", "servers", "environment", "pynfs"},

@@ -12,49 +12,14 @@ from pathlib import Path
 
 import nfsconf
 from nfsconf.errors import NfsconfError, UsageError
-from nfsconf.run import SCENARIOS, TRANSPORTS, RunOptions, preflight, profiles_of
+from nfsconf.plan import RunOptions, add_arguments
+from nfsconf.run import preflight, profiles_of
 from nfsconf.servers.builtin import BUILTIN
 from nfsconf.service import run
 
 
-def options_of(args: argparse.Namespace) -> RunOptions:
-    """The run service's options from `nfsconf run` arguments."""
-    if args.resume and args.out and Path(args.out).resolve() != Path(args.resume).resolve():
-        raise UsageError("--resume DIR writes into DIR; drop --out")
-    if len(args.kernel) > 1 and args.transport != "knfsd":
-        raise UsageError("several --kernel values need --transport knfsd")
-    if args.jobs is not None and args.jobs < 1:
-        raise UsageError("--jobs must be at least 1")
-    if args.kernel_arg and args.transport != "knfsd":
-        raise UsageError("--kernel-arg needs --transport knfsd (the kernel the VM boots)")
-    pynfs = None
-    if args.pynfs:
-        if args.transport == "local":
-            raise UsageError("--pynfs needs an NFS transport (knfsd or ganesha)")
-        from nfsconf.pynfs import prepare
-
-        pynfs = str(prepare(Path(args.pynfs)))  # on the host, once: the guest sees it
-    return RunOptions(profiles=list(args.profile), transport=args.transport, k=args.k,
-                      out=Path(args.resume or args.out) if (args.resume or args.out) else None,
-                      timeout=args.timeout, fuzz_budget=args.fuzz_budget,
-                      fuzz_seed=args.fuzz_seed, strict=args.strict,
-                      resume=bool(args.resume), scenarios=Path(args.scenarios),
-                      kernel=args.kernel[0] if args.kernel else None,
-                      vm_timeout=args.vm_timeout, shard=args.shard, pynfs=pynfs,
-                      pynfs_flags=args.pynfs_flags.split(",") if args.pynfs_flags else [],
-                      jobs=args.jobs or 1, kernel_args=list(args.kernel_arg))
-
-
 def cmd_run(args: argparse.Namespace) -> int:
-    from nfsconf.service import run_kernels, shard_dirs
-
-    opts = options_of(args)
-    guests = args.jobs or 1
-    if args.resume and args.transport == "knfsd" and not args.jobs:
-        guests = shard_dirs(Path(args.resume)) or 1  # as many guests as the run had
-    if len(args.kernel) > 1 or (args.transport == "knfsd" and guests > 1):
-        return run_kernels(opts, list(args.kernel) or [None], guests).exit_status
-    outcome = run(opts)
+    outcome = run(RunOptions.from_args(args))
     if outcome.interrupted:
         print("run interrupted: the results above are what finished", file=sys.stderr)
     return outcome.exit_status
@@ -167,9 +132,8 @@ def cmd_kernel(args: argparse.Namespace) -> int:
         from nfsconf.service import walk
         from nfsconf.vm.walk import WalkRequest
 
-        opts = RunOptions(profiles=list(args.profile), transport="knfsd", k=args.k,
-                          out=Path(args.out) if args.out else None, timeout=args.timeout,
-                          vm_timeout=args.vm_timeout)
+        opts = RunOptions.from_args(args)
+        opts.transport = "knfsd"
         return walk(WalkRequest(base=args.base, series=tuple(Path(s) for s in args.series),
                                 config=Path(args.config) if args.config else None,
                                 jobs=args.jobs, arch=args.arch), opts, cache)
@@ -187,51 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="run the conformance matrix")
-    run.add_argument("--profile", action="append", default=[], metavar="NAME|FILE",
-                     help="built-in profile name or TOML file (repeatable; default: every "
-                          "installed built-in)")
-    run.add_argument("--transport", default="local", choices=TRANSPORTS)
-    run.add_argument("-k", metavar="PATTERN", help="only scenarios matching (pytest -k)")
-    run.add_argument("--out", metavar="DIR", help="results directory (default reports/run-*)")
-    run.add_argument("--scenarios", default=str(SCENARIOS), help=argparse.SUPPRESS)
-    run.add_argument("--timeout", type=float, default=120.0, metavar="SECONDS",
-                     help="time limit of one scenario; a server that stops answering is "
-                          "aborted and its cell is ERROR (default 120)")
-    run.add_argument("--fuzz-budget", type=int, default=200, metavar="N",
-                     help="mutated handles per fuzz scenario (default 200)")
-    run.add_argument("--fuzz-seed", type=int, default=1, metavar="SEED",
-                     help="seed of the fuzz scenarios; the same seed replays them (default 1)")
-    run.add_argument("--kernel", metavar="SPEC", action="append", default=[],
-                     help="knfsd: uml:debian[:SUITE] (Debian's User-Mode Linux, host "
-                          "speed), a UML binary, a bzImage/vmlinuz with modules beside it, "
-                          "a built tree (x86 or um), or debian:SUITE (a bzImage under qemu; "
-                          "default: Debian's current kernel); repeatable: one guest per "
-                          "kernel, one report with a column per kernel")
-    run.add_argument("--kernel-arg", metavar="ARG", action="append", default=[],
-                     help="knfsd: one more kernel command-line parameter for the guest, "
-                          "e.g. fuse.enable_uring=1; repeatable")
-    run.add_argument("--jobs", type=int, metavar="N",
-                     help="local and ganesha: run N cells at a time (pytest-xdist); a "
-                          "drop_caches of one then reaches the others' objects, which can "
-                          "change verdicts that depend on the cache (volatile nodeids). "
-                          "knfsd: several --kernel values, N guests at a time; one kernel, "
-                          "its matrix split over N guests (OUT/shard-K-of-N; each guest has "
-                          "its own kernel and caches). Default 1")
-    run.add_argument("--shard", metavar="K/N",
-                     help="run part K of N of the (profile, scenario) pairs; the parts' "
-                          "run directories merge in report, diff and certify")
-    run.add_argument("--pynfs", metavar="DIR",
-                     help="a pynfs checkout: run its NFSv4.0/4.1 file-handle codes against "
-                          "every export too, as cells PYNFS-<code>")
-    run.add_argument("--pynfs-flags", metavar="FLAGS",
-                     help="pynfs flags to run instead (comma-separated; 'all' for all)")
-    run.add_argument("--vm-timeout", type=float, default=3600.0, metavar="SECONDS",
-                     help="knfsd: the whole VM run's limit; past it the VM is powered off")
-    run.add_argument("--strict", action="store_true",
-                     help="exit 1 when a MUST scenario fails (for CI gates)")
-    run.add_argument("--resume", metavar="DIR",
-                     help="finish the killed run in DIR: same profiles and -k, only the "
-                          "scenarios it has no record of")
+    add_arguments(run)
     run.set_defaults(func=cmd_run)
 
     chaos = sub.add_parser("chaos", help="repeat runs while killing servers; count leaks")
@@ -300,16 +220,11 @@ def build_parser() -> argparse.ArgumentParser:
                     help="um: User-Mode Linux, minutes instead of an hour (default x86)")
     kw.add_argument("-j", "--jobs", type=int, default=os.cpu_count() or 1)
     kw.add_argument("--cache", metavar="DIR", help="default ~/.cache/nfsconf/kernels")
-    kw.add_argument("--profile", action="append", default=[], metavar="NAME|FILE",
-                    help="profiles to run on every step (repeatable; default: every "
-                         "installed built-in)")
-    kw.add_argument("-k", metavar="PATTERN", help="only scenarios matching (pytest -k)")
-    kw.add_argument("--out", metavar="DIR",
-                    help="where the steps' run directories and walk.md go")
-    kw.add_argument("--timeout", type=float, default=RunOptions.timeout, metavar="SECONDS",
-                    help="time limit of one scenario")
-    kw.add_argument("--vm-timeout", type=float, default=RunOptions.vm_timeout,
-                    metavar="SECONDS", help="each step's VM run limit")
+    add_arguments(kw, ("profiles", "k", "out", "timeout", "vm_timeout"), helps={
+        "profiles": "profiles to run on every step (repeatable; default: every installed "
+                    "built-in)",
+        "out": "where the steps' run directories and walk.md go",
+        "vm_timeout": "each step's VM run limit (default %(default)g)"})
     kl = ksub.add_parser("list", help="the kernels built so far")
     kl.add_argument("--cache", metavar="DIR")
     kernel.set_defaults(func=cmd_kernel)

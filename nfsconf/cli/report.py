@@ -73,8 +73,8 @@ def cmd_diff(args: argparse.Namespace) -> int:
 
 
 def cmd_certify(args: argparse.Namespace) -> int:
+    from nfsconf.plan import RunOptions
     from nfsconf.report.certify import certify, render_certificate
-    from nfsconf.run import RunOptions
     from nfsconf.service import run
 
     if args.results:
@@ -83,10 +83,13 @@ def cmd_certify(args: argparse.Namespace) -> int:
             dict.fromkeys(r.profile for r in results.results))
     else:
         # no --profile: every installed built-in, as `nfsconf run` does
+        if len(args.kernel) > 1:
+            raise UsageError("certify: one --kernel (a certificate holds for one kernel)")
         names = "+".join(Path(p).stem for p in args.profile) or "builtins"
-        out = Path(args.out or f"reports/certify-{names}-{time.strftime('%Y%m%d-%H%M%S')}")
-        outcome = run(RunOptions(profiles=list(args.profile), transport=args.transport,
-                                 out=out, kernel=args.kernel))
+        opts = RunOptions.from_args(args)
+        opts.out = out = opts.out or Path(
+            f"reports/certify-{names}-{time.strftime('%Y%m%d-%H%M%S')}")
+        outcome = run(opts)
         if outcome.interrupted or outcome.missing or outcome.exit_status == 2:
             print("nfsconf certify: the run did not complete; no certificate")
             return outcome.exit_status or 1
@@ -129,9 +132,9 @@ def cmd_history(args: argparse.Namespace) -> int:
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
+    from nfsconf.plan import add_arguments
     from nfsconf.report import kcidb
     from nfsconf.report.views import FORMATS
-    from nfsconf.run import TRANSPORTS
 
     report = sub.add_parser("report", help="write the HTML, Markdown, JUnit and terminal views "
                                            "of a run")
@@ -174,14 +177,12 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 
     c = sub.add_parser("certify", help="run what certification needs and print each "
                                        "profile's level (docs/certification.md)")
-    c.add_argument("--profile", action="append", default=[], metavar="NAME|FILE",
-                   help="profile to certify (repeatable; default: every installed built-in)")
+    add_arguments(c, ("profiles", "transport", "kernels", "out"), helps={
+        "profiles": "profile to certify (repeatable; default: every installed built-in)",
+        "out": "results directory of the certification run",
+        "kernels": "knfsd: the kernel to boot, as for run"})
     c.add_argument("--results", metavar="DIR", nargs="+",
                    help="certify from earlier runs (merged: shards), run nothing")
-    c.add_argument("--out", metavar="DIR", help="results directory of the certification run")
-    c.add_argument("--transport", default="local", choices=TRANSPORTS,
-                   help="as for `nfsconf run`")
-    c.add_argument("--kernel", metavar="SPEC", help="knfsd: the kernel to boot, as for run")
     c.add_argument("--min-level", type=int, default=0, metavar="N",
                    help="exit 1 when a profile earns less than level N")
     _allow_mixed(c)

@@ -11,9 +11,9 @@ import pytest
 from nfsconf import requires
 from nfsconf.evidence import Evidence
 from nfsconf.lab import Lab
+from nfsconf.plan import RunOptions
 from nfsconf.plugin import cells
 from nfsconf.plugin.state import STATE
-from nfsconf.run import RunOptions
 from nfsconf.scenario import Cell
 from nfsconf.servers.profile import Profile
 from nfsconf.servers.refserver import read_trace
@@ -41,8 +41,10 @@ def lab(request: pytest.FixtureRequest, profile: Profile, transport_name: str,
                                 marker.kwargs.get("needs", ()))
         if reason is not None:
             pytest.skip(reason)
-    knfsd = request.config.stash[STATE].context.knfsd
-    the_lab = Lab(profile, transport_name, knfsd=knfsd).start()
+    context = request.config.stash[STATE].context
+    the_lab = Lab(profile, transport_name, knfsd=context.knfsd)
+    context.labs.add(the_lab)  # from before it mounts: an interrupted start is stopped too
+    the_lab.start()
     cells.of(request.node).labs.append(the_lab)
     evidence.note("server_pid", the_lab.server.pid if the_lab.server else None)
     try:
@@ -55,6 +57,7 @@ def lab(request: pytest.FixtureRequest, profile: Profile, transport_name: str,
         if trace.exceptions:  # a bug of ours: the cell's verdict cannot be trusted
             evidence.note("server_exceptions", trace.exceptions)
         notes = the_lab.stop()
+        context.labs.discard(the_lab)
         if notes:
             evidence.note("teardown", notes)
             evidence.note("server_log", log_tail)

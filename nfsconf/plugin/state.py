@@ -7,18 +7,17 @@ from __future__ import annotations
 import json
 import signal
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from nfsconf import requires, shard
 from nfsconf.kmsg import KmsgWatch
-from nfsconf.lab import stop_all_labs
+from nfsconf.mounttable import deferred_signals
+from nfsconf.plan import RunContext, from_plugin
 from nfsconf.plugin import cells
 from nfsconf.report.matrix import progress_line
 from nfsconf.report.results import PLANNED, RUNNING, Result, ResultsWriter, write_json
-from nfsconf.run import RunContext, RunOptions
 from nfsconf.servers.builtin import find_profile, installed_builtins
 from nfsconf.servers.profile import Profile
 from nfsconf.watchdog import Watchdog
@@ -30,21 +29,10 @@ TRANSPORT_VARIANTS = {"knfsd": ("local", "knfsd", "knfsd-subtree")}
 RECORDS = "nfsconf-records"  # the user property a teardown report carries them in
 
 
-def options_from(config: pytest.Config) -> RunOptions:
-    """The run's options as the plugin's command-line options give them."""
-    g = config.getoption
-    out = g("--nfsconf-out")
-    return RunOptions(profiles=list(g("--nfsconf-profile")), transport=g("--nfsconf-transport"),
-                      out=Path(out) if out else None, timeout=g("--nfsconf-timeout"),
-                      fuzz_budget=g("--nfsconf-fuzz-budget"), fuzz_seed=g("--nfsconf-fuzz-seed"),
-                      resume=g("--nfsconf-resume"), shard=g("--nfsconf-shard"),
-                      pynfs=g("--nfsconf-pynfs"), pynfs_flags=list(g("--nfsconf-pynfs-flag")))
-
-
 class NfsconfRun:
     def __init__(self, config: pytest.Config) -> None:
         self.config = config
-        self.options = options_from(config)
+        self.options = from_plugin(config.getoption)
         # `nfsconf run` hands its RunContext in as a plugin; plain pytest has none
         self.context = next((p for p in config.pluginmanager.get_plugins()
                              if isinstance(p, RunContext)), RunContext())
@@ -63,7 +51,9 @@ class NfsconfRun:
     def close(self) -> None:
         from nfsconf.fuse import spawner
 
-        stop_all_labs()
+        with deferred_signals():  # a lab a cell left (an interrupted set-up): unmount it
+            for lab in list(self.context.labs):
+                lab.stop()
         spawner.stop()
         if self.writer is not None:
             self.writer.close()

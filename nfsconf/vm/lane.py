@@ -30,8 +30,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from nfsconf.errors import LaneError, NfsconfError, UsageError
+from nfsconf.plan import RunContext, RunOptions
 from nfsconf.report.results import RUNNING, Result, ResultsWriter, read_results
-from nfsconf.run import RunOptions, RunOutcome, default_out, finish, preflight, profiles_of
+from nfsconf.run import RunOutcome, default_out, finish, preflight, profiles_of
 from nfsconf.vm.console import PANIC_ON_TROUBLE, KernelCrash, kernel_crash
 
 if TYPE_CHECKING:  # the guest imports this module too: no qemu supervision (psutil) for it
@@ -81,7 +82,7 @@ def run_lane(opts: RunOptions, tag: str = "",
     boot = _next_boot(out) - 1
     while True:  # every crash records its cell, so each boot gets further than the last
         boot += 1
-        guest.resume = opts.resume or (out / "results.jsonl").exists()
+        guest.resume = out if opts.resume or (out / "results.jsonl").exists() else None
         (out / OPTIONS).write_text(guest.to_json())
         log, console = out / f"guest-{boot}.log", out / f"console-{boot}.log"
         inner = guest_python("nfsconf.vm.lane", str(out / OPTIONS), site=True)
@@ -259,7 +260,7 @@ def guest_main(argv: list[str]) -> int:
 
     from nfsconf.exporters.knfsd import GuestSetupError, load_modules, start_knfsd
     from nfsconf.mounttable import release_fusectl
-    from nfsconf.run import RunContext, run_here
+    from nfsconf.run import run_here
 
     guest_mark("python")
     opts = RunOptions.from_json(Path(argv[0]).read_text())
