@@ -19,6 +19,7 @@ Specs understood by `resolve_kernel`:
 from __future__ import annotations
 
 import fcntl
+import functools
 import hashlib
 import json
 import os
@@ -247,22 +248,43 @@ def is_elf(path: Path) -> bool:
 def uml_release(binary: Path) -> str:
     """The release a User-Mode Linux binary reports (`linux --version`); it also proves the
     binary starts on this host (a UML of a newer Debian needs that suite's glibc)."""
+    return _uml_output(binary, "--version", _stamp(binary)).split()[0]
+
+
+def uml_help(binary: Path) -> str:
+    """What a User-Mode Linux binary says its command-line options are (`linux --help`):
+    which it has (seccomp= since 6.16) depends on the version and the build."""
+    return _uml_output(binary, "--help", _stamp(binary))
+
+
+def _stamp(path: Path) -> tuple[int, int]:
+    try:
+        st = path.stat()
+    except OSError:
+        return (0, 0)
+    return (st.st_mtime_ns, st.st_size)
+
+
+@functools.lru_cache(maxsize=32)
+def _uml_output(binary: Path, option: str, stamp: tuple[int, int]) -> str:
+    # a binary is checked once per process: a run boots it again after every crash, and
+    # UML starts no faster than any other process
     if not is_elf(binary):
         raise KernelError(f"{binary} is not a User-Mode Linux binary (not an ELF file)")
     try:
-        proc = subprocess.run([str(binary), "--version"], capture_output=True, text=True,
+        proc = subprocess.run([str(binary), option], capture_output=True, text=True,
                               timeout=30, stdin=subprocess.DEVNULL, start_new_session=True)
     except (OSError, subprocess.TimeoutExpired) as e:
         raise KernelError(f"{binary} does not run as a User-Mode Linux kernel: {e}") from None
     words = proc.stdout.split()
-    if proc.returncode != 0 or len(words) != 1:
+    if proc.returncode != 0 or not words or (option == "--version" and len(words) != 1):
         why = (proc.stderr.strip() or proc.stdout.strip())[-300:]
         if "GLIBC_" in why:
             why += (" (it was built for a newer system: build that kernel here with "
                     "`nfsconf kernel build --arch um --base debian:SUITE`)")
         raise KernelError(f"{binary} is not a User-Mode Linux kernel that runs here "
-                          f"(`--version` exit {proc.returncode}): {why}")
-    return words[0]
+                          f"(`{option}` exit {proc.returncode}): {why}")
+    return proc.stdout
 
 
 def _uml_tree_kernel(tree: Path) -> Kernel:

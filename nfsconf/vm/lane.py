@@ -32,7 +32,14 @@ from typing import TYPE_CHECKING, Any
 from nfsconf.errors import LaneError, NfsconfError, UsageError
 from nfsconf.plan import RunContext, RunOptions
 from nfsconf.report.results import RUNNING, Result, ResultsWriter, read_results
-from nfsconf.run import RunOutcome, default_out, finish, preflight, profiles_of
+from nfsconf.run import (
+    RunOutcome,
+    default_out,
+    finish,
+    planned_nodes,
+    preflight,
+    profiles_of,
+)
 from nfsconf.vm.console import PANIC_ON_TROUBLE, KernelCrash, kernel_crash
 
 if TYPE_CHECKING:  # the guest imports this module too: no qemu supervision (psutil) for it
@@ -128,6 +135,9 @@ def run_lane(opts: RunOptions, tag: str = "",
             if cell is None:
                 raise LaneError(f"kernel {crash.kind} outside any scenario (knfsd set-up?): "
                                 f"{crash.summary()}; console: {console}")
+            if not _cells_left(out):
+                say(f"knfsd: kernel {crash.kind} in {cell}, the last cell: {crash.summary()}")
+                break
             say(f"knfsd: kernel {crash.kind} in {cell}: {crash.summary()}; booting again "
                 "for the cells left")
             continue
@@ -185,6 +195,15 @@ def _record_running(out: Path, verdict: str, reason: str, evidence: dict) -> str
         f"{cell['profile']} [{cell['transport']}]"
     return f"{cell['id']}/{cell['variant']} {where}" if cell["variant"] else \
         f"{cell['id']} {where}"
+
+
+def _cells_left(out: Path) -> bool:
+    """Whether the run planned cells it has no record of yet (unknown: assume so)."""
+    planned = planned_nodes(out)
+    if not planned:
+        return True
+    _, results = read_results(out / "results.jsonl")
+    return bool(set(planned) - {r.node for r in results})
 
 
 def _has_results(out: Path) -> bool:
