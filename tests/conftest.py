@@ -3,8 +3,10 @@ process behind: the suite promises users the same."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,12 +25,32 @@ def _fuse_mounts() -> set[tuple[int, str]]:
 
 @pytest.hookimpl(tryfirst=True)  # before xdist's worker turns the marker into the node id
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """`make test` runs two pytest-xdist workers: one boots the VMs one after the other, the
-    other runs every host test one after the other, so no two host tests share the host
-    kernel's caches at once (one's drop_caches would reach the other's objects)."""
+    """`make test` runs two pytest-xdist workers. Every host test is in one group, run one
+    after the other on one worker, so no two host tests share the host kernel's caches at
+    once (one's drop_caches would reach the other's objects). A VM test has a kernel of its
+    own: each is its own unit, on whichever worker is free (the longest first)."""
     for item in items:
-        item.add_marker(pytest.mark.xdist_group("vm" if item.get_closest_marker("vm")
-                                                else "host"))
+        if not item.get_closest_marker("vm"):
+            item.add_marker(pytest.mark.xdist_group("host"))
+    # xdist hands units out in collection order: the host group and the long VM runs first
+    items.sort(key=lambda item: (item.get_closest_marker("vm") is not None,
+                                 -_LONG.get(Path(str(item.fspath)).name, 0)))
+
+
+# the VM test files that take longest (make test's --durations): started first, so the
+# other worker's queue is never left with one long test at the end
+_LONG = {"test_lookup_handle_kernel.py": 5, "test_knfsd.py": 4, "test_kcidb.py": 3,
+         "test_vendor_profiles.py": 2, "test_kernel_walk.py": 1}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    if worker:  # a worker's VMs keep their files (UML's uml_dir) in its own TMPDIR, which
+        # tells its engine processes from the other worker's (nfsconf_cli.engine_processes)
+        tmp = Path(tempfile.gettempdir()) / f"nfsconf-tests-{worker}"
+        tmp.mkdir(exist_ok=True)
+        os.environ["TMPDIR"] = str(tmp)
+        tempfile.tempdir = None
 
 
 @pytest.hookimpl(optionalhook=True)
@@ -52,6 +74,9 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     from nfsconf.fuse import spawner
 
     spawner.stop()  # the reference servers' fork server lives as long as its user
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        with contextlib.suppress(OSError):  # empty unless something was left in it
+            Path(os.environ["TMPDIR"]).rmdir()
     config = session.config
     # mounts are the machine's: counted once, when every worker is done; processes are
     # each process's own: counted where they were started (the workers are xdist's)

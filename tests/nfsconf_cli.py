@@ -27,10 +27,29 @@ def needs(program: str, package: str) -> pytest.MarkDecorator:
 
 
 def engine_processes(since: float) -> list[str]:
-    """Kernel-engine processes (qemu, vng, User-Mode Linux and its guest processes) started
-    at or after SINCE (a time.time()): what a VM test must not leave running. VM tests run
-    one after the other (their xdist group), so any such process is theirs."""
+    """Kernel-engine processes (qemu, vng, User-Mode Linux and its guest processes) this
+    test process's children started at or after SINCE (a time.time()): what a VM test must
+    not leave running. VM tests run on both pytest-xdist workers, so a process is this
+    worker's when it or an ancestor carries the worker's name in its environment, or its
+    command line names the worker's TMPDIR (UML's uml_dir: a guest process left behind by
+    its kernel has no other trace)."""
     import psutil
+
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    tmpdir = os.environ.get("TMPDIR", "")
+
+    def mine(p: psutil.Process, argv: list[str]) -> bool:
+        if worker is None:
+            return True  # one test process: every engine process is its own
+        if tmpdir and any(tmpdir in a for a in argv):
+            return True
+        try:
+            for q in [p, *p.parents()]:
+                if q.environ().get("PYTEST_XDIST_WORKER") == worker:
+                    return True
+        except psutil.Error:
+            pass
+        return False
 
     found = []
     for p in psutil.process_iter(["pid", "cmdline", "create_time"]):
@@ -38,7 +57,8 @@ def engine_processes(since: float) -> list[str]:
         if p.info["create_time"] is None or p.info["create_time"] < since - 1 or not argv:
             continue
         uml = "rootfstype=hostfs" in argv
-        if uml or Path(argv[0]).name.startswith(("qemu-system", "vng", "virtme")):
+        if (uml or Path(argv[0]).name.startswith(("qemu-system", "vng", "virtme"))) \
+                and mine(p, argv):
             found.append(f"{p.info['pid']} {' '.join(argv)[:120]}")
     return found
 
