@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import os
 import platform
+import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -157,12 +159,42 @@ def _pytest(opts: RunOptions, context: RunContext) -> tuple[str, float]:
         # worker only makes another's objects colder, and warm decodes pin what they need
         args += ["-n", str(jobs), "--dist", "load"]
     started = time.monotonic()
-    code = pytest.main(args, plugins=[context])
+    # pytest keeps the scenarios' rewritten asserts in __pycache__ only where bytecode may
+    # be written: without it every run rewrites them again (a second on the host)
+    written, sys.dont_write_bytecode = sys.dont_write_bytecode, False
+    try:
+        code = pytest.main(args, plugins=[context])
+    finally:
+        sys.dont_write_bytecode = written
     elapsed = time.monotonic() - started
     names = {pytest.ExitCode.INTERRUPTED: "interrupted",
              pytest.ExitCode.INTERNAL_ERROR: "internal", pytest.ExitCode.USAGE_ERROR: "internal",
              pytest.ExitCode.NO_TESTS_COLLECTED: "no-tests"}
     return names.get(code, "ok"), elapsed  # type: ignore[call-overload]
+
+
+def warm_scenarios(scenarios: Path) -> None:
+    """Have pytest rewrite the scenarios' asserts here, once per change, into the tree's
+    __pycache__: a guest's root is a throw-away overlay, so a guest that had to do it
+    would do it on every boot (a second each, after every kernel crash too)."""
+    import pytest
+
+    scenarios = Path(scenarios).resolve()
+    home = scenarios if scenarios.is_dir() else scenarios.parent
+    tag = f"{sys.implementation.cache_tag}-pytest-{pytest.__version__}"
+    sources = sorted(home.glob("*.py")) if scenarios.is_dir() else [scenarios]
+
+    def fresh(src: Path) -> bool:
+        cached = src.parent / "__pycache__" / f"{src.stem}.{tag}.pyc"
+        return cached.exists() and cached.stat().st_mtime >= src.stat().st_mtime
+
+    if all(fresh(src) for src in sources if src.name.startswith(("test_", "conftest"))):
+        return
+    code = ("import sys; sys.dont_write_bytecode = False; import pytest; "
+            "sys.exit(pytest.main(sys.argv[1:]))")
+    subprocess.run([sys.executable, "-c", code, str(scenarios), "--collect-only", "-q",
+                    "-p", "no:cacheprovider", "--rootdir", str(home), "-c", os.devnull],
+                   capture_output=True, timeout=300, cwd=home, check=False)
 
 
 def planned_nodes(out: Path) -> list[str]:

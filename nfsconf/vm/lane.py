@@ -39,6 +39,7 @@ from nfsconf.run import (
     planned_nodes,
     preflight,
     profiles_of,
+    warm_scenarios,
 )
 from nfsconf.vm.console import PANIC_ON_TROUBLE, KernelCrash, kernel_crash
 
@@ -82,6 +83,7 @@ def run_lane(opts: RunOptions, tag: str = "",
         jobs=1,  # a kernel crash is pinned on the one cell running.json names
         # the guest sees the host's root but not its working directory
         profiles=[str(Path(p).resolve()) if p.endswith(".toml") else p for p in opts.profiles])
+    warm_scenarios(guest.scenarios)
     # the guest's Python reads its files from memory, not over 9p (vm/pack.py)
     pack = engine.pack_python and os.environ.get("NFSCONF_GUEST_PACK", "1") != "0"
     unpack = unpack_script(packs(default_cache_dir().parent / "guest", keep_off=[out])
