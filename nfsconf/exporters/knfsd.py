@@ -17,6 +17,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -57,6 +58,8 @@ class Knfsd:
     _procs: list[subprocess.Popen[bytes]] = field(default_factory=list, repr=False)
     _mounts: list[Path] = field(default_factory=list, repr=False)
     _mounted_nfsd: bool = False
+    _serving: threading.Thread | None = field(default=None, repr=False)
+    _failure: BaseException | None = field(default=None, repr=False)
 
     @property
     def pseudo(self) -> Path:
@@ -64,14 +67,30 @@ class Knfsd:
         return self.root / "pseudo"
 
     def exporter(self, path: Path, fsid: int, subtree_check: bool) -> KnfsdExporter:
-        """An exporter of PATH (below the pseudo-root) by this knfsd."""
+        """An exporter of PATH (below the pseudo-root) by this knfsd, once it serves."""
+        self.wait()
         return KnfsdExporter(path, fsid, subtree_check, v4root=self.pseudo)
+
+    def _serve(self, threads: int) -> None:
+        try:
+            _bring_up(self, threads)
+        except BaseException as e:  # told to whoever waits for it
+            self._failure = e
+
+    def wait(self) -> None:
+        """Until the daemons started in the background serve (or failed to)."""
+        if self._serving is not None:
+            self._serving.join()
+        if self._failure is not None:
+            raise GuestSetupError(f"knfsd did not start: {self._failure}")
 
     def pids(self) -> list[int]:
         return [p.pid for p in self._procs]
 
     def stop(self) -> None:
         """Stop nfsd threads and our daemons and undo the mounts; errors are collected."""
+        if self._serving is not None:
+            self._serving.join()  # what it started is in _procs and _mounts once it ends
         errors = []
         for argv in (["rpc.nfsd", "0"], ["exportfs", "-ua", "-f"]):
             try:
@@ -133,15 +152,23 @@ def load_modules(names: Sequence[str] = tuple(KERNEL_FEATURES)) -> dict[str, str
     return state
 
 
-def start_knfsd(*, threads: int = 4, root: Path = DEFAULT_ROOT) -> Knfsd:
-    """Bring up rpcbind, the pseudo-root's export, mountd and nfsd, and end the v4 grace
-    period. Directories are exported later, each by its exporter (Knfsd.exporter)."""
+def start_knfsd(*, threads: int = 4, root: Path = DEFAULT_ROOT,
+                background: bool = False) -> Knfsd:
+    """Mount the pseudo-root, then bring up rpcbind, its export, mountd and nfsd, and end
+    the v4 grace period. Directories are exported later, each by its exporter
+    (Knfsd.exporter). BACKGROUND: return once the pseudo-root is there (labs can be made
+    in it) and bring the daemons up meanwhile; the first exporter waits for them."""
     ensure_guest()
     if _is_mounted(root / "pseudo", "tmpfs"):
         raise GuestSetupError(f"knfsd is already running over {root / 'pseudo'}")
     k = Knfsd(root=root)
     try:
-        _bring_up(k, threads)
+        _pseudo_root(k)
+        if background:
+            k._serving = threading.Thread(target=k._serve, args=(threads,), daemon=True)
+            k._serving.start()
+        else:
+            _bring_up(k, threads)
     except BaseException:
         try:
             k.stop()
@@ -151,12 +178,30 @@ def start_knfsd(*, threads: int = 4, root: Path = DEFAULT_ROOT) -> Knfsd:
     return k
 
 
-def _bring_up(k: Knfsd, threads: int) -> None:
-    t = _Timer(k.timings)
+def _pseudo_root(k: Knfsd) -> None:
     flags = Path("/sys/class/net/lo/flags")
     if flags.exists() and not int(flags.read_text(), 16) & 0x1:  # IFF_UP
         raise GuestSetupError("the guest's loopback is down: the engine brings it up with "
                               "ip(8); install iproute2 on the host")
+    with _Timer(k.timings)("pseudo_root"):
+        pseudo = k.pseudo
+        pseudo.mkdir(parents=True, exist_ok=True)
+        # The labs live here too. A tmpfs's size is only a limit, and a server that keeps a
+        # free-space reserve (mergerfs: minfreespace=4G) refuses creates on the default one
+        # (half the guest's 1 GiB) where the host's disks would take them.
+        _check(["mount", "-t", "tmpfs", "-o", "mode=0755,size=64g", "nfsconf-pseudo",
+                str(pseudo)])
+        k._mounts.append(pseudo)
+        Path("/etc/exports").write_text(
+            f"{pseudo} {LOOPBACK}(rw,fsid=0,crossmnt,no_subtree_check,no_root_squash,insecure)\n")
+        exports_d = Path("/etc/exports.d")
+        if exports_d.is_dir():
+            for f in exports_d.glob("*.exports"):
+                f.unlink()  # only the guest's overlay copy
+
+
+def _bring_up(k: Knfsd, threads: int) -> None:
+    t = _Timer(k.timings)
     with t("modules"):
         load_modules(("nfsd",))
     with t("nfsd_fs"):
@@ -182,21 +227,6 @@ def _bring_up(k: Knfsd, threads: int) -> None:
             k._procs.append(_daemon(["nfsdcld", "-F", "-p", PIPEFS, "-s", CLD_STORAGE]))
         # Safety net if ending grace fails anyway: 10 s (the minimum) instead of 90 s.
         _write_if_exists(Path("/proc/fs/nfsd/nfsv4gracetime"), "10\n")
-    with t("pseudo_root"):
-        pseudo = k.pseudo
-        pseudo.mkdir(parents=True, exist_ok=True)
-        # The labs live here too. A tmpfs's size is only a limit, and a server that keeps a
-        # free-space reserve (mergerfs: minfreespace=4G) refuses creates on the default one
-        # (half the guest's 1 GiB) where the host's disks would take them.
-        _check(["mount", "-t", "tmpfs", "-o", "mode=0755,size=64g", "nfsconf-pseudo",
-                str(pseudo)])
-        k._mounts.append(pseudo)
-        Path("/etc/exports").write_text(
-            f"{pseudo} {LOOPBACK}(rw,fsid=0,crossmnt,no_subtree_check,no_root_squash,insecure)\n")
-        exports_d = Path("/etc/exports.d")
-        if exports_d.is_dir():
-            for f in exports_d.glob("*.exports"):
-                f.unlink()  # only the guest's overlay copy
     with t("rpcbind"):
         k._procs.append(_daemon(["rpcbind", "-f", "-w"]))
         _wait_port(111, k._procs[-1], "rpcbind")
