@@ -104,6 +104,17 @@ def test_debian_uml_is_unpacked_into_the_cache_with_its_modules():
     assert (mods / "modules.dep").is_file() and list(mods.rglob("nfsd.ko*"))
 
 
+def test_seccomp_mode_only_where_the_uml_kernel_has_it():
+    """Debian's 6.1 UML has no seccomp= option (it came with 6.16): it boots in ptrace mode,
+    with nothing on its command line it would not understand."""
+    from nfsconf.vm.kernels import uml_help
+    from nfsconf.vm.uml import UML
+
+    uml = resolve_kernel("uml:debian", default_cache_dir())
+    assert "seccomp=" not in uml_help(uml.image)
+    assert UML.fast_options(uml) == []
+
+
 def test_uml_tree_and_binary_specs(tmp_path):
     """A tree built with --arch um is found by its `linux` and its .config; the tree's
     release must be the binary's."""
