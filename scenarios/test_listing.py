@@ -318,12 +318,15 @@ def _check_fids(cell, fids: dict[str, Any], how: str) -> str | None:
 
 def _judge_decodes(cell, objs: list[Obj], what: str) -> str | None:
     """Cold decodes of every handle: the same object, or ESTALE from a server that does
-    not claim cold decoding (another object has failed the cell already: decode_all)."""
+    not claim cold decoding or where the protocol leaves nothing else (a file's 0x92 fid
+    that cannot fit NFSv3's handle under subtree_check: Cell.parent_left_out); another
+    object has failed the cell already (decode_all)."""
     outcomes = cell.decode_all(objs, what)
     cell.note("decodes_cold", dict(zip([o.rel for o in objs], outcomes, strict=True)))
     allowed = ("same",) if cell.profile.claims.cold_decode else ("same", "ESTALE",
                                                                   "NFS3ERR_STALE")
-    bad = {o.rel: out for o, out in zip(objs, outcomes, strict=True) if out not in allowed}
+    bad = {o.rel: out for o, out in zip(objs, outcomes, strict=True)
+           if out not in allowed and not cell.stale_by_protocol(o, out)}
     return f"cold decode of the {what} handles: {bad}" if bad else None
 
 
