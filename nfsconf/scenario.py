@@ -167,8 +167,13 @@ class Cell:
         if not self.has_trace:
             return None
         records, _ = self.trace_since()
-        return {r["reply"]["nodeid"]: bytes.fromhex(r["handle"]) for r in records
-                if "handle" in r and "nodeid" in (r.get("reply") or {})}
+        given: dict[int, bytes] = {}
+        for r in records:  # in order: a counter nodeid reused names its latest object
+            if "handle" in r and "nodeid" in (r.get("reply") or {}):
+                given[r["reply"]["nodeid"]] = bytes.fromhex(r["handle"])
+            for nodeid, handle in r.get("entry_handles", []):  # READDIRPLUS entries
+                given[nodeid] = bytes.fromhex(handle)
+        return given
 
     def negotiated(self) -> dict[str, Any] | None:
         """What the reference server's INIT settled (minor, dialect, ...); None elsewhere."""

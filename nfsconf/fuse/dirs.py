@@ -112,6 +112,7 @@ class Dirs:
         out = bytearray()
         sent = []
         handle_sizes: dict[str, int] = {}
+        handles: list[list[object]] = []  # [nodeid, handle hex]: what each entry carried
         for i in range(ri.offset, len(dh.entries)):
             name, ino, dt = dh.entries[i]
             rec = _DIRENT.pack(ino, i + 1, len(name), dt) + name
@@ -142,12 +143,14 @@ class Dirs:
                 sent.append([name, node.nodeid, node.generation])
                 if fh is not None:
                     handle_sizes[os.fsdecode(name)] = len(fh.data)
+                    handles.append([node.nodeid, fh.data.hex()])
         r.info.update(offset=ri.offset, count=len(dh.entries))
         if self.tracing:
             r.info["entries"] = sent
             if v2:  # what the records said about handles, for the scenario's evidence
                 r.info["direntplus"] = {"entry_out": lh.V2.DIRENTPLUS_ENTRY_OUT_SIZE,
                                         "handle_sizes": handle_sizes}
+                r.info["entry_handles"] = handles
         return bytes(out)
 
     def op_releasedir(self, r: Req) -> bytes:
