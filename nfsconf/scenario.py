@@ -26,7 +26,8 @@ import pytest
 
 from nfsconf import requires
 from nfsconf.evidence import Evidence
-from nfsconf.handles import FILEID_FUSE_WITHOUT_PARENT
+from nfsconf.handles import FILEID_FUSE_WITHOUT_PARENT, FuseFid, HandleError, decode_nfs_fh
+from nfsconf.handles.fusefh import SIZEOF_FUSE_INODE_HANDLE
 from nfsconf.lab import SEED_DIRS, SEED_FILES, Lab, time_scale
 from nfsconf.servers.profile import Profile
 from nfsconf.transports.base import (
@@ -166,8 +167,13 @@ class Cell:
         if not self.has_trace:
             return None
         records, _ = self.trace_since()
-        return {r["reply"]["nodeid"]: bytes.fromhex(r["handle"]) for r in records
-                if "handle" in r and "nodeid" in (r.get("reply") or {})}
+        given: dict[int, bytes] = {}
+        for r in records:  # in order: a counter nodeid reused names its latest object
+            if "handle" in r and "nodeid" in (r.get("reply") or {}):
+                given[r["reply"]["nodeid"]] = bytes.fromhex(r["handle"])
+            for nodeid, handle in r.get("entry_handles", []):  # READDIRPLUS entries
+                given[nodeid] = bytes.fromhex(handle)
+        return given
 
     def negotiated(self) -> dict[str, Any] | None:
         """What the reference server's INIT settled (minor, dialect, ...); None elsewhere."""
@@ -452,6 +458,50 @@ class Cell:
             f"profile {profile.name} claims lookup_handle, but LOOKUP_HANDLE was not "
             f"negotiated on a kernel that offers it: {why}")
         raise requires.Unsupported(f"LOOKUP_HANDLE not negotiated: {why}")
+
+    def parent_left_out(self, obj: Obj, handle: Handle | None = None) -> str | None:
+        """Why OBJ's handle (HANDLE, else the one last encoded for it) names no parent where
+        the export asks for one, when that is the protocol's own limit; None otherwise.
+
+        Under subtree_check knfsd asks for a connectable fid of a file; with LOOKUP_HANDLE
+        that is 0x92, the child's and the parent's fuse_inode_handle (24 bytes each) with
+        both server handles. Where even the smallest 0x92 (a 1-byte parent handle) cannot
+        fit in what the transport's handle leaves after knfsd's header (NFSv3: 64 bytes in
+        all), the kernel gives the child's 0x91 fid (the decided behaviour: fix 0010; a
+        classic 0x82 fid would name the child by a nodeid a server may renumber). Without
+        the parent knfsd cannot reconnect a file whose dentry is gone, so a cold decode of
+        it is the same object or ESTALE, never another. NFSv4's 128-byte handles hold the
+        0x92 fid: there this gives None, as for a 0x92 fid, a directory, or no_subtree_check."""
+        transport = self.transport
+        handle = handle or obj.handle
+        if (handle is None or obj.identity.is_dir or not transport.knfsd
+                or not transport.subtree_check):
+            return None
+        try:
+            fid = decode_nfs_fh(handle.data, transport.fh_size).fid
+        except HandleError:
+            return None
+        if not isinstance(fid, FuseFid) or fid.parent is not None:
+            return None
+        header = len(handle.data) - len(fid.encode())
+        room = transport.fh_size - header
+        smallest = -(-(len(fid.encode()) + SIZEOF_FUSE_INODE_HANDLE + 1) // 4) * 4
+        if smallest <= room:
+            return None  # a 0x92 fid could fit: a 0x91 here is not the protocol's doing
+        return (f"subtree_check over a {transport.fh_size}-byte handle: {room} bytes after "
+                f"knfsd's header, a 0x92 fid with this file's {len(fid.inode.handle)}-byte "
+                f"server handle needs at least {smallest}; the kernel gave the 0x91 fid, so "
+                "a cold decode is the same object or ESTALE, never another")
+
+    def stale_by_protocol(self, obj: Obj, outcome: str, handle: Handle | None = None) -> bool:
+        """Whether OUTCOME of a cold decode of OBJ is ESTALE where parent_left_out says the
+        protocol leaves nothing else (recorded in the evidence when it is)."""
+        if as_errno_name(outcome) != "ESTALE":
+            return False
+        why = self.parent_left_out(obj, handle)
+        if why is not None:
+            self.note("stale_by_protocol_limit", why)
+        return why is not None
 
     def require_connectable(self, obj: Obj) -> Handle:
         """A connectable handle of OBJ; SKIP on a kernel without AT_HANDLE_CONNECTABLE

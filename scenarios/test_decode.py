@@ -28,9 +28,14 @@ def test_decode_cold_safe(cell, kind):
 @pytest.mark.parametrize("kind", KINDS)
 def test_decode_cold(cell, kind):
     """DEC-COLD: after drop_caches the handle still opens the same object (the server kept
-    its nodeids and answers LOOKUP(nodeid, ".") — and "..", for a directory)."""
-    outcome = cell.roundtrip(cell.seed(kind))
-    assert outcome == "same", f"cold decode: {outcome}" + cell.unsent_handles(["cold"])
+    its nodeids and answers LOOKUP(nodeid, ".") — and "..", for a directory). Under
+    subtree_check, where a LOOKUP_HANDLE file's 0x92 fid cannot fit the handle (NFSv3), the
+    kernel's 0x91 fid may give ESTALE instead, never another object (the protocol's limit:
+    Cell.parent_left_out)."""
+    obj = cell.seed(kind)
+    outcome = cell.roundtrip(obj)
+    assert outcome == "same" or cell.stale_by_protocol(obj, outcome), (
+        f"cold decode: {outcome}" + cell.unsent_handles(["cold"]))
 
 
 @scenario("STABLE", "SHOULD", claim="cold_decode", certify=2)

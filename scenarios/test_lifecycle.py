@@ -78,7 +78,8 @@ _DEAD = (errno.ENOTCONN, errno.ECONNABORTED)
 @scenario("HARDLINK", "SHOULD", claim="cold_decode", certify=2, advisory=True)
 def test_hardlink(cell):
     """HARDLINK: link a second name, unlink the first; after drop_caches the handle still
-    opens the file."""
+    opens the file (or ESTALE where its 0x92 fid cannot fit under subtree_check, as in
+    DEC-COLD: the protocol's limit, never another object)."""
     obj = cell.fresh("file", "first")
 
     def relink() -> None:
@@ -92,18 +93,21 @@ def test_hardlink(cell):
         os.unlink(cell.path("first"))
 
     outcome = cell.roundtrip(obj, change=relink, label="after unlink of first name")
-    assert outcome == "same", f"hard-linked file: {outcome}"
+    assert outcome == "same" or cell.stale_by_protocol(obj, outcome), (
+        f"hard-linked file: {outcome}")
 
 
 @scenario("RENAME", "SHOULD", claim="cold_decode", certify=2, advisory=True)
 @pytest.mark.parametrize("kind", KINDS)
 def test_rename(cell, kind):
-    """RENAME: rename within the directory; after drop_caches the handle opens the object."""
+    """RENAME: rename within the directory; after drop_caches the handle opens the object
+    (a file: or ESTALE where its 0x92 fid cannot fit under subtree_check, as in DEC-COLD)."""
     obj = cell.fresh(kind, "before")
     outcome = cell.roundtrip(obj, change=lambda: os.rename(cell.path("before"),
                                                            cell.path("after")),
                              label="after rename")
-    assert outcome == "same", f"renamed {kind}: {outcome}"
+    assert outcome == "same" or cell.stale_by_protocol(obj, outcome), (
+        f"renamed {kind}: {outcome}")
 
 
 @scenario("MOVE", "SHOULD", claim="cold_decode", certify=2, advisory=True,
@@ -111,7 +115,8 @@ def test_rename(cell, kind):
 @pytest.mark.parametrize("kind", KINDS)
 def test_move(cell, kind):
     """MOVE: move to another directory; after drop_caches the handle opens the object
-    (for a directory, reconnecting through its new parent)."""
+    (for a directory, reconnecting through its new parent; a file: or ESTALE where its 0x92
+    fid cannot fit under subtree_check, as in DEC-COLD)."""
     cell.require_writable()
     cell.path("from").mkdir()
     cell.path("to").mkdir()
@@ -119,4 +124,5 @@ def test_move(cell, kind):
     outcome = cell.roundtrip(obj, change=lambda: os.rename(cell.path("from/obj"),
                                                            cell.path("to/obj")),
                              label="after move")
-    assert outcome == "same", f"moved {kind}: {outcome}"
+    assert outcome == "same" or cell.stale_by_protocol(obj, outcome), (
+        f"moved {kind}: {outcome}")

@@ -159,9 +159,10 @@ def _kept(cell, win: Window, on_lh: bool) -> str | None:
         sent = "READDIR" if win.readdir else "neither READDIRPLUS nor READDIR"
         return f"DO_READDIRPLUS was negotiated, yet the kernel sent {sent} for {LISTED}"
     if on_lh:
-        layout = {r["unique"]: r.get("direntplus") for r in win.readdirplus}
-        bad = {u: lay for u, lay in layout.items()
-               if not lay or lay.get("entry_out") != V2_ENTRY_OUT}
+        # every entry's record must carry its handle (fix 0012's layout): a listing that
+        # passed with handle-less records would not be the protocol the kernel is judged on
+        bad = {r["unique"]: r.get("direntplus") for r in win.readdirplus
+               if not _carries_handles(r)}
         if bad:
             return f"the server's READDIRPLUS records were not in the v2 layout: {bad}"
     missing = sorted(set(_names()) - set(win.sent))
@@ -179,10 +180,18 @@ def _kept(cell, win: Window, on_lh: bool) -> str | None:
            f"{len(names) - len(dropped)} (FORGET of {len(dropped)} nodeids at once)"
            + (f", then looked {len(again)} names up again" if again else ""))
     if on_lh:
-        out += ("; the v2 records carry handle size 0, as FUSE_DIRENTPLUS_SIZE leaves no "
-                "room for handle bytes" + (", and fuse_direntplus_link refused that" if dropped
-                                           else ""))
+        out += ("; each v2 record carried the entry's handle after entry_out (fix 0012's "
+                "layout)")
     return out
+
+
+def _carries_handles(record: dict[str, Any]) -> bool:
+    """A v2 READDIRPLUS answer whose records are 136-byte entries, each entry with its
+    handle bytes (the trace names each sent entry's handle size)."""
+    layout = record.get("direntplus") or {}
+    sizes = layout.get("handle_sizes", {})
+    return layout.get("entry_out") == V2_ENTRY_OUT and all(
+        sizes.get(name) for name, _nodeid, _gen in record.get("entries", []))
 
 
 def _getdents(cell, start: int) -> dict[str, tuple[int, str]]:
@@ -309,12 +318,15 @@ def _check_fids(cell, fids: dict[str, Any], how: str) -> str | None:
 
 def _judge_decodes(cell, objs: list[Obj], what: str) -> str | None:
     """Cold decodes of every handle: the same object, or ESTALE from a server that does
-    not claim cold decoding (another object has failed the cell already: decode_all)."""
+    not claim cold decoding or where the protocol leaves nothing else (a file's 0x92 fid
+    that cannot fit NFSv3's handle under subtree_check: Cell.parent_left_out); another
+    object has failed the cell already (decode_all)."""
     outcomes = cell.decode_all(objs, what)
     cell.note("decodes_cold", dict(zip([o.rel for o in objs], outcomes, strict=True)))
     allowed = ("same",) if cell.profile.claims.cold_decode else ("same", "ESTALE",
                                                                   "NFS3ERR_STALE")
-    bad = {o.rel: out for o, out in zip(objs, outcomes, strict=True) if out not in allowed}
+    bad = {o.rel: out for o, out in zip(objs, outcomes, strict=True)
+           if out not in allowed and not cell.stale_by_protocol(o, out)}
     return f"cold decode of the {what} handles: {bad}" if bad else None
 
 
@@ -406,9 +418,10 @@ def test_listing_nfs(cell):
 @scenario("LH-READDIRPLUS", "SHOULD", where="local", lookup_handle=True)
 def test_lookup_handle_readdirplus(cell):
     """LH-READDIRPLUS: on a LOOKUP_HANDLE connection, getdents + lstat after drop_caches is
-    served by READDIRPLUS (v2 records: 136-byte fuse_entry_out) and the kernel keeps its
-    entries; the fid of an object first met in the listing is 0x91 with the server's
-    handle and decodes cold."""
+    served by READDIRPLUS (v2 records: the 136-byte fuse_entry_out, then the entry's handle
+    bytes padded to 8, then the dirent: the layout fix 0012 gives the protocol, as the
+    series' records have no room for a handle) and the kernel keeps its entries; the fid of
+    an object first met in the listing is 0x91 with the server's handle and decodes cold."""
     _fuse_listing(cell, on_lh=True)
 
 
@@ -416,5 +429,6 @@ def test_lookup_handle_readdirplus(cell):
 def test_lookup_handle_readdirplus_nfs(cell):
     """LH-READDIRPLUS-NFS: on a LOOKUP_HANDLE connection, NFSv3 READDIRPLUS through knfsd
     gives every entry with attributes and a handle whose fid carries the server's handle;
-    the kernel keeps what FUSE READDIRPLUS brought; every handle decodes cold."""
+    the kernel keeps what FUSE READDIRPLUS brought (records with handles, as in
+    LH-READDIRPLUS); every handle decodes cold."""
     _nfs_listing(cell, on_lh=True)

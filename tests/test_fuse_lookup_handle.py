@@ -56,32 +56,41 @@ dirent_names = st.binary(min_size=1, max_size=255).filter(
     lambda b: b"\0" not in b and b"/" not in b)
 
 
-@given(nodeid=u64, gen=u64, name=dirent_names, off=u64)
-def test_v2_direntplus_round_trip(nodeid: int, gen: int, name: bytes, off: int) -> None:
-    """A v2 record: 128-byte entry, the handle header {0, 0}, the dirent at offset 136,
-    the whole record padded to 8 as FUSE_DIRENTPLUS_SIZE computes it."""
+@given(nodeid=u64, gen=u64, name=dirent_names, off=u64,
+       handle=st.binary(min_size=0, max_size=104))
+def test_v2_direntplus_round_trip(nodeid: int, gen: int, name: bytes, off: int,
+                                  handle: bytes) -> None:
+    """A v2 record in fix 0012's layout: 128-byte entry, the handle header, the handle
+    bytes padded to 8, then the dirent, the whole record padded to 8
+    (FUSE_DIRENTPLUS_HANDLE_SIZE)."""
     entry = abi.EntryOut(nodeid, gen, 1, 1, 0, 0, abi.Attr(ino=9, mode=0o100644, nlink=1))
     dirent = abi.Dirent(9, off, 8, name)
-    raw = lh.V2.encode_direntplus(entry.pack(), dirent.pack())
+    fh = lh.FileHandle(handle, 3)
+    raw = lh.V2.encode_direntplus(entry.pack(), dirent.pack(), fh)
     assert lh.V2.DIRENTPLUS_ENTRY_OUT_SIZE == 136
-    assert raw[128:136] == struct.pack("<II", 0, 0)
-    assert len(raw) == abi.rec_align(136 + abi.DIRENT_HEAD.size + len(name))
-    assert lh.V2.decode_direntplus(raw + b"\xee" * 16) == (entry, (0, 0), dirent, len(raw))
+    assert raw[128:136] == struct.pack("<II", len(handle), 3)
+    assert raw[136:136 + len(handle)] == handle
+    assert len(raw) == abi.rec_align(136 + abi.rec_align(len(handle)) + abi.DIRENT_HEAD.size
+                                     + len(name))
+    assert lh.V2.decode_direntplus(raw + b"\xee" * 16) == (entry, fh, dirent, len(raw))
 
 
-@given(size=st.integers(1, 127), name=dirent_names)
-def test_v2_direntplus_dirent_ignores_the_handle_size(size: int, name: bytes) -> None:
-    """The kernel parses the dirent at offset 136 whatever fh.size says: handle bytes put
-    after the header would be read as the dirent (the record has no room for them)."""
-    entry = abi.EntryOut(7, 0, 1, 1, 0, 0, abi.Attr(ino=7, mode=0o100644, nlink=1)).pack()
-    dirent = abi.Dirent(7, 1, 8, name).pack()
-    raw = entry + struct.pack("<II", size, 0) + dirent
-    _e, head, got, used = lh.V2.decode_direntplus(raw)
-    assert head == (size, 0) and got.name == name and used == len(raw)
+@given(name=dirent_names)
+def test_v2_direntplus_without_an_entry(name: bytes) -> None:
+    """A record without an entry (nodeid 0: the dot names) has handle size 0 and its dirent
+    at offset 136; malformed records are errors."""
+    entry = bytes(abi.EntryOut.FMT.size)
+    dirent = abi.Dirent(7, 1, 4, name).pack()
+    raw = lh.V2.encode_direntplus(entry, dirent)
+    assert raw == entry + struct.pack("<II", 0, 0) + dirent
+    _e, fh, got, used = lh.V2.decode_direntplus(raw)
+    assert fh == lh.FileHandle(b"") and got.name == name and used == len(raw)
     with pytest.raises(lh.HandleError):
         lh.V2.encode_direntplus(entry + b"\0", dirent)  # not a fuse_entry_out
     with pytest.raises(lh.HandleError, match="truncated"):
         lh.V2.decode_direntplus(raw[:150])
+    with pytest.raises(lh.HandleError, match="truncated"):  # a size that runs past
+        lh.V2.decode_direntplus(entry + struct.pack("<II", 64, 0) + dirent[:8])
 
 
 def test_v2_truncated_and_trailing_bytes_are_errors() -> None:
@@ -418,9 +427,9 @@ def _readdirplus(s: Server, nodeid: int) -> bytes:
     return body
 
 
-def test_server_v2_readdirplus_records_carry_the_handle_header(engine) -> None:
-    """On RFC v2 READDIRPLUS answers in the layout the series parses: fuse_entry_out grown
-    by the handle header, size 0 (no handle bytes fit), the dirent at offset 136."""
+def test_server_v2_readdirplus_records_carry_the_handle(engine) -> None:
+    """On RFC v2 READDIRPLUS answers in fix 0012's layout: fuse_entry_out grown by the
+    handle header, the entry's handle bytes (the same as LOOKUP_HANDLE gives), the dirent."""
     src, make = engine
     s = make(handle_size=40)
     out = _init(s, 45, KERNEL_FLAGS | lh.FUSE_HAS_LOOKUP_HANDLE)
@@ -431,14 +440,18 @@ def test_server_v2_readdirplus_records_carry_the_handle_header(engine) -> None:
     seen = {}
     pos = 0
     while pos < len(raw):
-        entry, head, dirent, used = lh.V2.decode_direntplus(raw, pos)
-        seen[dirent.name] = (entry.nodeid, entry.attr.ino, head)
+        entry, fh, dirent, used = lh.V2.decode_direntplus(raw, pos)
+        seen[dirent.name] = (entry.nodeid, entry.attr.ino, fh)
         pos += used
     assert pos == len(raw)
     assert set(seen) == {b".", b"..", b"f"}
-    nodeid, ino, head = seen[b"f"]
-    assert nodeid > 1 and ino == os.stat(src / "d" / "f").st_ino and head == (0, 0)
-    assert seen[b"."][0] == 0  # no entry for the dot names
+    nodeid, ino, fh = seen[b"f"]
+    assert nodeid > 1 and ino == os.stat(src / "d" / "f").st_ino and len(fh.data) == 40
+    err, body = _reply(s, abi.pack_request(54, 5, d_entry.nodeid,
+                                           lh.V2.encode_lookup_request(b"f")))
+    f_entry, f_fh = lh.V2.decode_entry(body)
+    assert (f_entry.nodeid, f_fh) == (nodeid, fh)  # the handle LOOKUP_HANDLE gives
+    assert seen[b"."][0] == 0 and seen[b"."][2] == lh.FileHandle(b"")  # no entry, no handle
 
 
 def test_server_readdirplus_without_a_dialect_is_plain(engine) -> None:

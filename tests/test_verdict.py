@@ -194,3 +194,56 @@ def test_unsent_handles_names_lookups_by_nodeid_alone() -> None:
     assert "handle 0a0b" not in hint and "-> ESTALE" not in hint
     # answered by nodeid: the decode failed elsewhere (a subtree check), not for want of it
     assert cell.unsent_handles(["sent", "classic", "found", "missing"]) == ""
+
+
+class _Export:
+    """A transport as Cell.parent_left_out reads it: its capability flags only."""
+
+    nfs = knfsd = True
+
+    def __init__(self, subtree_check: bool, fh_size: int) -> None:
+        self.subtree_check = subtree_check
+        self.fh_size = fh_size
+
+
+class _ExportLab:
+    def __init__(self, transport: _Export) -> None:
+        self.transport = transport
+
+
+def _knfsd_handle(size: int, parent: int = 0):
+    """A knfsd handle (FSID_NUM) around a 0x91 fid with a SIZE-byte server handle, or a
+    0x92 fid when PARENT gives the parent's handle size."""
+    from nfsconf.handles import FuseFid, FuseInodeHandle, KnfsdFh
+    from nfsconf.transports.base import NFS_FH, Handle
+
+    fid = FuseFid(FuseInodeHandle(0x10, 0, 0, bytes(size)),
+                  FuseInodeHandle(0x11, 0, 0, bytes(parent)) if parent else None)
+    return Handle(NFS_FH, KnfsdFh(1, b"\x65\0\0\0", fid).encode())
+
+
+@pytest.mark.parametrize(("subtree", "fh_size", "size", "parent", "is_dir", "limited"), [
+    (True, 64, 32, 0, False, True),     # ref-lh's 32 bytes: 0x92 needs >= 84 of 56
+    (True, 64, 4, 0, False, False),     # a 0x92 of 4 + 1 bytes fits: 0x91 is not excused
+    (True, 128, 32, 0, False, False),   # NFSv4's handle holds the 0x92
+    (False, 64, 32, 0, False, False),   # no_subtree_check asks for no parent
+    (True, 64, 32, 0, True, False),     # a directory reconnects through ".."
+    (True, 128, 32, 32, False, False),  # a 0x92 fid names its parent
+])
+def test_parent_left_out_only_where_no_0x92_fits(subtree: bool, fh_size: int, size: int,
+                                                 parent: int, is_dir: bool,
+                                                 limited: bool) -> None:
+    """A cold ESTALE is excused (the protocol's limit) only for a file's 0x91 fid under
+    subtree_check where even the smallest 0x92 fid cannot fit the transport's handle."""
+    from nfsconf.evidence import Evidence
+    from nfsconf.scenario import Cell
+    from nfsconf.transports.base import Identity, Obj
+
+    cell = Cell(_ExportLab(_Export(subtree, fh_size)), Evidence())  # type: ignore[arg-type]
+    obj = Obj("d0/f1", Identity(6, 1, is_dir, "m"), _knfsd_handle(size, parent))
+    why = cell.parent_left_out(obj)
+    assert (why is not None) == limited, why
+    assert cell.stale_by_protocol(obj, "NFS3ERR_STALE") == limited
+    assert not cell.stale_by_protocol(obj, "other") and not cell.stale_by_protocol(obj, "EIO")
+    if limited:
+        assert "0x91" in why and cell.ev.data["stale_by_protocol_limit"] == why

@@ -4,7 +4,8 @@ READDIR and READDIRPLUS page through it by offset.
 A snapshot is the listing at OPENDIR (or at offset 0 again: rewinddir), so offsets stay
 valid while the directory changes; an fh of a previous server instance gets a fresh one.
 READDIRPLUS records are laid out as the connection's protocol says: on RFC v2 LOOKUP_HANDLE
-the entry carries the handle header the series added to fuse_entry_out (lookup_handle.V2).
+the entry carries the handle header the series added to fuse_entry_out and, after it, the
+entry's handle bytes (the layout of the suite's fix 0012: lookup_handle.V2).
 """
 
 from __future__ import annotations
@@ -110,12 +111,16 @@ class Dirs:
         zero_entry = b"\0" * abi.EntryOut.nbytes()
         out = bytearray()
         sent = []
+        handle_sizes: dict[str, int] = {}
+        handles: list[list[object]] = []  # [nodeid, handle hex]: what each entry carried
         for i in range(ri.offset, len(dh.entries)):
             name, ino, dt = dh.entries[i]
             rec = _DIRENT.pack(ino, i + 1, len(name), dt) + name
             rec += b"\0" * (abi.rec_align(len(rec)) - len(rec))
-            if len(out) + entry_size + len(rec) > ri.size:
+            if len(out) + entry_size + len(rec) > ri.size:  # no room even without a handle
                 break
+            fh = None
+            node = None
             if name in (b".", b".."):
                 entry = zero_entry  # nodeid 0: the kernel skips linking these
             else:
@@ -126,14 +131,26 @@ class Dirs:
                 else:
                     entry = _ENTRY_HEAD.pack(node.nodeid, node.generation, self.ttl, self.ttl,
                                              self.ttl_ns, self.ttl_ns) + self.ops.attr_from_stat(st)
-                    if self.tracing:
-                        sent.append([name, node.nodeid, node.generation])
-            out += lh.V2.encode_direntplus(entry, rec) if v2 else entry + rec
+                    if v2:
+                        fh = self.ops.handles.server_handle(node)
+            full = lh.V2.encode_direntplus(entry, rec, fh) if v2 else entry + rec
+            if len(out) + len(full) > ri.size:  # the handle bytes do not fit
+                if node is not None:  # not sent: the lookup child() counted is given back
+                    self.table.forget(node.nodeid, 1)
+                break
+            out += full
+            if node is not None and self.tracing:
+                sent.append([name, node.nodeid, node.generation])
+                if fh is not None:
+                    handle_sizes[os.fsdecode(name)] = len(fh.data)
+                    handles.append([node.nodeid, fh.data.hex()])
         r.info.update(offset=ri.offset, count=len(dh.entries))
         if self.tracing:
             r.info["entries"] = sent
             if v2:  # what the records said about handles, for the scenario's evidence
-                r.info["direntplus"] = {"entry_out": entry_size, "handle_size": 0}
+                r.info["direntplus"] = {"entry_out": lh.V2.DIRENTPLUS_ENTRY_OUT_SIZE,
+                                        "handle_sizes": handle_sizes}
+                r.info["entry_handles"] = handles
         return bytes(out)
 
     def op_releasedir(self, r: Req) -> bytes:

@@ -54,6 +54,8 @@ class LookupHandleOps:
         name, parent_fh = lh.V2.decode_lookup_request(bytes(r.payload))
         r.info["name"] = name
         r.info["parent_handle"] = parent_fh.data.hex() if parent_fh else None
+        if name in (b".", b"..") and self.ops.hostile.withholds(r):
+            return NO_REPLY  # type: ignore[return-value]  # before the nodeid is even looked at
         parent = self._named(r, parent_fh)
         if name in (b".", b".."):
             entry = self.ops.lookup_dot(r, parent, name)

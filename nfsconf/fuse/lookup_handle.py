@@ -9,9 +9,13 @@
   checks ``>= FUSE_MAX_HANDLE_SZ``, fuse_iget ``>= max_handle_sz``). Export fids 0x91/0x92
   carry ``struct fuse_inode_handle { u64 nodeid; u32 generation; struct fuse_file_handle fh; }``.
   READDIRPLUS: the series changes ``struct fuse_entry_out`` itself, so ``fuse_direntplus``
-  grows by the 8-byte handle header (136-byte entry_out, the name at offset 160), but
-  FUSE_DIRENTPLUS_SIZE still counts ``sizeof`` only: no handle bytes fit in a record, and
-  fuse_direntplus_link refuses the empty handle that is all a record can truthfully carry.
+  grows by the 8-byte handle header (136-byte entry_out), but as posted FUSE_DIRENTPLUS_SIZE
+  counts ``sizeof`` only: no handle bytes fit in a record, and fuse_direntplus_link refuses
+  the empty handle that is all such a record can carry. The suite's fix 0012 (as its fixes
+  decide the protocol where the series left it open) lays a record out like an entry
+  reply: entry_out, its fh.size handle bytes padded to 8, then the fuse_dirent
+  (FUSE_DIRENTPLUS_HANDLE_SIZE); this server speaks that layout, which the series as posted
+  misparses (its LH-READDIRPLUS fails either way).
 * RFC v3 (25 Feb 2026, on top of the compound series v5): ``FUSE_COMPOUND`` 54,
   ``FUSE_LOOKUP_HANDLE`` 55, ``FUSE_MKOBJ_HANDLE`` 56, protocol 7.46, same INIT flag and no
   size field. Reply: ``struct fuse_entry2_out`` then ``struct fuse_file_handle { u16 size;
@@ -134,32 +138,38 @@ class V2:
     DIRENTPLUS_ENTRY_OUT_SIZE = abi.EntryOut.FMT.size + FH_HEAD.size
 
     @classmethod
-    def encode_direntplus(cls, entry: bytes, dirent: bytes) -> bytes:
-        """One fuse_direntplus record as the v2 kernel parses it: the 128-byte entry, the
-        handle header {size 0, type 0}, then the fuse_dirent (padded). The kernel finds the
-        next record at FUSE_DIRENTPLUS_SIZE, which has no term for handle bytes, so a record
-        can carry none and size 0 is the only true size. (The kernel refuses size 0 in
-        fuse_direntplus_link; that is what the LH-READDIRPLUS scenario shows.)"""
+    def encode_direntplus(cls, entry: bytes, dirent: bytes, fh: FileHandle | None = None
+                          ) -> bytes:
+        """One fuse_direntplus record in fix 0012's layout: the 128-byte entry, the handle
+        header, the handle bytes padded to 8 (FUSE_DIRENT_ALIGN), then the fuse_dirent
+        (padded). No handle (an entry with nodeid 0) is size 0 and no bytes."""
         if len(entry) != abi.EntryOut.FMT.size:
             raise HandleError(f"fuse_entry_out of {len(entry)} bytes, not "
                               f"{abi.EntryOut.FMT.size}")
-        return entry + cls.FH_HEAD.pack(0, 0) + dirent
+        data = fh.data if fh is not None else b""
+        typ = fh.type if fh is not None else 0
+        pad = abi.rec_align(len(data)) - len(data)
+        return entry + cls.FH_HEAD.pack(len(data), typ) + data + b"\0" * pad + dirent
 
     @classmethod
     def decode_direntplus(cls, buf: bytes, offset: int = 0
-                          ) -> tuple[abi.EntryOut, tuple[int, int], abi.Dirent, int]:
-        """Parse one record the way the v2 kernel does: (entry, (fh.size, fh.type) as the
-        header says, dirent, record length). The dirent is at offset 136 whatever fh.size
-        says: the kernel never skips handle bytes here."""
-        if len(buf) - offset < cls.DIRENTPLUS_ENTRY_OUT_SIZE + abi.DIRENT_HEAD.size:
+                          ) -> tuple[abi.EntryOut, FileHandle, abi.Dirent, int]:
+        """Parse one record in fix 0012's layout: (entry, handle, dirent, record length);
+        the dirent starts after the handle bytes rounded up to 8."""
+        if len(buf) - offset < cls.DIRENTPLUS_ENTRY_OUT_SIZE:
             raise HandleError("v2 fuse_direntplus truncated")
         entry = abi.EntryOut.unpack(buf, offset)
         size, typ = cls.FH_HEAD.unpack_from(buf, offset + abi.EntryOut.FMT.size)
+        start = offset + cls.DIRENTPLUS_ENTRY_OUT_SIZE
+        dirent_at = start + abi.rec_align(size)
+        if dirent_at + abi.DIRENT_HEAD.size > len(buf):
+            raise HandleError(f"v2 fuse_direntplus truncated (handle size {size})")
         try:
-            dirent, used = abi.Dirent.unpack(buf, offset + cls.DIRENTPLUS_ENTRY_OUT_SIZE)
+            dirent, used = abi.Dirent.unpack(buf, dirent_at)
         except ValueError as e:
             raise HandleError(f"v2 fuse_direntplus: {e}") from e
-        return entry, (size, typ), dirent, cls.DIRENTPLUS_ENTRY_OUT_SIZE + used
+        return (entry, FileHandle(bytes(buf[start:start + size]), typ), dirent,
+                dirent_at - offset + used)
 
     @classmethod
     def encode_fid(cls, nodeid: int, generation: int, fh: FileHandle,

@@ -162,6 +162,8 @@ class Passthrough:
     # ================================================================ lookup ============
     def op_lookup(self, r: Req) -> object:
         name = self.name(r)
+        if name in (b".", b"..") and self.hostile.withholds(r):
+            return NO_REPLY  # never answered, whether or not the nodeid is still known
         parent = self.node(r)
         if name in (b".", b".."):
             return self.lookup_dot(r, parent, name)

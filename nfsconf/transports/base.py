@@ -101,6 +101,7 @@ class Transport(Protocol):
     nfs: bool  # handles travel over the NFS wire
     knfsd: bool  # ... made by knfsd (a knfsd_fh around the kernel's fid)
     subtree_check: bool  # ... exported with subtree_check (file fids carry the parent)
+    fh_size: int  # the most bytes one of its handles holds (NFSv3: 64; locally MAX_HANDLE_SZ)
 
     def open(self) -> None: ...
 

@@ -149,6 +149,7 @@ class LocalTransport:
 
     name = "local"
     nfs = knfsd = subtree_check = False
+    fh_size = MAX_HANDLE_SZ
 
     def __init__(self, mountpoint: Path) -> None:
         self.mountpoint = mountpoint

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from nfsconf.exporters import Exporter
+from nfsconf.handles import NFS3_FHSIZE
 
 if TYPE_CHECKING:
     from nfsconf.exporters.knfsd import Knfsd
@@ -56,6 +57,7 @@ class NfsTransport:
     of the marker (for a directory: LOOKUP of the marker file, then READ)."""
 
     nfs = True
+    fh_size = NFS3_FHSIZE  # encode and decode speak NFSv3 (v4_handle: NFSv4's own 128)
 
     def __init__(self, name: str, mountpoint: Path, exporter: Exporter) -> None:
         self.name = name
