@@ -164,8 +164,10 @@ class RunOptions:
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> RunOptions:
-        """From a command's parsed arguments (those of add_arguments)."""
-        given = [_flag(f) for f in fields(cls) if hasattr(args, _flag(f).dest)]
+        """From a command's parsed arguments: the fields its add_arguments declared (a
+        command's other arguments may share a name: kernel walk's -j is the build's)."""
+        declared = set(getattr(args, _DECLARED, ()))
+        given = [_flag(f) for f in fields(cls) if f.name in declared]
         return cls.from_values(lambda flag: getattr(args, flag.dest), given)
 
     def plugin_argv(self) -> list[str]:
@@ -198,6 +200,9 @@ class RunOptions:
         return cls(**values)
 
 
+_DECLARED = "run_options_declared"  # where a parser keeps the fields add_arguments gave it
+
+
 def _flag(f: Field[Any]) -> Flag:
     return f.metadata["flag"]
 
@@ -211,11 +216,13 @@ def add_arguments(parser: argparse.ArgumentParser, names: Iterable[str] | None =
     """RunOptions' flags (the fields NAMES, default all) as arguments of PARSER; HELPS
     words a field's help for this command."""
     by_name = {f.name: f for f in fields(RunOptions)}
-    for name in names if names is not None else by_name:
+    chosen = list(names if names is not None else by_name)
+    for name in chosen:
         f = by_name[name]
         flag = _flag(f)
         parser.add_argument(flag.option, **flag.argparse_kwargs(
             _default(f), (helps or {}).get(name)))
+    parser.set_defaults(**{_DECLARED: tuple(chosen)})
 
 
 def add_plugin_options(group: Any) -> None:

@@ -101,10 +101,16 @@ def test_every_field_is_declared_with_its_flag():
 def test_a_command_takes_part_of_the_options_and_keeps_the_rest_default():
     parser = argparse.ArgumentParser()
     add_arguments(parser, ("profiles", "timeout"), helps={"timeout": "per step"})
+    # an argument of the command's own that happens to share a field's name is not it
+    parser.add_argument("-j", "--jobs", type=int, default=8)
     opts = RunOptions.from_args(parser.parse_args(["--profile", "x", "--timeout", "5"]))
     assert opts == RunOptions(profiles=["x"], timeout=5.0)
-    with pytest.raises(SystemExit):
-        parser.parse_args(["--jobs", "2"])
+
+
+def test_kernel_walk_runs_each_step_in_one_guest():
+    """`kernel walk -j N` is the build's parallelism, not N guests per step."""
+    args = build_parser().parse_args(["kernel", "walk", "--series", "s", "-j", "2"])
+    assert args.jobs == 2 and RunOptions.from_args(args).jobs is None
 
 
 @pytest.mark.parametrize("argv, message", [
