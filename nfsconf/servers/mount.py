@@ -113,7 +113,11 @@ class ServerProcess:
             self._wait_handover(old, new, timeout)
             if old_gone is not None:
                 old_gone()
-        wait_answering(self.mountpoint, timeout)
+        try:
+            wait_answering(self.mountpoint, timeout)
+        except InPlaceError:
+            same_mount(before, self.mountpoint)  # the better diagnosis: it mounted anew
+            raise
         if new.poll() is not None:
             raise InPlaceError(f"the successor {argv[0]} exited with {new.returncode}: "
                                f"{self.log_tail()}")
