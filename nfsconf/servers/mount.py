@@ -58,7 +58,7 @@ class ServerProcess:
 
     def start(self, timeout: float = 15.0) -> MountEntry:
         before = fuse_mount_at(self.mountpoint)
-        self.proc = self._popen(self.argv)
+        self._spawn(self.argv)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             entry = fuse_mount_at(self.mountpoint)
@@ -73,17 +73,18 @@ class ServerProcess:
         raise MountError(f"{self.argv[0]} did not mount {self.mountpoint} within {timeout:.0f} s:"
                          f" {self.log_tail()}")
 
-    def _popen(self, argv: list[str]) -> subprocess.Popen[bytes]:
+    def _spawn(self, argv: list[str]) -> subprocess.Popen[bytes]:
+        """Start ARGV as the serving process (self.proc)."""
         # Ctrl-C or SIGTERM between the fork and `self.proc` would orphan the server, which
         # then mounts after every clean-up has looked: they wait until it is ours to stop
         with open(self.log, "ab") as logf, deferred_signals():
             try:
-                proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=logf,
-                                        stderr=subprocess.STDOUT, start_new_session=True)
+                self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=logf,
+                                             stderr=subprocess.STDOUT, start_new_session=True)
             except OSError as e:
                 raise MountError(f"cannot start {argv[0]}: {e.strerror}") from e
-            self.groups.append(proc.pid)
-        return proc
+            self.groups.append(self.proc.pid)
+        return self.proc
 
     def restart_in_place(self, how: str, argv: list[str], timeout: float,
                          old_gone: Callable[[], None] | None = None) -> InPlaceRestart:
@@ -108,7 +109,7 @@ class ServerProcess:
             old.wait()
             if old_gone is not None:
                 old_gone()
-        self.proc = new = self._popen(argv)
+        new = self._spawn(argv)
         if how == "handover":
             self._wait_handover(old, new, timeout)
             if old_gone is not None:
