@@ -14,13 +14,14 @@ import tarfile
 import tempfile
 import time
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from nfsconf import requires
 from nfsconf.fuse.trace import trace_from
 from nfsconf.mounttable import MountEntry, abort_connection, deferred_signals, fuse_mount_at
+from nfsconf.servers.inplace import InPlaceRestart, same_mount, served_by
 from nfsconf.servers.mount import ServerProcess
 from nfsconf.servers.profile import Profile
 from nfsconf.servers.refserver import RefServerProcess
@@ -178,6 +179,46 @@ class Lab:
         assert self.server is not None
         self.notes.extend(self._unmount())
         self._spawn(**knobs)
+
+    def restart_in_place(self, how: str, old_gone: Callable[[], None] | None = None
+                         ) -> InPlaceRestart:
+        """Restart the server without unmount, HOW "handover" (graceful) or "sigkill" (the
+        serving process SIGKILLed, a successor takes over): the reference server by its fd
+        holder, any other by its profile's [restart] command. Either way the kernel must
+        show the same mount and connection, the old process gone and the successor serving
+        (nfsconf/servers/inplace.py). OLD_GONE runs once the old process is gone (the
+        reference server: once the restart is done)."""
+        requires.require(requires.restart_in_place(self.setting, how))
+        assert self.server is not None
+        timeout = self.profile.mount_timeout * time_scale()
+        if isinstance(self.server, RefServerProcess):
+            before = fuse_mount_at(self.mnt)
+            assert before is not None
+            started = time.perf_counter()
+            old = self.server.pid or 0
+            new = self.server.live_restart() if how == "handover" else \
+                self.server.kill_and_takeover()
+            if old_gone is not None:
+                old_gone()
+            entry = same_mount(before, self.mnt)
+            waited = served_by(new, entry, self.mnt, timeout)
+            return InPlaceRestart(how, old, new, entry.mount_id, entry.connection,
+                                  round(time.perf_counter() - started, 3), round(waited, 3))
+        key = requires.IN_PLACE[how]
+        argv = self.profile.restart_argv(key, mountpoint=str(self.mnt),
+                                         pid=str(self.server.pid), **self._values)
+        assert argv is not None
+        return self.server.restart_in_place(how, argv, timeout, old_gone)
+
+    def backing_file(self, rel: str) -> Path | None:
+        """The source's own file behind REL, for a directory source (overlay: the layer
+        holding it); None for an image, whose files exist only inside the server."""
+        if self.profile.source == "dir":
+            return Path(self._values["source"]) / rel
+        if self.profile.source == "overlay":
+            upper = Path(self._values["upper"]) / rel
+            return upper if upper.exists() else Path(self._values["lower"]) / rel
+        return None
 
     @property
     def setting(self) -> requires.Setting:

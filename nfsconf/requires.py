@@ -59,6 +59,32 @@ def refserver(setting: Setting) -> str | None:
     return None
 
 
+# a restart without unmount (scenario.RESTARTS) -> the profile's [restart] command doing it
+IN_PLACE = {"handover": "handover", "sigkill": "takeover"}
+# what a SKIP for want of [restart] starts with: one reason for every profile in a matrix
+NO_RESTART_IN_PLACE = "no restart without unmount"
+
+
+def restart_in_place(setting: Setting, how: str) -> str | None:
+    """The server can be restarted HOW ("handover" or "sigkill") without unmount: the
+    reference server always, any other server when its profile declares the [restart]
+    command for it."""
+    p = setting.profile
+    if p.refserver is not None or getattr(p.restart, IN_PLACE[how]) is not None:
+        return None
+    return (f"{NO_RESTART_IN_PLACE}: profile {p.name} declares no restart.{IN_PLACE[how]} "
+            f"command ({how}); nfsconf restarts a server in place only through its "
+            "profile's [restart] commands")
+
+
+def live_restart(setting: Setting) -> str | None:
+    """The server can be restarted without unmount at all (one way or the other)."""
+    reasons = [restart_in_place(setting, how) for how in IN_PLACE]
+    return None if None in reasons else (
+        f"{NO_RESTART_IN_PLACE}: profile {setting.profile.name} declares no [restart] command "
+        "(handover, takeover)")
+
+
 def writable(setting: Setting) -> str | None:
     p = setting.profile
     if not p.writable:
@@ -109,6 +135,7 @@ def connectable() -> str | None:
 # The names a scenario may declare in `needs`.
 NEEDS: dict[str, Callable[[Setting], str | None]] = {
     "refserver": refserver,
+    "live_restart": live_restart,
     "writable": writable,
     "lookup_handle": lookup_handle,
     "kernel_client": kernel_client,

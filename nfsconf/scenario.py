@@ -29,6 +29,7 @@ from nfsconf.evidence import Evidence
 from nfsconf.handles import FILEID_FUSE_WITHOUT_PARENT, FuseFid, HandleError, decode_nfs_fh
 from nfsconf.handles.fusefh import SIZEOF_FUSE_INODE_HANDLE
 from nfsconf.lab import SEED_DIRS, SEED_FILES, Lab, time_scale
+from nfsconf.servers.inplace import InPlaceRestart
 from nfsconf.servers.profile import Profile
 from nfsconf.transports.base import (
     MARKER_NAME,
@@ -142,6 +143,15 @@ class Cell:
     def path(self, rel: str) -> Path:
         """REL's path through the FUSE mount ('' is the mount's root)."""
         return self.lab.path(rel)
+
+    @property
+    def server_pid(self) -> int | None:
+        """The process serving the mount now (the one a restart in place replaces)."""
+        return self.lab.server.pid if self.lab.server is not None else None
+
+    def backing_file(self, rel: str) -> Path | None:
+        """The source's own file behind REL (None for a server of an image)."""
+        return self.lab.backing_file(rel)
 
     def restart(self, **knobs: Any) -> None:
         """Unmount and mount again; KNOBS set the reference server's behaviour afresh."""
@@ -339,12 +349,21 @@ class Cell:
 
     def require_restart(self, how: str) -> None:
         """HOW (one of RESTARTS) can be done to this server: an unmount + mount to any, a
-        restart without unmount (handover, SIGKILL + takeover) only to the reference server,
-        the one whose /dev/fuse fd nfsconf knows how to hand to a successor."""
+        restart without unmount (handover, SIGKILL + takeover) to the reference server and
+        to a server whose profile declares the [restart] command for it."""
         if how not in RESTARTS:
             raise ValueError(f"restart {how!r}: not one of {RESTARTS}")
         if how != "remount":
-            self.require_ref()
+            requires.require(requires.restart_in_place(self.lab.setting, how))
+
+    def live_restart(self, how: str, old_gone: Callable[[], None] | None = None
+                     ) -> InPlaceRestart:
+        """Restart the server without unmount (HOW: "handover" or "sigkill"), as the kernel
+        shows it happened (same mount and connection, another process serving), recorded in
+        the evidence as `restart`. OLD_GONE runs once the old serving process is gone."""
+        done = self.lab.restart_in_place(how, old_gone)
+        self.ev.data.setdefault("restarts", []).append(done.evidence())
+        return done
 
     def restart_server(self, how: str, objs: list[Obj]) -> None:
         """Restart the server HOW (one of RESTARTS: unmount + mount, the /dev/fuse fd handed
@@ -353,10 +372,8 @@ class Cell:
         self.require_restart(how)
         if how == "remount":
             self.lab.restart()
-        elif how == "handover":
-            self.require_ref().live_restart()
         else:
-            self.require_ref().kill_and_takeover()
+            self.live_restart(how)
         self.drop_caches()
         if how == "remount":
             for obj in objs:

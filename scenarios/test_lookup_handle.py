@@ -249,10 +249,10 @@ def test_lookup_handle_restart(cell, kind, how):
     """LH-RESTART: handles the kernel made from the server's LOOKUP_HANDLE handles open the
     same objects, cold, after an unmount + mount and after a restart without unmount
     (handover; SIGKILL + takeover): the proposal's promise. The evidence names the request
-    the kernel used to find each object again. Only the reference server can be restarted
-    without unmount: another server SKIPs those two. Under subtree_check, where a file's
-    0x92 fid cannot fit the handle (NFSv3), its 0x91 fid may give ESTALE, never another
-    object (the protocol's limit: Cell.parent_left_out)."""
+    the kernel used to find each object again. A server restarts without unmount only with
+    its profile's [restart] commands (the reference server: always); others SKIP those two.
+    Under subtree_check, where a file's 0x92 fid cannot fit the handle (NFSv3), its 0x91
+    fid may give ESTALE, never another object (the protocol's limit: Cell.parent_left_out)."""
     cell.require_restart(how)
     cell.require_lookup_handle()
     objs = cell.seeds(kind)

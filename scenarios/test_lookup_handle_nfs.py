@@ -54,11 +54,12 @@ def test_lookup_handle_restart_nfs_clients(cell, client, kind, how):
     """LH-RESTART-NFS: a handle an NFSv4.1 client (raw PUTFH) or the kernel's NFSv3 client
     (an fd held open) got before the restart reaches the same object after an unmount +
     mount, a handover and a SIGKILL + takeover, cold. The evidence names the requests the
-    kernel sent the server to find it again (from the reference server's trace). Only the
-    reference server can be restarted without unmount: another server SKIPs those two.
-    Under subtree_check, where a file's 0x92 fid cannot fit NFSv3's handle, the kernel
-    client's 0x91 handle may give ESTALE, never another object (the protocol's limit:
-    Cell.parent_left_out); NFSv4.1's handle holds the 0x92 fid and must reach the file."""
+    kernel sent the server to find it again (from the reference server's trace). A server
+    restarts without unmount only with its profile's [restart] commands (the reference
+    server: always); others SKIP those two. Under subtree_check, where a file's 0x92 fid
+    cannot fit NFSv3's handle, the kernel client's 0x91 handle may give ESTALE, never
+    another object (the protocol's limit: Cell.parent_left_out); NFSv4.1's handle holds
+    the 0x92 fid and must reach the file."""
     cell.require_restart(how)
     cell.require_lookup_handle()
     obj = cell.seed(kind)

@@ -1,87 +1,13 @@
-"""What only the reference server can show: restart without unmount (the /dev/fuse fd handed
-to a successor, FUSE_NOTIFY_INC_EPOCH), requests in flight across it, and what the kernel
-does with a hostile server. Other profiles SKIP these with the reason."""
+"""What only the reference server can show: what the kernel does with a hostile server.
+Other profiles SKIP these with the reason. (Restarts without unmount: test_live_restart.py.)"""
 
-import os
 import threading
 import time
 
 import pytest
 
-from nfsconf.lab import SEED_DIRS, SEED_FILES
-from nfsconf.scenario import KINDS, expect_same_or, scenario
+from nfsconf.scenario import KINDS, scenario
 from nfsconf.transports.base import as_errno_name
-
-MODES = ("handover", "sigkill")
-
-
-def _live_restart_and_decode(cell, kind, mode):
-    ref = cell.require_ref()
-    objs = cell.seeds(kind)
-    for obj in objs:
-        cell.encode_unrecorded(obj)
-    cell.encoded("first", objs[0].handle)
-    old = ref.pid
-    new = ref.live_restart() if mode == "handover" else ref.kill_and_takeover()
-    cell.note("server_pids", [old, new])
-    cell.drop_caches()  # the successor must answer for every old nodeid itself
-    for rel in sorted(SEED_FILES + SEED_DIRS, reverse=True):
-        os.stat(cell.path(rel))
-    return [cell.decode(obj, obj.rel) for obj in objs]
-
-
-@scenario("LIVE-RESTART-SAFE", "MUST", certify=4, needs=("refserver",))
-@pytest.mark.parametrize("mode", MODES)
-@pytest.mark.parametrize("kind", KINDS)
-def test_live_restart_safe(cell, kind, mode):
-    """LIVE-RESTART-SAFE: after the server hands its connection to a successor (gracefully,
-    or after SIGKILL through the fd holder), old handles open the same object or give
-    ESTALE; never another object."""
-    for outcome in _live_restart_and_decode(cell, kind, mode):
-        expect_same_or(outcome, ("ESTALE",), f"after live restart ({mode})")
-
-
-@scenario("LIVE-RESTART", "SHOULD", claim="live_restart", certify=4, needs=("refserver",))
-@pytest.mark.parametrize("mode", MODES)
-@pytest.mark.parametrize("kind", KINDS)
-def test_live_restart_survives(cell, kind, mode):
-    """LIVE-RESTART: after a restart without unmount every old handle still opens its
-    object, cold."""
-    outcomes = _live_restart_and_decode(cell, kind, mode)
-    bad = [o for o in outcomes if o != "same"]
-    assert not bad, f"after live restart ({mode}): {len(bad)} of {len(outcomes)}: {set(bad)}"
-
-
-@scenario("IN-FLIGHT", "MUST", certify=4, needs=("refserver", "resend"))
-@pytest.mark.parametrize("mode", MODES)
-def test_request_in_flight_survives_restart(cell, mode):
-    """IN-FLIGHT: a reader blocked in read() while the server is replaced gets its data: the
-    successor answers the very request the kernel resends."""
-    cell.restart(stall_first="READ")  # this instance holds back its first READ reply
-    ref = cell.require_ref()  # the new instance: the one to replace
-    _, start = cell.trace_since()
-    rel = "d0/f4"
-    got: dict[str, object] = {}
-
-    def reader() -> None:
-        try:
-            with open(cell.path(rel)) as f:
-                got["data"] = f.read()
-        except OSError as e:
-            got["error"] = e.strerror
-
-    t = threading.Thread(target=reader, daemon=True)
-    t.start()
-    stalled = cell.wait_trace(lambda r: r.get("op") == "READ" and r.get("stalled"), start)
-    assert t.is_alive(), f"the reader returned although its READ was held back: {got}"
-    new = ref.live_restart() if mode == "handover" else ref.kill_and_takeover()
-    t.join(30)
-    assert not t.is_alive(), "the reader is still blocked after the restart"
-    cell.note("reader", got)
-    resent = cell.wait_trace(lambda r: r.get("op") == "READ" and r.get("server_pid") == new
-                             and r["unique"] & ~(1 << 63) == stalled["unique"], start, 5)
-    cell.note("resent", {"unique": hex(resent["unique"]), "result": resent["result"]})
-    assert got.get("data") == cell.markers[rel], f"reader got {got}"
 
 
 def _hostile(cell, mode, kind="file"):

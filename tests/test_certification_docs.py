@@ -59,6 +59,8 @@ def test_documented_profile_loads_and_claims_lookup_handle():
     (text,) = _blocks(DOC.read_text(), "toml")
     profile = profile_from_dict(tomllib.loads(text), "docs/certification.md")
     assert profile.claims.lookup_handle and profile.refserver is None
+    # levels 4 and 5 need the restarts without unmount: the example declares both
+    assert profile.restart.handover and profile.restart.takeover
 
 
 def test_documented_typo_message_is_the_real_one():
@@ -67,5 +69,10 @@ def test_documented_typo_message_is_the_real_one():
     data = tomllib.loads(text.replace("lookup_handle =", "lookup_handel ="))
     with pytest.raises(ProfileError) as e:
         profile_from_dict(data, "myfs.toml")
-    said = re.search(r"\(`(unknown key [^`]+)`\)", doc)
+    said = re.search(r"\(`(unknown key [^`]+)`,", doc)
+    assert said is not None and said.group(1) in str(e.value), (said, str(e.value))
+    data = tomllib.loads(text.replace("handover =", "handovr ="))
+    with pytest.raises(ProfileError) as e:
+        profile_from_dict(data, "myfs.toml")
+    said = re.search(r"`(unknown key 'restart[^`]+)`\)", doc)
     assert said is not None and said.group(1) in str(e.value), (said, str(e.value))

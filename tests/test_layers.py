@@ -12,7 +12,7 @@ ROOT = Path(nfsconf.__file__).parent
 # lowest first; the names are nfsconf's top-level modules and packages
 LAYERS = [
     {"errors", "plan", "series", "mounttable", "process", "verdict", "shard", "kmsg", "watchdog",
-     "handles", "nfs"},
+     "handles", "nfs", "lease"},
     {"fuse"},  # the reference server: standard library and the layer above only
     {"exporters", "servers", "environment", "pynfs"},
     {"transports"},

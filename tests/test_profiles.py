@@ -91,3 +91,49 @@ def test_cli_malformed_toml_one_line_error(tmp_path):
 def test_cli_bad_arguments():
     r = _run_cli("run", "--transport", "carrier-pigeon")
     assert r.returncode == 2 and "invalid choice" in r.stderr
+
+
+RESTARTING = GOOD.replace("[claims]", '''[restart]
+handover = "bin/myfs --takeover {work}/fd.sock --handover-from {pid} {source} {mountpoint}"
+takeover = ["bin/myfs", "--takeover", "{work}/fd.sock", "{mountpoint}"]
+[claims]''')
+
+
+def test_toml_restart_commands_load(tmp_path):
+    path = tmp_path / "myfs.toml"
+    path.write_text(RESTARTING)
+    p = load_profile_file(path)
+    myfs = str(tmp_path / "bin" / "myfs")  # beside the profile, as the mount command's
+    assert p.restart.handover is not None and p.restart.handover[0] == myfs
+    values = dict(source="/s", mountpoint="/m", work="/w", lower="", upper="", pid="42")
+    assert p.restart_argv("handover", **values) == [
+        myfs, "--takeover", "/w/fd.sock", "--handover-from", "42", "/s", "/m"]
+    assert p.restart_argv("takeover", **values) == [myfs, "--takeover", "/w/fd.sock", "/m"]
+    path.write_text(GOOD)
+    plain = load_profile_file(path)
+    assert plain.restart.handover is None and plain.restart_argv("takeover", **values) is None
+
+
+@pytest.mark.parametrize("text,words", [
+    (RESTARTING.replace("handover =", "handovr ="),
+     ["unknown key 'restart.handovr'", "did you mean 'restart.handover'?"]),
+    (RESTARTING.replace("takeover = [", "take_over = ["),
+     ["unknown key 'restart.take_over'", "did you mean 'restart.takeover'?"]),
+    (RESTARTING.replace("[restart]", "[restarts]"),
+     ["unknown key 'restarts'", "did you mean 'restart'?"]),
+    (RESTARTING.replace('takeover = ["bin/myfs", "--takeover", "{work}/fd.sock", "{mountpoint}"]',
+                        "takeover = 3"), ["key 'restart.takeover'", "a string or a list"]),
+    (RESTARTING.replace("{pid}", "{serverpid}"),
+     ["key 'restart.handover'", "unknown placeholder", "pid"]),
+    (RESTARTING.replace('takeover = ["bin/myfs", "--takeover", "{work}/fd.sock", "{mountpoint}"]',
+                        "takeover = []"), ["key 'restart.takeover'", "a command line"]),
+    # {pid} is the serving process: there is none before the mount
+    (GOOD.replace("{source}", "--pidof={pid} {source}"), ["key 'mount'", "unknown placeholder"]),
+])
+def test_bad_restart_keys_are_named(tmp_path, text, words):
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    with pytest.raises(ProfileError) as e:
+        load_profile_file(path)
+    for w in words:
+        assert w in str(e.value), str(e.value)

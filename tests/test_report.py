@@ -284,3 +284,9 @@ def test_rows_that_skip_everywhere_for_one_reason_are_said_once():
                           reason=f"{ref} {p} is {p}") for p in ("a", "b")])
     line = next(x for x in text.splitlines() if x.startswith("SKIP in every column"))
     assert "(1 row: LIVE-RESTART)" in line and "--profile ref-stable" in line
+    # a profile without [restart]: one reason for every such profile, and what to do
+    why = "no restart without unmount: profile {} declares no [restart] command"
+    text = render([Result("IN-FLIGHT", "sigkill", "MUST", p, "local", "SKIP",
+                          reason=why.format(p)) for p in ("a", "b")])
+    line = next(x for x in text.splitlines() if x.startswith("SKIP in every column"))
+    assert "(1 row: IN-FLIGHT): no restart without unmount;" in line and "[restart]" in line

@@ -2,7 +2,9 @@
 TOML profile (tests/data/profiles) like any other server, so the level-5 scenarios can only
 judge it from what the kernel shows. On the host (no LOOKUP_HANDLE) its level-5 cells SKIP
 with the kernel's reason; on the RFC v2 series (User-Mode Linux, built and cached) it
-negotiates (fid 0x91) and a profile that claims LOOKUP_HANDLE but does not deliver FAILs."""
+negotiates (fid 0x91) and a profile that claims LOOKUP_HANDLE but does not deliver FAILs.
+There the vendor profile is also restarted without unmount by its own [restart] commands
+(levels 4 and 5), checked from the kernel; a profile without them SKIPs those cells."""
 
 import json
 from pathlib import Path
@@ -15,6 +17,8 @@ HONEST = str(PROFILES / "vendor-lh.toml")
 LIAR = str(PROFILES / "vendor-lh-liar.toml")
 VOLATILE = str(PROFILES / "vendor-lh-volatile.toml")
 SERIES = SHARED / "kernels" / "lookup-handle-v2"
+# the suite's fixes of the series' kernel defects: the kernel the issue certifies on
+FIXES = Path(__file__).resolve().parent / "data" / "lookup-handle-v2-fixes"
 
 
 def _results(out: Path) -> dict[tuple[str, str, str, str], dict]:
@@ -50,7 +54,7 @@ def test_vendor_profiles_on_the_host_skip_level_5(tmp_path):
 
 @pytest.fixture(scope="module")
 def lh_tree():
-    return build_uml_kernel(SERIES / "series")
+    return build_uml_kernel(SERIES / "series", FIXES)
 
 
 @pytest.mark.vm
@@ -58,7 +62,8 @@ def lh_tree():
 def test_vendor_profiles_on_the_lookup_handle_kernel(lh_tree, tmp_path):
     out = tmp_path / "run"
     r = nfsconf("run", "--transport", "knfsd", "--kernel", str(lh_tree), "--profile", HONEST,
-                "--profile", VOLATILE, "-k", "LH-ENC or (LH-RESTART and file and not clients)",
+                "--profile", VOLATILE, "-k", "LH-ENC or (LH-RESTART and file and not clients) "
+                "or (LIVE-RESTART-SAFE and file) or IN-FLIGHT",
                 "--out", str(out), "--vm-timeout", "900", timeout=1800)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     cells = _results(out)
@@ -73,8 +78,23 @@ def test_vendor_profiles_on_the_lookup_handle_kernel(lh_tree, tmp_path):
             == "PASS"
         lie = cells[("vendor-lh-volatile", "LH-RESTART", "file-remount", transport)]
         assert lie["verdict"] == "FAIL" and lie["claimed"], lie
-        # a restart without unmount needs the reference server's fd handover
-        for how in ("handover", "sigkill"):
-            live = cells[("vendor-lh", "LH-RESTART", f"file-{how}", transport)]
-            assert live["verdict"] == "SKIP" and "needs the reference server" in \
-                live["reason"], live
+        for how, key in (("handover", "handover"), ("sigkill", "takeover")):
+            # restarted in place by its profile's command, as the kernel showed it: the
+            # same mount and connection, another process serving, the handles still good
+            for sid in ("LH-RESTART", "LIVE-RESTART-SAFE"):
+                live = cells[("vendor-lh", sid, f"file-{how}", transport)]
+                assert live["verdict"] == "PASS", live
+                (done,) = live["evidence"]["restarts"]
+                assert done["how"] == how and done["new_pid"] != done["old_pid"], done
+                assert done["stopped_lookup_waited"] >= 0.3, done
+            flight = cells[("vendor-lh", "IN-FLIGHT", how, transport)]
+            assert flight["verdict"] == "PASS", flight
+            assert flight["evidence"]["reader"]["data"].startswith("nfsconf "), flight
+            # a server whose profile has no [restart] is not restarted in place: SKIP, why
+            skip = cells[("vendor-lh-volatile", "LH-RESTART", f"file-{how}", transport)]
+            assert skip["verdict"] == "SKIP" and \
+                f"declares no restart.{key} command" in skip["reason"], skip
+            for sid, variant in (("LIVE-RESTART-SAFE", f"file-{how}"), ("IN-FLIGHT", how)):
+                skip = cells[("vendor-lh-volatile", sid, variant, transport)]
+                assert skip["verdict"] == "SKIP" and "declares no [restart] command" in \
+                    skip["reason"] and "restarts" not in skip["evidence"], skip

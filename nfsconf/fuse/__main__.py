@@ -2,13 +2,24 @@
 
 SIGTERM/SIGINT: unmount and exit 0. SIGUSR1: hand over (leave the mount and the fd with the
 holder, deposit the node table, exit 0) so that ``--takeover`` can continue the connection.
+
+Run by hand, as a vendor's server would be (no RefServer around it), the holder and the
+handover are the server's own business:
+
+    python -m nfsconf.fuse SRC MNT --holder SOCK --spawn-holder     # mount, fd kept at SOCK
+    python -m nfsconf.fuse SRC MNT --takeover SOCK --handover-from PID   # graceful successor
+    python -m nfsconf.fuse SRC MNT --takeover SOCK                  # after PID was SIGKILLed
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import select
+import signal
+import subprocess
 import sys
+import time
 from dataclasses import asdict
 
 from . import holder as hd
@@ -62,7 +73,50 @@ def build_parser() -> argparse.ArgumentParser:
                     help="do not mount: take the live connection from this holder")
     ap.add_argument("--wait-release", action="store_true",
                     help="with --takeover: wait until the holder is told to release the fd")
+    ap.add_argument("--handover-from", type=int, metavar="PID",
+                    help="with --takeover: send PID (the serving instance) SIGUSR1 and take "
+                    "the connection once it has left")
+    ap.add_argument("--spawn-holder", action="store_true",
+                    help="with --holder: start the holder at SOCK first (it stays for the "
+                    "successors and quits with the last instance)")
     return ap
+
+
+def spawn_holder(sock: str, timeout: float = 15.0) -> None:
+    """Start the fd holder at SOCK, in this process group, and wait until it listens."""
+    rfd, wfd = os.pipe()
+    try:
+        proc = subprocess.Popen([sys.executable, "-m", "nfsconf.fuse.holder", sock,
+                                 "--ready-fd", str(wfd)], pass_fds=(wfd,),
+                                stdin=subprocess.DEVNULL)
+    finally:
+        os.close(wfd)
+    try:
+        ready, _, _ = select.select([rfd], [], [], timeout)
+        if not ready or not os.read(rfd, 16).startswith(b"ready"):
+            proc.kill()
+            raise hd.HolderError(f"the holder at {sock} did not start (status {proc.poll()})")
+    finally:
+        os.close(rfd)
+
+
+def ask_to_leave(pid: int, timeout: float = 15.0) -> None:
+    """A graceful handover asked by the successor: SIGUSR1 to the serving instance PID, then
+    wait until it has exited (it leaves its node table with the holder first)."""
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return  # gone already: nothing serves, the connection is ours to take
+    try:
+        os.kill(pid, signal.SIGUSR1)
+        deadline = time.monotonic() + timeout
+        ready: list[int] = []
+        while not ready and time.monotonic() < deadline:
+            ready, _, _ = select.select([fd], [], [], deadline - time.monotonic())
+        if not ready:
+            raise hd.HolderError(f"server {pid} did not leave within {timeout:g} s of SIGUSR1")
+    finally:
+        os.close(fd)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -90,6 +144,8 @@ def main(argv: list[str] | None = None) -> int:
     server.install_signals()
     try:
         if args.takeover:
+            if args.handover_from:
+                ask_to_leave(args.handover_from)
             # --wait-release: started early by RefServer, proceed when the old server is gone
             answer, fds = hd.request(args.takeover, {"cmd": "get", "wait": args.wait_release},
                                      timeout=None if args.wait_release else 10)
@@ -102,6 +158,8 @@ def main(argv: list[str] | None = None) -> int:
             hd.request(holder, {"cmd": "update",
                                 "params": {"negotiated": asdict(neg), "config": asdict(cfg)}})
         else:
+            if args.spawn_holder and args.holder:
+                spawn_holder(args.holder)
             server.mount()
             server.init_once()
             if holder:

@@ -51,6 +51,8 @@ SKIP_HINTS: dict[str, str] = {
                                     "$(nfsconf kernel build --arch um --series "
                                     "../shared/kernels/lookup-handle-v2/series)",
     "needs the reference server": "nfsconf run --profile ref-stable --profile ref-lh",
+    "no restart without unmount": "declare the profile's [restart] commands "
+                                  "(docs/certification.md, level 4)",
 }
 
 

@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from nfsconf.mounttable import (
@@ -17,6 +18,13 @@ from nfsconf.mounttable import (
     deferred_signals,
     fuse_mount_at,
     umount,
+)
+from nfsconf.servers.inplace import (
+    InPlaceError,
+    InPlaceRestart,
+    same_mount,
+    served_by,
+    wait_answering,
 )
 
 
@@ -40,6 +48,9 @@ class ServerProcess:
         self.log = log
         self.proc: subprocess.Popen[bytes] | None = None
         self.entry: MountEntry | None = None
+        # the process group of every process started (the mount's, each successor's): what
+        # a server left running beside its serving process (an fd keeper) ends at stop()
+        self.groups: list[int] = []
 
     @property
     def pid(self) -> int | None:
@@ -47,14 +58,7 @@ class ServerProcess:
 
     def start(self, timeout: float = 15.0) -> MountEntry:
         before = fuse_mount_at(self.mountpoint)
-        # Ctrl-C or SIGTERM between the fork and `self.proc` would orphan the server, which
-        # then mounts after every clean-up has looked: they wait until it is ours to stop
-        with open(self.log, "ab") as logf, deferred_signals():
-            try:
-                self.proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=logf,
-                                             stderr=subprocess.STDOUT, start_new_session=True)
-            except OSError as e:
-                raise MountError(f"cannot start {self.argv[0]}: {e.strerror}") from e
+        self._spawn(self.argv)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             entry = fuse_mount_at(self.mountpoint)
@@ -68,6 +72,74 @@ class ServerProcess:
         self.stop()
         raise MountError(f"{self.argv[0]} did not mount {self.mountpoint} within {timeout:.0f} s:"
                          f" {self.log_tail()}")
+
+    def _spawn(self, argv: list[str]) -> subprocess.Popen[bytes]:
+        """Start ARGV as the serving process (self.proc)."""
+        # Ctrl-C or SIGTERM between the fork and `self.proc` would orphan the server, which
+        # then mounts after every clean-up has looked: they wait until it is ours to stop
+        with open(self.log, "ab") as logf, deferred_signals():
+            try:
+                self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=logf,
+                                             stderr=subprocess.STDOUT, start_new_session=True)
+            except OSError as e:
+                raise MountError(f"cannot start {argv[0]}: {e.strerror}") from e
+            self.groups.append(self.proc.pid)
+        return self.proc
+
+    def restart_in_place(self, how: str, argv: list[str], timeout: float,
+                         old_gone: Callable[[], None] | None = None) -> InPlaceRestart:
+        """Restart without unmount with the profile's [restart] command ARGV, whose {pid} is
+        self.pid: "handover" starts the successor, which makes the old process exit;
+        "sigkill" SIGKILLs the old process (that one only: whatever keeps the fd lives on)
+        and then starts the successor. OLD_GONE runs once the old process is gone. What
+        happened is taken from the kernel (nfsconf/servers/inplace.py), not from ARGV.
+
+        After a SIGKILL the successor is forked while nobody serves the mount: the caller
+        must hold no file of the mount open, or the child's close of it (a FLUSH) waits for
+        the very successor it was to become."""
+        if self.proc is None or not self.alive():
+            raise InPlaceError(f"no server running to restart: {self.log_tail()}")
+        before = fuse_mount_at(self.mountpoint)
+        if before is None:
+            raise InPlaceError(f"{self.mountpoint} is not mounted before the restart")
+        old = self.proc
+        started = time.monotonic()
+        if how == "sigkill":
+            old.kill()
+            old.wait()
+            if old_gone is not None:
+                old_gone()
+        new = self._spawn(argv)
+        if how == "handover":
+            self._wait_handover(old, new, timeout)
+            if old_gone is not None:
+                old_gone()
+        try:
+            wait_answering(self.mountpoint, timeout)
+        except InPlaceError:
+            same_mount(before, self.mountpoint)  # the better diagnosis: it mounted anew
+            raise
+        if new.poll() is not None:
+            raise InPlaceError(f"the successor {argv[0]} exited with {new.returncode}: "
+                               f"{self.log_tail()}")
+        entry = same_mount(before, self.mountpoint)
+        waited = served_by(new.pid, entry, self.mountpoint, timeout)
+        return InPlaceRestart(how, old.pid, new.pid, entry.mount_id, entry.connection,
+                              round(time.monotonic() - started, 3), round(waited, 3))
+
+    def _wait_handover(self, old: subprocess.Popen[bytes], new: subprocess.Popen[bytes],
+                       timeout: float) -> None:
+        """The old process exits (the successor asked it to hand over) while the successor
+        runs on."""
+        deadline = time.monotonic() + timeout
+        while old.poll() is None:
+            if new.poll() is not None:
+                raise InPlaceError(f"the successor exited with {new.returncode} before the "
+                                   f"old server (pid {old.pid}) left: {self.log_tail()}")
+            if time.monotonic() > deadline:
+                raise InPlaceError(f"the old server (pid {old.pid}) did not exit within "
+                                   f"{timeout:g} s of the handover: {self.log_tail()}")
+            time.sleep(0.01)
 
     def log_tail(self, lines: int = 3) -> str:
         try:
@@ -91,6 +163,8 @@ class ServerProcess:
             if fuse_mount_at(self.mountpoint) is not None:
                 notes.append("mounted after the server ended")
                 self._unmount(notes)
+            for pgid in self.groups:
+                _end_group(pgid, grace, notes)
         return notes
 
     def _unmount(self, notes: list[str]) -> None:
@@ -127,3 +201,40 @@ class ServerProcess:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait()
+
+
+def _group_members(pgid: int) -> list[int]:
+    """The live (not zombie) processes of process group PGID."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rpartition(")")[2].split()
+        except OSError:
+            continue
+        if len(fields) > 2 and int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
+            found.append(int(entry))
+    return found
+
+
+def _end_group(pgid: int, grace: float, notes: list[str]) -> None:
+    """What a server started beside its serving process (an fd keeper asked to quit by the
+    last server) ends by itself after the unmount; what does not is ended, by its group."""
+    deadline = time.monotonic() + grace
+    while True:
+        with contextlib.suppress(ChildProcessError):  # ours by re-parenting to a subreaper
+            while os.waitpid(-pgid, os.WNOHANG)[0]:
+                pass
+        members = _group_members(pgid)
+        if not members or time.monotonic() > deadline:
+            break
+        time.sleep(0.02)
+    if members:
+        notes.append(f"processes {members} of server group {pgid} left running; SIGKILL")
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pgid, signal.SIGKILL)
+        with contextlib.suppress(ChildProcessError):
+            while os.waitpid(-pgid, os.WNOHANG)[0]:
+                pass

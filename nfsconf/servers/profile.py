@@ -17,11 +17,24 @@ Vendors write the same thing as a TOML file:
     lookup_handle = false     # speaks FUSE_LOOKUP_HANDLE where the kernel offers it (fids
                               # 0x91/0x92); claimed, a 0x81 fid on such a kernel FAILs
 
-Placeholders: {source} (directory or image), {mountpoint}, {lower}/{upper}/{work} (overlay).
+    [restart]                 # optional: restart without unmount (certification level 4)
+    handover = "myfs --takeover {work}/fd.sock --handover-from {pid} {source} {mountpoint}"
+    takeover = "myfs --takeover {work}/fd.sock {source} {mountpoint}"
+
+Placeholders: {source} (directory or image), {mountpoint}, {lower}/{upper}/{work} (overlay);
+in the [restart] commands also {pid}, the process serving the mount now.
 A relative command path with a slash ("./myfs", "bin/myfs") is the profile file's
 directory's: a server shipped beside its profile runs from wherever nfsconf is started.
-A restart is always an unmount and a mount with the same command on the same source (and
-{work} directory): there is no restart command of a profile's own.
+
+A restart by remount is an unmount and a mount with the same command on the same source (and
+{work} directory). A restart without unmount needs the server's help, so it is declared:
+each [restart] command starts the successor, in the foreground like `mount`, which serves
+the same /dev/fuse connection (the server kept the fd alive somewhere, e.g. a process of its
+own or systemd's fd store). `handover`: the successor asks {pid} to hand the connection over
+and that process exits; `takeover`: nfsconf has SIGKILLed {pid} (only that process), the
+successor takes the connection over. nfsconf trusts neither: it checks from the kernel that
+the mount and its FUSE connection stayed, that the old process is gone, and that the
+successor's processes are the ones answering (nfsconf/servers/inplace.py).
 """
 
 from __future__ import annotations
@@ -39,6 +52,7 @@ from nfsconf.errors import ProfileError
 
 SOURCE_KINDS = ("dir", "overlay", "squashfs", "zip", "tar")
 PLACEHOLDERS = ("source", "mountpoint", "lower", "upper", "work")
+RESTART_PLACEHOLDERS = (*PLACEHOLDERS, "pid")
 
 
 @dataclass(frozen=True)
@@ -48,6 +62,14 @@ class Claims:
     restart: bool = False
     live_restart: bool = False
     lookup_handle: bool = False  # speaks FUSE_LOOKUP_HANDLE where the kernel offers it
+
+
+@dataclass(frozen=True)
+class Restart:
+    """The profile's commands for a restart without unmount ([restart]); None: not declared."""
+
+    handover: tuple[str, ...] | None = None  # graceful: the successor asks {pid} to leave
+    takeover: tuple[str, ...] | None = None  # after nfsconf SIGKILLed {pid}
 
 
 @dataclass(frozen=True)
@@ -62,6 +84,7 @@ class Profile:
     claims: Claims = field(default_factory=Claims)
     origin: str = "builtin"
     mount_timeout: float = 15.0
+    restart: Restart = field(default_factory=Restart)
     # knobs of the reference server (nfsconf/fuse) when this profile is one of its modes
     refserver: dict[str, str] | None = field(default=None, compare=False, hash=False)
 
@@ -74,6 +97,12 @@ class Profile:
 
     def argv(self, **values: str) -> list[str]:
         return [arg.format(**values) for arg in self.mount]
+
+    def restart_argv(self, key: str, **values: str) -> list[str] | None:
+        """The [restart] command KEY ("handover" or "takeover") with VALUES (the mount's
+        placeholders and pid) filled in; None when the profile does not declare it."""
+        command: tuple[str, ...] | None = getattr(self.restart, key)
+        return None if command is None else [arg.format(**values) for arg in command]
 
     def server_version(self) -> str:
         """The version the server reports, for the environment record."""
@@ -99,6 +128,7 @@ class Profile:
 _TYPES: dict[str, type | tuple[type, ...]] = {
     "name": str, "description": str, "mount": (str, list), "source": str, "writable": bool,
     "package": str, "version": str, "claims": dict, "mount_timeout": (int, float),
+    "restart": dict,
 }
 _TYPE_WORDS = {str: "a string", bool: "true or false", dict: "a table", list: "a list"}
 
@@ -133,19 +163,7 @@ def profile_from_dict(data: dict[str, Any], origin: str, here: Path | None = Non
     for key in ("name", "mount"):
         if key not in data:
             raise ProfileError(f"{origin}: missing key '{key}'")
-    mount = data["mount"]
-    argv = tuple(shlex.split(mount) if isinstance(mount, str) else mount)
-    if not argv or not all(isinstance(a, str) for a in argv):
-        raise ProfileError(f"{origin}: key 'mount': expected a command line, got {mount!r}")
-    if here is not None and "/" in argv[0] and not Path(argv[0]).is_absolute():
-        # beside the profile, not in whatever directory nfsconf (or its guest) started in
-        argv = (str((here / argv[0]).resolve()), *argv[1:])
-    for arg in argv:
-        try:
-            arg.format(**{p: "" for p in PLACEHOLDERS})
-        except (KeyError, IndexError, ValueError) as e:
-            raise ProfileError(f"{origin}: key 'mount': unknown placeholder in {arg!r} "
-                               f"(expected {{{'}, {'.join(PLACEHOLDERS)}}})") from e
+    argv = _command(origin, "mount", data["mount"], PLACEHOLDERS, here)
     if not any("{mountpoint}" in a for a in argv):
         raise ProfileError(f"{origin}: key 'mount': the command must contain {{mountpoint}}")
     source = data.get("source", "dir")
@@ -158,9 +176,40 @@ def profile_from_dict(data: dict[str, Any], origin: str, here: Path | None = Non
         if key not in claim_names:
             raise _unknown(origin, key, claim_names, "claims.")
         _expect(origin, f"claims.{key}", value, bool)
-    values = {k: v for k, v in data.items() if k not in ("mount", "claims")}
+    values = {k: v for k, v in data.items() if k not in ("mount", "claims", "restart")}
     values.setdefault("description", values["name"])
-    return Profile(mount=argv, claims=Claims(**claims_in), origin=origin, **values)
+    return Profile(mount=argv, claims=Claims(**claims_in), origin=origin,
+                   restart=_restart(origin, data.get("restart", {}), here), **values)
+
+
+def _command(origin: str, key: str, value: Any, placeholders: tuple[str, ...],
+             here: Path | None) -> tuple[str, ...]:
+    """A command line of key KEY (a string or a list), its placeholders checked, a relative
+    program path with a slash taken from HERE."""
+    argv = tuple(shlex.split(value) if isinstance(value, str) else value)
+    if not argv or not all(isinstance(a, str) for a in argv):
+        raise ProfileError(f"{origin}: key '{key}': expected a command line, got {value!r}")
+    if here is not None and "/" in argv[0] and not Path(argv[0]).is_absolute():
+        # beside the profile, not in whatever directory nfsconf (or its guest) started in
+        argv = (str((here / argv[0]).resolve()), *argv[1:])
+    for arg in argv:
+        try:
+            arg.format(**{p: "" for p in placeholders})
+        except (KeyError, IndexError, ValueError) as e:
+            raise ProfileError(f"{origin}: key '{key}': unknown placeholder in {arg!r} "
+                               f"(expected {{{'}, {'.join(placeholders)}}})") from e
+    return argv
+
+
+def _restart(origin: str, table: dict[str, Any], here: Path | None) -> Restart:
+    known = {f.name for f in fields(Restart)}
+    commands: dict[str, tuple[str, ...]] = {}
+    for key, value in table.items():
+        if key not in known:
+            raise _unknown(origin, key, known, "restart.")
+        _expect(origin, f"restart.{key}", value, (str, list))
+        commands[key] = _command(origin, f"restart.{key}", value, RESTART_PLACEHOLDERS, here)
+    return Restart(**commands)
 
 
 def load_profile_file(path: Path) -> Profile:
