@@ -56,6 +56,7 @@ class Knfsd:
     timings: dict[str, float] = field(default_factory=dict)
     grace_ended: bool = False
     _procs: list[subprocess.Popen[bytes]] = field(default_factory=list, repr=False)
+    _logs: dict[int, IO[bytes]] = field(default_factory=dict, repr=False)  # pid -> output
     _mounts: list[Path] = field(default_factory=list, repr=False)
     _mounted_nfsd: bool = False
     _serving: threading.Thread | None = field(default=None, repr=False)
@@ -100,6 +101,9 @@ class Knfsd:
         for p in reversed(self._procs):
             process.stop(p)
         self._procs.clear()
+        for log in self._logs.values():
+            log.close()
+        self._logs.clear()
         for m in reversed(self._mounts):
             try:
                 _check(["umount", str(m)])
@@ -224,20 +228,18 @@ def _bring_up(k: Knfsd, threads: int) -> None:
         # clients only through nfsdcld; without it nfsd start stalls on a timed-out upcall
         # and v4_end_grace answers EBUSY. Older kernels use it too when it runs.
         if shutil.which("nfsdcld"):
-            k._procs.append(_daemon(["nfsdcld", "-F", "-p", PIPEFS, "-s", CLD_STORAGE]))
+            _daemon(k, ["nfsdcld", "-F", "-p", PIPEFS, "-s", CLD_STORAGE])
         # Safety net if ending grace fails anyway: 10 s (the minimum) instead of 90 s.
         _write_if_exists(Path("/proc/fs/nfsd/nfsv4gracetime"), "10\n")
     with t("rpcbind"):
-        k._procs.append(_daemon(["rpcbind", "-f", "-w"]))
-        _wait_port(111, k._procs[-1], "rpcbind")
+        _wait_port(111, _daemon(k, ["rpcbind", "-f", "-w"]), "rpcbind", k._logs)
     with t("exportfs"):
         _check(["exportfs", "-ra"])
     with t("mountd"):
-        k._procs.append(_daemon(["rpc.mountd", "-F"]))
-        _wait_rpc("mountd", k._procs[-1])
+        _wait_rpc("mountd", _daemon(k, ["rpc.mountd", "-F"]), k._logs)
     with t("nfsd"):
         _check(["rpc.nfsd", str(threads)])
-        _wait_port(2049, None, "nfsd")
+        _wait_port(2049, None, "nfsd", k._logs)
     with t("end_grace"):
         k.grace_ended = _end_grace()
 
@@ -307,37 +309,36 @@ def _check(argv: Sequence[str]) -> str:
                            hint=" (install it on the host)")
 
 
-_logs: dict[int, IO[bytes]] = {}  # pid -> output file of a daemon we started
-
-
-def _daemon(argv: list[str]) -> subprocess.Popen[bytes]:
+def _daemon(k: Knfsd, argv: list[str]) -> subprocess.Popen[bytes]:
+    """Start one of K's daemons, its output in a file K closes when it stops."""
     # A file, not a pipe: a foreground daemon that logs every request would block on a
     # full pipe that nobody reads.
     log = tempfile.TemporaryFile()
     try:
         p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
     except FileNotFoundError:
+        log.close()
         raise GuestSetupError(f"{argv[0]} not found: apt-get install nfs-kernel-server") from None
-    _logs[p.pid] = log
+    k._procs.append(p)
+    k._logs[p.pid] = log
     return p
 
 
-def _died(p: subprocess.Popen[bytes] | None, what: str) -> None:
+def _died(p: subprocess.Popen[bytes] | None, what: str, logs: dict[int, IO[bytes]]) -> None:
     if p is not None and p.poll() is not None:
         err = ""
-        log = _logs.get(p.pid)
+        log = logs.get(p.pid)
         if log is not None:
             log.seek(0)
             err = log.read().decode(errors="replace")
         raise GuestSetupError(f"{what} exited {p.returncode}: {err.strip()}")
 
 
-def _wait_port(
-    port: int, p: subprocess.Popen[bytes] | None, what: str, timeout: float = 20
-) -> None:
+def _wait_port(port: int, p: subprocess.Popen[bytes] | None, what: str,
+               logs: dict[int, IO[bytes]], timeout: float = 20) -> None:
     deadline = time.monotonic() + timeout
     while True:
-        _died(p, what)
+        _died(p, what, logs)
         try:
             with socket.create_connection((LOOPBACK, port), timeout=1):
                 return
@@ -347,10 +348,11 @@ def _wait_port(
             time.sleep(0.05)
 
 
-def _wait_rpc(program: str, p: subprocess.Popen[bytes], timeout: float = 20) -> None:
+def _wait_rpc(program: str, p: subprocess.Popen[bytes], logs: dict[int, IO[bytes]],
+              timeout: float = 20) -> None:
     deadline = time.monotonic() + timeout
     while True:
-        _died(p, program)
+        _died(p, program, logs)
         try:
             if f" {program}" in _check(["rpcinfo", "-p", LOOPBACK]):
                 return
