@@ -97,6 +97,29 @@ def test_selection_that_matches_nothing_in_the_guest_exits_2(tmp_path):
     assert "nfsconf.smoke=1" in env["kernel_cmdline"].split(), env["kernel_cmdline"]
 
 
+def test_a_guest_process_that_dies_in_a_cell_is_that_cells_error(tmp_path):
+    """The suite's process in the guest dies of a signal in one cell (libnfs segfaulted so
+    on a LOOKUP_HANDLE kernel): that cell is ERROR with the signal, the guest boots again
+    and the cells after it run."""
+    from pathlib import Path
+
+    started = time.time()
+    scenarios = Path(__file__).parent / "data" / "guest_death_scenarios.py"
+    out = tmp_path / "run"
+    r = subprocess.run([sys.executable, "-m", "nfsconf.cli", "run", "--transport", "knfsd",
+                        "--kernel", "uml:debian", "--profile", "ref-stable", "--scenarios",
+                        str(scenarios), "--out", str(out), "--vm-timeout", "600"],
+                       capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    cells = {(x.id, x.transport): x for x in load_run(out).results}
+    for transport in ("local", "knfsd", "knfsd-subtree"):
+        died = cells[("SUITE-SEGV", transport)]
+        assert died.verdict == "ERROR" and "died of SIGSEGV" in died.reason, died
+        assert cells[("AFTER-SEGV", transport)].verdict == "PASS"
+    assert "the guest's Python died of SIGSEGV" in r.stdout
+    assert engine_processes(started) == []
+
+
 def test_sigterm_powers_off_every_vm_of_a_multi_kernel_run(tmp_path):
     """Two kernels at once: SIGTERM after the first result ends the run with 130, both VMs
     powered off (they run in threads, which no signal reaches) with every host process of

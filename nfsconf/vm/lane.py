@@ -22,6 +22,7 @@ import dataclasses
 import json
 import os
 import shlex
+import signal
 import sys
 import threading
 import time
@@ -147,10 +148,32 @@ def run_lane(opts: RunOptions, tag: str = "",
             _record_running(out, "ERROR", f"the VM run exceeded --vm-timeout "
                                           f"{opts.vm_timeout:g} s and was powered off", {})
             break
+        died = _killed_by(result.returncode)
+        if died is not None and (out / RUNNING).exists():
+            # the suite's own process died in a cell (a client library's segfault on what
+            # the kernel answered): that cell cannot be judged, the others can
+            cell = _record_running(out, "ERROR", f"the suite's process in the guest died of "
+                                                 f"{died} in this cell; {log.name} has its "
+                                                 f"last words", {"guest_log": str(log)})
+            if cell is not None and _cells_left(out):
+                say(f"knfsd: the guest's Python died of {died} in {cell}; booting again for "
+                    "the cells left")
+                continue
+            break
         if result.returncode == 2 and not _has_results(out):  # refused before any cell
             raise LaneError(f"the guest could not run the suite:\n{_last_lines(log)}")
         break
     return finish(out, show=not tag)
+
+
+def _killed_by(status: int) -> str | None:
+    """The signal a guest command's exit status says it died of (a shell's 128 + N)."""
+    if 128 < status < 128 + 65:
+        try:
+            return signal.Signals(status - 128).name
+        except ValueError:
+            return f"signal {status - 128}"
+    return None
 
 
 def _record_boot(out: Path, boot: int, result: VmResult, crash: KernelCrash | None,
