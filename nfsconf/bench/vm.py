@@ -19,7 +19,7 @@ from typing import Any
 from nfsconf.bench import run_nfsconf
 from nfsconf.report.results import load_run
 
-MARKS = ("shell", "unpacked", "python", "knfsd", "run")
+MARKS = ("shell", "unpacked", "python", "pseudo-root", "run", "knfsd")
 ENGINES = ("qemu", "uml")  # the anchor first
 DEFAULT_SPECS = {"qemu": "debian:bookworm", "uml": "uml:debian"}
 

@@ -59,6 +59,7 @@ class Knfsd:
     _logs: dict[int, IO[bytes]] = field(default_factory=dict, repr=False)  # pid -> output
     _mounts: list[Path] = field(default_factory=list, repr=False)
     _mounted_nfsd: bool = False
+    serving_since: float | None = None  # the guest's uptime when the daemons served
     _serving: threading.Thread | None = field(default=None, repr=False)
     _failure: BaseException | None = field(default=None, repr=False)
 
@@ -75,6 +76,7 @@ class Knfsd:
     def _serve(self, threads: int) -> None:
         try:
             _bring_up(self, threads)
+            self.serving_since = _uptime()
         except BaseException as e:  # told to whoever waits for it
             self._failure = e
 
@@ -173,6 +175,7 @@ def start_knfsd(*, threads: int = 4, root: Path = DEFAULT_ROOT,
             k._serving.start()
         else:
             _bring_up(k, threads)
+            k.serving_since = _uptime()
     except BaseException:
         try:
             k.stop()
@@ -180,6 +183,13 @@ def start_knfsd(*, threads: int = 4, root: Path = DEFAULT_ROOT,
             pass
         raise
     return k
+
+
+def _uptime() -> float | None:
+    try:
+        return float(Path("/proc/uptime").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 def _pseudo_root(k: Knfsd) -> None:
