@@ -13,6 +13,7 @@ reused PID is never signalled.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -78,6 +79,58 @@ def stop(p: Stoppable, grace: float = 5.0) -> int | None:
         except subprocess.TimeoutExpired:
             continue
     return None
+
+
+def state(pid: int) -> str | None:
+    """PID's state letter from /proc (R, S, T, Z, ...); None when there is no such process."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rpartition(")")[2].split()[0]
+    except (OSError, IndexError):
+        return None
+
+
+def running(pid: int) -> bool:
+    """PID has not exited: a zombie (ours, not yet reaped) serves nothing."""
+    return state(pid) not in (None, "Z", "X")
+
+
+def group_members(pgid: int) -> list[int]:
+    """The live (not zombie) processes of process group PGID."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rpartition(")")[2].split()
+        except OSError:
+            continue
+        if len(fields) > 2 and int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
+            found.append(int(entry))
+    return found
+
+
+def stop_group(pgid: int, grace: float) -> list[int]:
+    """Give process group PGID GRACE seconds to end by itself (reaping what is ours), then
+    SIGKILL it. Returns the processes that were still there and killed."""
+    def reap() -> None:
+        with contextlib.suppress(ChildProcessError):  # ours by re-parenting to a subreaper
+            while os.waitpid(-pgid, os.WNOHANG)[0]:
+                pass
+
+    deadline = time.monotonic() + grace
+    while True:
+        reap()
+        members = group_members(pgid)
+        if not members or time.monotonic() > deadline:
+            break
+        time.sleep(0.02)
+    if members:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pgid, signal.SIGKILL)
+        reap()
+    return members
 
 
 class ProcessTreeError(RuntimeError):

@@ -13,8 +13,9 @@ from nfsconf_cli import AS_ROOT
 
 from nfsconf.lab import Lab
 from nfsconf.mounttable import fuse_mount_at
+from nfsconf.process import running as alive
 from nfsconf.requires import Unsupported
-from nfsconf.servers.inplace import InPlaceError, alive
+from nfsconf.servers.inplace import InPlaceError
 from nfsconf.servers.profile import load_profile_file, profile_from_dict
 
 PROFILES = Path(__file__).resolve().parent / "data" / "profiles"

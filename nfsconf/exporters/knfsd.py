@@ -185,13 +185,6 @@ def start_knfsd(*, threads: int = 4, root: Path = DEFAULT_ROOT,
     return k
 
 
-def _uptime() -> float | None:
-    try:
-        return float(Path("/proc/uptime").read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        return None
-
-
 def _pseudo_root(k: Knfsd) -> None:
     flags = Path("/sys/class/net/lo/flags")
     if flags.exists() and not int(flags.read_text(), 16) & 0x1:  # IFF_UP
@@ -383,15 +376,7 @@ def _is_mounted(mountpoint: Path, fstype_prefix: str) -> bool:
 
 
 def _running(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    try:  # our own zombie children do not count as running
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
+    return process.running(pid)  # our own zombie children do not count as running
 
 
 def _uptime() -> float:

@@ -71,16 +71,6 @@ class Lookup:
         return self.done.wait(timeout)
 
 
-def alive(pid: int) -> bool:
-    """PID is a process that has not exited (a zombie has: it serves nothing)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            state = f.read().rpartition(")")[2].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state not in ("Z", "X")
-
-
 def same_mount(before: MountEntry, mnt: Path) -> MountEntry:
     """The mount on MNT is BEFORE's: same mount ID, same connection."""
     now = fuse_mount_at(mnt)

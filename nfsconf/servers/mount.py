@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from nfsconf import process
 from nfsconf.mounttable import (
     MountEntry,
     MountError,
@@ -203,38 +204,9 @@ class ServerProcess:
             self.proc.wait()
 
 
-def _group_members(pgid: int) -> list[int]:
-    """The live (not zombie) processes of process group PGID."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                fields = f.read().rpartition(")")[2].split()
-        except OSError:
-            continue
-        if len(fields) > 2 and int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
-            found.append(int(entry))
-    return found
-
-
 def _end_group(pgid: int, grace: float, notes: list[str]) -> None:
     """What a server started beside its serving process (an fd keeper asked to quit by the
     last server) ends by itself after the unmount; what does not is ended, by its group."""
-    deadline = time.monotonic() + grace
-    while True:
-        with contextlib.suppress(ChildProcessError):  # ours by re-parenting to a subreaper
-            while os.waitpid(-pgid, os.WNOHANG)[0]:
-                pass
-        members = _group_members(pgid)
-        if not members or time.monotonic() > deadline:
-            break
-        time.sleep(0.02)
-    if members:
-        notes.append(f"processes {members} of server group {pgid} left running; SIGKILL")
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(pgid, signal.SIGKILL)
-        with contextlib.suppress(ChildProcessError):
-            while os.waitpid(-pgid, os.WNOHANG)[0]:
-                pass
+    killed = process.stop_group(pgid, grace)
+    if killed:
+        notes.append(f"processes {killed} of server group {pgid} left running; SIGKILL")
