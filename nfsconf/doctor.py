@@ -78,7 +78,7 @@ def checks() -> list[Check]:
     from nfsconf.vm.runner import check_host
 
     uml_problems = check_host("uml")
-    out.append(Check("User-Mode Linux guest (uml:debian)", not uml_problems,
+    out.append(Check("User-Mode Linux guest (uml:debian:SUITE)", not uml_problems,
                      "ready" if not uml_problems else "; ".join(uml_problems)[:90],
                      "make run installs them (see the Makefile's APT_GUEST)", "knfsd"))
     vm_problems = check_host("qemu")

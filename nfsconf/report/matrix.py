@@ -45,7 +45,7 @@ def columns(results: list[Result]) -> dict[Column, str]:
 
 # Why a whole row SKIPs (the start of its reason), and the command that runs it.
 SKIP_HINTS: dict[str, str] = {
-    "NFS wire check": "nfsconf run --transport knfsd --kernel uml:debian",
+    "NFS wire check": "nfsconf run --transport knfsd --kernel uml:debian:sid",
     "exportfs-level check": "nfsconf run --transport local (or knfsd: its [local] column)",
     "LOOKUP_HANDLE not negotiated": "nfsconf run --transport knfsd --profile ref-lh --kernel "
                                     "$(nfsconf kernel build --arch um --series "

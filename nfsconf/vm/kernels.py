@@ -36,6 +36,7 @@ from nfsconf import process
 from nfsconf.errors import KernelError
 from nfsconf.vm.apt import Apt, AptError, depends, private_apt, system_apt
 from nfsconf.vm.arch import ARCHES, TREE_MODULES, arch_of_config
+from nfsconf.vm.elfinterp import set_interp
 
 # Offsets in the x86 boot protocol header (Documentation/arch/x86/boot.rst).
 _BOOT_FLAG_OFF = 0x1FE
@@ -245,6 +246,21 @@ def is_elf(path: Path) -> bool:
         return False
 
 
+# Where `_download_and_unpack` puts the suite's own glibc for a UML package built against a
+# newer one than the host's (sid's on Debian 12): the binary runs through that loader.
+_PRIVATE_LIBC = "usr/lib/x86_64-linux-gnu"
+_LOADER = "ld-linux-x86-64.so.2"
+
+
+def uml_command(binary: Path) -> list[str]:
+    """The argv that starts BINARY: itself, with its package's own glibc where it came with
+    one (its interpreter already points at that glibc's loader: `_runnable_uml`)."""
+    libc = binary.parents[2] / _PRIVATE_LIBC if len(binary.parents) > 2 else binary
+    if (libc / _LOADER).is_file():
+        return ["env", f"LD_LIBRARY_PATH={libc}", str(binary)]
+    return [str(binary)]
+
+
 def uml_release(binary: Path) -> str:
     """The release a User-Mode Linux binary reports (`linux --version`); it also proves the
     binary starts on this host (a UML of a newer Debian needs that suite's glibc)."""
@@ -272,7 +288,7 @@ def _uml_output(binary: Path, option: str, stamp: tuple[int, int]) -> str:
     if not is_elf(binary):
         raise KernelError(f"{binary} is not a User-Mode Linux binary (not an ELF file)")
     try:
-        proc = subprocess.run([str(binary), option], capture_output=True, text=True,
+        proc = subprocess.run([*uml_command(binary), option], capture_output=True, text=True,
                               timeout=30, stdin=subprocess.DEVNULL, start_new_session=True)
     except (OSError, subprocess.TimeoutExpired) as e:
         raise KernelError(f"{binary} does not run as a User-Mode Linux kernel: {e}") from None
@@ -374,6 +390,8 @@ def _load_cached(dest: Path) -> Kernel | None:
 def _download_and_unpack(apt: Apt, pkgs: list[str], dest: Path, source: str,
                          arch: str = "x86") -> Kernel:
     dest.parent.mkdir(parents=True, exist_ok=True)
+    if dest.is_symlink():  # _runnable_uml's link, left by a kill
+        dest.unlink()
     work = Path(tempfile.mkdtemp(prefix=".unpack-", dir=dest.parent))
     try:
         debs = work / "debs"
@@ -394,7 +412,7 @@ def _download_and_unpack(apt: Apt, pkgs: list[str], dest: Path, source: str,
             tmp_image = root / "usr/bin/linux.uml"
             if not tmp_image.is_file():
                 raise KernelError(f"{source}: the package holds no usr/bin/linux.uml")
-            release = uml_release(tmp_image)
+            release = _runnable_uml(apt, tmp_image, root, dest / "root")
             # the package keeps its modules in usr/lib/uml/modules; modprobe -d wants
             # lib/modules/<release> below the directory it is given
             (root / "lib").mkdir(exist_ok=True)
@@ -420,6 +438,35 @@ def _download_and_unpack(apt: Apt, pkgs: list[str], dest: Path, source: str,
     kernel = Kernel(image, mods, release, _sha256(image), source, arch=arch)
     (dest / _META).write_text(json.dumps(kernel.to_json(), indent=1) + "\n")
     return kernel
+
+
+def _runnable_uml(apt: Apt, image: Path, root: Path, final_root: Path) -> str:
+    """The release of the package's UML binary. One built against a newer glibc than the
+    host's (sid's 7.2um on Debian 12) gets its suite's libc6 unpacked beside it, and its
+    program interpreter pointed at that glibc's loader where FINAL_ROOT will be."""
+    try:
+        return uml_release(image)
+    except KernelError as e:
+        if "GLIBC_" not in str(e):
+            raise
+    meta = apt.show("libc6")
+    if meta is None:
+        raise KernelError(f"{image.name} of Debian {apt.suite} needs that suite's glibc, and "
+                          "its libc6 is not found")
+    debs = root.parent / "libc"
+    debs.mkdir()
+    for deb in apt.download([f"libc6={meta['version']}"], debs):
+        process.checked(["dpkg-deb", "-x", str(deb), str(root)],
+                        what=f"dpkg-deb -x {deb.name}", error=KernelError)
+    shutil.rmtree(debs)
+    set_interp(image, str(final_root / _PRIVATE_LIBC / _LOADER))
+    # it runs from ROOT only once renamed to FINAL_ROOT: proven here through a link
+    link = final_root.parent
+    link.symlink_to(root.parent)
+    try:
+        return uml_release(final_root / image.relative_to(root))
+    finally:
+        link.unlink()
 
 
 @contextmanager

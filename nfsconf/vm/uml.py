@@ -21,7 +21,7 @@ import shutil
 from pathlib import Path
 
 from nfsconf.vm.engine import BootSpec, search_path
-from nfsconf.vm.kernels import Kernel, uml_help, uml_release
+from nfsconf.vm.kernels import Kernel, uml_command, uml_help, uml_release
 
 STARTING = "nfsconf-guest: starting script"
 _STARTED = re.compile(re.escape(STARTING) + r" at (\d+\.\d+)")
@@ -99,8 +99,8 @@ class Uml:
                                      starting=STARTING, stage2=q(str(stage2))))
         init.chmod(0o755)
         (work / "uml").mkdir()
-        return [str(kernel.image), f"mem={spec.memory}", "rootfstype=hostfs", "rootflags=/",
-                "ro", f"init={init}", "con=null", "con0=fd:0,fd:1", "printk.time=1",
+        return [*uml_command(kernel.image), f"mem={spec.memory}", "rootfstype=hostfs",
+                "rootflags=/", "ro", f"init={init}", "con=null", "con0=fd:0,fd:1", "printk.time=1",
                 # the mconsole socket and pid file: in the boot's work directory, gone with
                 # it (the default is ~/.uml, left behind by a crash)
                 f"uml_dir={work / 'uml'}", f"umid={spec.name}", *self.fast_options(kernel),
