@@ -10,6 +10,7 @@ import contextlib
 import ctypes
 import os
 import re
+import select
 import signal
 import subprocess
 import tempfile
@@ -48,6 +49,8 @@ class MountEntry:
 
 def _unescape(field: str) -> str:
     # mountinfo escapes space, tab, newline and backslash as \ooo octal
+    if "\\" not in field:
+        return field
     return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
 
 
@@ -61,6 +64,42 @@ def mounts() -> list[MountEntry]:
                                       rparts[0], _unescape(rparts[1]),
                                       rparts[2] if len(rparts) > 2 else ""))
     return entries
+
+
+class MountWatch:
+    """Wakes when this process's mount table changes or a watched process exits: poll(2) on
+    mountinfo (POLLPRI) and on pidfds, instead of re-reading the table on a timer. Open it
+    before starting what will mount, so no change can slip in between."""
+
+    def __init__(self) -> None:
+        self._table = open("/proc/self/mountinfo", "rb")
+        self._poll = select.poll()
+        self._poll.register(self._table, select.POLLPRI | select.POLLERR)
+        self._pidfds: list[int] = []
+
+    def watch_exit(self, pid: int) -> None:
+        try:
+            fd = os.pidfd_open(pid)
+        except OSError:
+            return  # gone already: the caller's own check of the process says so
+        self._pidfds.append(fd)
+        self._poll.register(fd, select.POLLIN)
+
+    def wait(self, timeout: float) -> None:
+        """Until the table changed, a watched process exited, or TIMEOUT seconds."""
+        self._poll.poll(max(0, int(timeout * 1000)))
+
+    def close(self) -> None:
+        self._table.close()
+        for fd in self._pidfds:
+            os.close(fd)
+        self._pidfds.clear()
+
+    def __enter__(self) -> MountWatch:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def mounts_at(mountpoint: str | os.PathLike[str]) -> list[MountEntry]:

@@ -97,6 +97,12 @@ def running(pid: int) -> bool:
 
 def group_members(pgid: int) -> list[int]:
     """The live (not zombie) processes of process group PGID."""
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return []  # no process at all: one call instead of reading every /proc/N/stat
+    except PermissionError:
+        pass
     found = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit():

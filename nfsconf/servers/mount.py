@@ -15,6 +15,7 @@ from nfsconf import process
 from nfsconf.mounttable import (
     MountEntry,
     MountError,
+    MountWatch,
     abort_connection,
     deferred_signals,
     fuse_mount_at,
@@ -59,17 +60,19 @@ class ServerProcess:
 
     def start(self, timeout: float = 15.0) -> MountEntry:
         before = fuse_mount_at(self.mountpoint)
-        self._spawn(self.argv)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            entry = fuse_mount_at(self.mountpoint)
-            if entry and (before is None or entry.mount_id != before.mount_id):
-                self.entry = entry
-                return entry
-            if self.proc.poll() is not None:
-                raise MountError(f"{self.argv[0]} exited with {self.proc.returncode} before "
-                                 f"mounting: {self.log_tail()}")
-            time.sleep(0.01)
+        with MountWatch() as watch:
+            self._spawn(self.argv)
+            watch.watch_exit(self.proc.pid)
+            deadline = time.monotonic() + timeout
+            while (left := deadline - time.monotonic()) > 0:
+                entry = fuse_mount_at(self.mountpoint)
+                if entry and (before is None or entry.mount_id != before.mount_id):
+                    self.entry = entry
+                    return entry
+                if self.proc.poll() is not None:
+                    raise MountError(f"{self.argv[0]} exited with {self.proc.returncode} "
+                                     f"before mounting: {self.log_tail()}")
+                watch.wait(left)
         self.stop()
         raise MountError(f"{self.argv[0]} did not mount {self.mountpoint} within {timeout:.0f} s:"
                          f" {self.log_tail()}")
