@@ -46,7 +46,14 @@ def _servers_of(run: psutil.Process) -> list[psutil.Process]:
         kids = run.children(recursive=True)
     except psutil.NoSuchProcess:
         return []
-    return [k for k in kids if "python" not in (k.name() or "")]
+    return [k for k in kids if _is_server(k)]
+
+
+def _is_server(proc: psutil.Process) -> bool:
+    try:
+        return "python" not in (proc.name() or "")
+    except psutil.NoSuchProcess:
+        return False  # gone since the listing: nothing to kill
 
 
 def _one_run(rng: random.Random, profiles: list[str], workdir: Path, timeout: float,

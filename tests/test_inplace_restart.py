@@ -67,11 +67,12 @@ def test_a_profile_without_the_command_is_not_restarted():
 
 @AS_ROOT
 @pytest.mark.parametrize("how,restart,words", [
-    # "takeover" that mounts anew: another mount ID, another connection
+    # "takeover" that mounts anew: another mount ID, another connection, or (looked at
+    # before the successor mounted) none at all: either way an unmount, named as one
     ("sigkill", {"takeover": ["sh", "-c", "umount -l {mountpoint}; exec "
                               f"{PROFILES / 'nfsconf-refserver'} {{source}} {{mountpoint}} "
                               "--state-dir={work}/state"]},
-     "the mount on"),
+     "the restart unmounted and mounted again|that is an unmount, not a restart in place"),
     # a successor that never asks the old server to leave: the old one serves on
     ("handover", {"handover": ["sleep", "60"]}, "did not exit within"),
     # nobody takes the connection over
