@@ -23,6 +23,9 @@ def test_exec_uses_the_new_interpreter(tmp_path):
     set_interp(prog, str(alias))
     assert interp_of(prog) == str(alias)
     assert subprocess.run([str(prog)]).returncode == 0
+    size = prog.stat().st_size
+    set_interp(prog, str(alias))  # pointed again: the name is replaced, the file no longer
+    assert prog.stat().st_size == size and interp_of(prog) == str(alias)
     # a loader that does not exist: the kernel fails the exec, so it read the new name
     set_interp(prog, str(tmp_path / "absent.so"))
     with pytest.raises(FileNotFoundError):

@@ -34,10 +34,14 @@ def interp_of(path: Path) -> str:
 
 def set_interp(path: Path, loader: str) -> None:
     with open(path, "r+b") as f:
-        entries = list(_interp_entries(f))
+        entries = _interp_entries(f)
         if not entries:
             raise ElfError(f"{path} names no program interpreter (static?)")
         end = f.seek(0, 2)
+        _, offset, size = entries[0]
+        if offset + size == end:  # a name this function appended: replaced, not stacked
+            f.truncate(offset)
+            end = f.seek(offset)
         name = loader.encode() + b"\0"
         f.write(name)
         for entry, _, _ in entries:

@@ -254,8 +254,9 @@ _LOADER = "ld-linux-x86-64.so.2"
 
 def uml_command(binary: Path) -> list[str]:
     """The argv that starts BINARY: itself, with its package's own glibc where it came with
-    one (its interpreter already points at that glibc's loader: `_runnable_uml`)."""
-    libc = binary.parents[2] / _PRIVATE_LIBC if len(binary.parents) > 2 else binary
+    one (usr/bin/linux.uml beside usr/lib/...; its interpreter already points at that
+    glibc's loader: `_runnable_uml`)."""
+    libc = binary.parent.parent.parent / _PRIVATE_LIBC
     if (libc / _LOADER).is_file():
         return ["env", f"LD_LIBRARY_PATH={libc}", str(binary)]
     return [str(binary)]
@@ -390,24 +391,10 @@ def _load_cached(dest: Path) -> Kernel | None:
 def _download_and_unpack(apt: Apt, pkgs: list[str], dest: Path, source: str,
                          arch: str = "x86") -> Kernel:
     dest.parent.mkdir(parents=True, exist_ok=True)
-    if dest.is_symlink():  # _runnable_uml's link, left by a kill
-        dest.unlink()
     work = Path(tempfile.mkdtemp(prefix=".unpack-", dir=dest.parent))
     try:
-        debs = work / "debs"
-        debs.mkdir()
-        versions = []
-        for pkg in pkgs:
-            ver = apt.show(pkg)
-            if ver is None:
-                raise KernelError(f"package {pkg} not found in Debian {apt.suite}")
-            versions.append(f"{pkg}={ver['version']}")
-        apt.download(versions, debs)
         root = work / "root"
-        for deb in sorted(debs.glob("*.deb")):
-            process.checked(["dpkg-deb", "-x", str(deb), str(root)],
-                            what=f"dpkg-deb -x {deb.name}", error=KernelError)
-        shutil.rmtree(debs)
+        _unpack(apt, pkgs, root, work / "debs")
         if arch == "um":
             tmp_image = root / "usr/bin/linux.uml"
             if not tmp_image.is_file():
@@ -440,33 +427,37 @@ def _download_and_unpack(apt: Apt, pkgs: list[str], dest: Path, source: str,
     return kernel
 
 
+def _unpack(apt: Apt, pkgs: list[str], root: Path, debs: Path) -> None:
+    """The current version of each of PKGS, downloaded into DEBS (removed after) and
+    unpacked into ROOT."""
+    versions = []
+    for pkg in pkgs:
+        ver = apt.show(pkg)
+        if ver is None:
+            raise KernelError(f"package {pkg} not found in Debian {apt.suite}")
+        versions.append(f"{pkg}={ver['version']}")
+    debs.mkdir()
+    for deb in apt.download(versions, debs):
+        process.checked(["dpkg-deb", "-x", str(deb), str(root)],
+                        what=f"dpkg-deb -x {deb.name}", error=KernelError)
+    shutil.rmtree(debs)
+
+
 def _runnable_uml(apt: Apt, image: Path, root: Path, final_root: Path) -> str:
     """The release of the package's UML binary. One built against a newer glibc than the
     host's (sid's 7.2um on Debian 12) gets its suite's libc6 unpacked beside it, and its
-    program interpreter pointed at that glibc's loader where FINAL_ROOT will be."""
+    program interpreter pointed at that glibc's loader: here first, to prove it runs, then
+    where FINAL_ROOT will be."""
     try:
         return uml_release(image)
     except KernelError as e:
         if "GLIBC_" not in str(e):
             raise
-    meta = apt.show("libc6")
-    if meta is None:
-        raise KernelError(f"{image.name} of Debian {apt.suite} needs that suite's glibc, and "
-                          "its libc6 is not found")
-    debs = root.parent / "libc"
-    debs.mkdir()
-    for deb in apt.download([f"libc6={meta['version']}"], debs):
-        process.checked(["dpkg-deb", "-x", str(deb), str(root)],
-                        what=f"dpkg-deb -x {deb.name}", error=KernelError)
-    shutil.rmtree(debs)
+    _unpack(apt, ["libc6"], root, root.parent / "libc")
+    set_interp(image, str(root / _PRIVATE_LIBC / _LOADER))
+    release = uml_release(image)
     set_interp(image, str(final_root / _PRIVATE_LIBC / _LOADER))
-    # it runs from ROOT only once renamed to FINAL_ROOT: proven here through a link
-    link = final_root.parent
-    link.symlink_to(root.parent)
-    try:
-        return uml_release(final_root / image.relative_to(root))
-    finally:
-        link.unlink()
+    return release
 
 
 @contextmanager
