@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from nfsconf import requires
+from nfsconf import process, requires
 from nfsconf.fuse.trace import trace_from
 from nfsconf.mounttable import MountEntry, abort_connection, deferred_signals, fuse_mount_at
 from nfsconf.servers.inplace import InPlaceRestart, same_mount, served_by
@@ -368,4 +368,11 @@ class Lab:
 
     def drop_caches(self) -> None:
         with self.timed("drop_caches"):
+            self.transport.settle(purge=True)  # a file knfsd keeps open pins its inode
             self.local.drop_caches()
+            pid = self.server.pid if self.server is not None else None
+            if pid is not None:
+                busy = process.wait_quiet(pid, 2.0 * time_scale())
+                if busy:  # a server that spins: the decode may still meet its old state
+                    self.notes.append(f"drop_caches: server threads {busy} still running "
+                                      "after the FORGETs were read")

@@ -117,6 +117,32 @@ def group_members(pgid: int) -> list[int]:
     return found
 
 
+def busy_threads(pid: int) -> list[int]:
+    """PID's threads caught running (R) or in an uninterruptible wait (D): a server whose
+    threads all sleep has finished whatever it had read."""
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return []
+    return [int(tid) for tid in tids if state_of_task(pid, int(tid)) in ("R", "D")]
+
+
+def state_of_task(pid: int, tid: int) -> str | None:
+    try:
+        with open(f"/proc/{pid}/task/{tid}/stat") as f:
+            return f.read().rpartition(")")[2].split()[0]
+    except (OSError, IndexError):
+        return None
+
+
+def wait_quiet(pid: int, timeout: float) -> list[int]:
+    """Wait until no thread of PID is busy; returns the threads still busy at TIMEOUT."""
+    deadline = time.monotonic() + timeout
+    while (busy := busy_threads(pid)) and time.monotonic() < deadline:
+        time.sleep(0.001)
+    return busy
+
+
 def stop_group(pgid: int, grace: float) -> list[int]:
     """Give process group PGID GRACE seconds to end by itself (reaping what is ours), then
     SIGKILL it. Returns the processes that were still there and killed."""

@@ -153,3 +153,25 @@ def test_sigterm_powers_off_every_vm_of_a_multi_kernel_run(tmp_path):
     assert engine_processes(started) == []
     kept = [p for p in out.glob("*/results.jsonl") if '"kind": "result"' in p.read_text()]
     assert kept, list(out.iterdir())
+
+
+def test_a_knfsd_drop_leaves_nfsd_holding_nothing(tmp_path):
+    """After a warm NFS READ nfsd's file cache holds the file; the lab's drop_caches leaves
+    nfsd nothing open, nothing queued for close and no thread running, and the cold decode
+    after it asks the FUSE server, twenty rounds in a row on both exports."""
+    from pathlib import Path
+
+    started = time.time()
+    scenarios = Path(__file__).parent / "data" / "nfsd_refs_scenarios.py"
+    out = tmp_path / "run"
+    r = subprocess.run([sys.executable, "-m", "nfsconf.cli", "run", "--transport", "knfsd",
+                        "--kernel", SID, "--profile", "ref-stable", "--scenarios",
+                        str(scenarios), "--out", str(out)],
+                       capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    cells = {x.transport: x for x in load_run(out).results if x.id == "NFSD-REFS"}
+    for transport in ("knfsd", "knfsd-subtree"):
+        assert cells[transport].verdict == "PASS", cells[transport]
+        held = cells[transport].evidence["nfsd_files_before_each_drop"]
+        assert len(held) == 20 and all(held), held
+    assert engine_processes(started) == []

@@ -16,6 +16,11 @@ class Exporter(Protocol):
 
     def stop(self) -> None: ...
 
+    def settle(self, *, purge: bool = False) -> str | None:
+        """Wait until the server has closed the files it let go of (with PURGE: first let go
+        of every file it keeps open only as a cache); what was still pending, or None."""
+        ...
+
     @property
     def nfs_port(self) -> int: ...
 

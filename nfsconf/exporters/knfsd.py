@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import IO
 
 from nfsconf import process
+from nfsconf.exporters import nfsd_refs
 from nfsconf.mounttable import mounts
 
 LOOPBACK = "127.0.0.1"
@@ -62,6 +63,7 @@ class Knfsd:
     serving_since: float | None = None  # the guest's uptime when the daemons served
     _serving: threading.Thread | None = field(default=None, repr=False)
     _failure: BaseException | None = field(default=None, repr=False)
+    refs: nfsd_refs.NfsdRefs = field(default_factory=nfsd_refs.NfsdRefs, repr=False)
 
     @property
     def pseudo(self) -> Path:
@@ -71,7 +73,7 @@ class Knfsd:
     def exporter(self, path: Path, fsid: int, subtree_check: bool) -> KnfsdExporter:
         """An exporter of PATH (below the pseudo-root) by this knfsd, once it serves."""
         self.wait()
-        return KnfsdExporter(path, fsid, subtree_check, v4root=self.pseudo)
+        return KnfsdExporter(path, fsid, subtree_check, v4root=self.pseudo, refs=self.refs)
 
     def _serve(self, threads: int) -> None:
         try:
@@ -391,8 +393,10 @@ class KnfsdExporter:
 
     knfsd = True
 
-    def __init__(self, path: Path, fsid: int, subtree_check: bool, v4root: Path) -> None:
+    def __init__(self, path: Path, fsid: int, subtree_check: bool, v4root: Path,
+                 refs: nfsd_refs.NfsdRefs | None = None) -> None:
         self.path = path
+        self.refs = refs or nfsd_refs.NfsdRefs()
         self.subtree_check = subtree_check
         self.v4root = v4root
         self.options = (f"rw,no_root_squash,insecure,sync,fsid={fsid},"
@@ -413,6 +417,9 @@ class KnfsdExporter:
         # -f: drop the kernel's export cache too (it pins the mount), in the same exportfs
         # run (a process costs ~60 ms under User-Mode Linux)
         self._exportfs("-u", "-f", f"{LOOPBACK}:{self.path}")
+
+    def settle(self, *, purge: bool = False) -> str | None:
+        return self.refs.settle(purge=purge)
 
     nfs_port = 2049
     mount_port = 0  # from the portmapper

@@ -11,7 +11,6 @@ import functools
 import os
 import stat
 import tempfile
-import time
 from pathlib import Path
 
 from nfsconf.mounttable import wait_idle
@@ -172,6 +171,9 @@ class LocalTransport:
     def encode(self, path: Path, *, connectable: bool = False) -> Handle:
         return name_to_handle(path, connectable=connectable)
 
+    def settle(self, *, purge: bool = False) -> None:
+        """Nothing between the handle and the mount keeps files open."""
+
     def decode(self, handle: Handle) -> Decoded:
         try:
             self.open()
@@ -193,10 +195,9 @@ class LocalTransport:
         drop_caches(self._mount_fd)
         # Eviction queues FORGETs, which the kernel hands the server before other requests
         # (up to 16 ahead of each) and which get no answer; a few STATFS round trips (never
-        # cached) come back only after the server read them, and a moment after each lets
-        # the other threads of a multi-threaded server finish what they read. The next
-        # decode meets a server that really forgot.
+        # cached) come back only after the server read them. Whether it has also done what
+        # they say, in the other threads of a multi-threaded server, only the server's
+        # threads show: Lab.drop_caches waits until none of them is running.
         for _ in range(3):
             with contextlib.suppress(OSError):
                 os.statvfs(self.mountpoint)
-            time.sleep(0.002)

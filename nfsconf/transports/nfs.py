@@ -120,10 +120,19 @@ class NfsTransport:
                           f"LOOKUP {self.v4_path(path)}: {name}")
         return res.fh
 
+    def settle(self, *, purge: bool = False) -> None:
+        """Before a decode (and, with PURGE, before drop_caches): the NFS server has done
+        the closes it decided on, so what the decode meets does not depend on when one of
+        its threads ran (exporters/filecache.py)."""
+        pending = self.exporter.settle(purge=purge)
+        if pending:
+            raise OSError(errno.EBUSY, pending)
+
     def decode_v4(self, fh: bytes, is_dir: bool) -> Decoded:
         """Present an NFSv4 handle in one compound: PUTFH, GETFH, GETATTR and READ of the
         marker (in a directory, LOOKUP of it first). A server that answers GETFH with another
         handle than the one presented has not decoded it."""
+        self.settle()
         ops = [nfs4.putfh(fh), nfs4.getfh(), nfs4.getattr(nfs4.Attr.TYPE, nfs4.Attr.FILEID)]
         if is_dir:
             ops.append(nfs4.lookup(MARKER_NAME))
@@ -184,6 +193,7 @@ class NfsTransport:
         return Handle(NFS_FH, fh)
 
     def decode(self, handle: Handle) -> Decoded:
+        self.settle()
         try:
             attr = self.client.getattr(handle.data)
             if not attr.ok or attr.attr is None:
