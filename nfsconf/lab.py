@@ -64,6 +64,9 @@ class Lab:
         self._serial = itertools.count()
         self.markers: dict[str, str] = {}
         self.server: ServerProcess | RefServerProcess | None = None
+        # the wall clock's seconds from the current server instance's start to its mount:
+        # whatever clock reading the server took at start lies within them
+        self.instance_seconds = (0, 0)
         self._values: dict[str, str] = {}
         # the local transport always exists: drops, identity by name, exportfs-level checks
         self.local = LocalTransport(self.mnt)
@@ -122,6 +125,7 @@ class Lab:
 
     def _spawn(self, **knobs: str) -> None:
         """A new server instance on the same source and mountpoint."""
+        spawned = int(time.time())
         if self.profile.refserver is not None:
             self.server = RefServerProcess({**self.profile.refserver, **knobs},
                                            Path(self._values["source"]), self.mnt, self.root)
@@ -130,6 +134,7 @@ class Lab:
             self.server = ServerProcess(argv, self.mnt, self.root / "server.log")
         with self.timed("mount"):
             self._mounted(self.server.start(self.profile.mount_timeout * time_scale()))
+        self.instance_seconds = (spawned, int(time.time()))
 
     def _mounted(self, entry: MountEntry) -> None:
         self.local.connection = entry.connection

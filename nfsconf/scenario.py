@@ -153,9 +153,16 @@ class Cell:
         """The source's own file behind REL (None for a server of an image)."""
         return self.lab.backing_file(rel)
 
-    def restart(self, **knobs: Any) -> None:
-        """Unmount and mount again; KNOBS set the reference server's behaviour afresh."""
+    def restart(self, **knobs: Any) -> bool:
+        """Unmount and mount again; KNOBS set the reference server's behaviour afresh.
+        Returns whether the new instance started within the wall clock's second of the old
+        one (recorded in the evidence too): a server that derives its generation numbers
+        from the clock's seconds (mergerfs does) gives the old ones out again then."""
+        before = self.lab.instance_seconds
         self.lab.restart(**knobs)
+        same = len({*before, *self.lab.instance_seconds}) == 1
+        self.ev.data.setdefault("restart_within_the_same_second", []).append(same)
+        return same
 
     def abort(self) -> list[str]:
         """Abort the FUSE connection: whatever is blocked on the mount fails (ENOTCONN)."""

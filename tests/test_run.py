@@ -57,6 +57,21 @@ def test_run_bindfs_pair_shows_design_truths(tmp_path):
     assert list((tmp_path / "labs").iterdir()) == []  # every lab removed its files
 
 
+def test_a_restart_meets_a_clock_seeded_generation_in_its_second(tmp_path):
+    """mergerfs gives every node the generation of the second it started in: RESTART makes
+    its restart land within that second, so old handles open other objects every run (the
+    restart that crossed a second is done again), not only in runs that happened to."""
+    r = _run("--profile", "mergerfs", "-k", "RESTART and not LIVE and not LH", out=tmp_path)
+    assert r.returncode == 0, r.stderr
+    _, results = _records(tmp_path)
+    cells = [x for x in results if x["id"] in ("RESTART", "RESTART-SAFE")]
+    assert len(cells) == 4
+    for cell in cells:
+        assert cell["verdict"] == "FAIL" and cell["wrong_object"], cell
+        assert cell["evidence"]["restart_within_the_same_second"][-1] is True
+    assert _mounts_under(tmp_path) == []
+
+
 def test_server_killed_or_stopped_mid_scenario_run_goes_on(tmp_path):
     r = _run("--profile", "bindfs", "--scenarios", str(CRASH), "--timeout", "3", out=tmp_path)
     assert r.returncode == 0, r.stderr
