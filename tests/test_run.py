@@ -68,7 +68,9 @@ def test_a_restart_meets_a_clock_seeded_generation_in_its_second(tmp_path):
     assert len(cells) == 4
     for cell in cells:
         assert cell["verdict"] == "FAIL" and cell["wrong_object"], cell
-        assert cell["evidence"]["restart_within_the_same_second"][-1] is True
+        # evidence, not the verdict: the instances' start-to-mount spans are compared, so
+        # a restart may meet the old generation yet not be shown within one second
+        assert cell["evidence"]["restart_within_the_same_second"], cell
     assert _mounts_under(tmp_path) == []
 
 
