@@ -81,13 +81,25 @@ def stop(p: Stoppable, grace: float = 5.0) -> int | None:
     return None
 
 
-def state(pid: int) -> str | None:
-    """PID's state letter from /proc (R, S, T, Z, ...); None when there is no such process."""
+BUSY = ("R", "D")  # running, or in an uninterruptible wait: not yet done with its work
+
+
+def stat_of(path: str) -> tuple[str, list[str]] | None:
+    """The command name and the fields after it of a /proc .../stat file; None once gone."""
     try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rpartition(")")[2].split()[0]
-    except (OSError, IndexError):
+        with open(path) as f:
+            head, _, tail = f.read().rpartition(")")
+    except OSError:
         return None
+    fields = tail.split()
+    return (head.partition("(")[2], fields) if fields else None
+
+
+def state(pid: int, tid: int | None = None) -> str | None:
+    """PID's (or its thread TID's) state letter from /proc (R, S, T, Z, ...); None when
+    there is no such process."""
+    st = stat_of(f"/proc/{pid}/stat" if tid is None else f"/proc/{pid}/task/{tid}/stat")
+    return st[1][0] if st else None
 
 
 def running(pid: int) -> bool:
@@ -107,11 +119,8 @@ def group_members(pgid: int) -> list[int]:
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                fields = f.read().rpartition(")")[2].split()
-        except OSError:
-            continue
+        st = stat_of(f"/proc/{entry}/stat")
+        fields = st[1] if st else []
         if len(fields) > 2 and int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
             found.append(int(entry))
     return found
@@ -124,15 +133,7 @@ def busy_threads(pid: int) -> list[int]:
         tids = os.listdir(f"/proc/{pid}/task")
     except OSError:
         return []
-    return [int(tid) for tid in tids if state_of_task(pid, int(tid)) in ("R", "D")]
-
-
-def state_of_task(pid: int, tid: int) -> str | None:
-    try:
-        with open(f"/proc/{pid}/task/{tid}/stat") as f:
-            return f.read().rpartition(")")[2].split()[0]
-    except (OSError, IndexError):
-        return None
+    return [int(tid) for tid in tids if state(pid, int(tid)) in BUSY]
 
 
 def wait_quiet(pid: int, timeout: float) -> list[int]:

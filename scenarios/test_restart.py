@@ -41,8 +41,8 @@ def _restart_and_decode(cell, kind):
             os.stat(cell.path(rel))
         for obj in objs:
             cell.refresh(obj)  # what the name reaches now: new st_dev, maybe new inode numbers
-        outcomes = cell.decode_all(objs, label)
-        if same_second or slow or "other" in outcomes:
+        outcomes = cell.decode_all(objs, label)  # another object ends the cell here
+        if same_second or slow:
             break
     cell.note("outcomes", dict(zip((o.rel for o in objs), outcomes, strict=True)))
     return outcomes

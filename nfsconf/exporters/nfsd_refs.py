@@ -24,14 +24,15 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from nfsconf import process
+
 STATS = Path("/proc/fs/nfsd/filecache")
 PURGE = Path("/proc/net/rpc/nfsd.fh/flush")
 THREADS = Path("/proc/fs/nfsd/threads")
 KTHREADD = 2
-# a thread releasing a request it answered, or closing a file, is running (R) or waits
-# uninterruptibly (D); an idle nfsd thread sleeps in svc_recv (I since 6.6, S before), as
-# does one waiting for a FUSE server's reply (a hung server holds it there, not busy)
-BUSY_STATES = ("R", "D")
+# a thread releasing a request it answered, or closing a file, is busy (process.BUSY); an
+# idle nfsd thread sleeps in svc_recv (I since 6.6, S before), as does one waiting for a
+# FUSE server's reply (a hung server holds it there, not busy)
 
 
 @dataclass(frozen=True)
@@ -72,20 +73,10 @@ def nfsd_threads() -> list[int]:
     ~40 ms under User-Mode Linux, so NfsdRefs keeps what it found."""
     found = []
     for name in os.listdir("/proc"):
-        if name.isdigit() and _stat(int(name)).startswith(f"nfsd {KTHREADD} "):
+        st = process.stat_of(f"/proc/{name}/stat") if name.isdigit() else None
+        if st and st[0] == "nfsd" and st[1][1:2] == [str(KTHREADD)]:
             found.append(int(name))
     return found
-
-
-def _stat(pid: int) -> str:
-    """'COMM PPID STATE' of PID, or '' once it is gone."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            head, _, tail = f.read().rpartition(")")
-    except OSError:
-        return ""
-    fields = tail.split()
-    return f"{head.partition('(')[2]} {fields[1]} {fields[0]}" if len(fields) > 1 else ""
 
 
 def thread_count() -> int | None:
@@ -104,12 +95,12 @@ class NfsdRefs:
 
     def busy_threads(self) -> list[int]:
         """nfsd threads caught running or in an uninterruptible wait."""
-        stats = [_stat(pid) for pid in self._threads]
-        if len(self._threads) != thread_count() or not all(stats):
+        states = [process.state(pid) for pid in self._threads]
+        if len(self._threads) != thread_count() or None in states:
             self._threads = nfsd_threads()
-            stats = [_stat(pid) for pid in self._threads]
-        return [pid for pid, st in zip(self._threads, stats, strict=True)
-                if st.rpartition(" ")[2] in BUSY_STATES]
+            states = [process.state(pid) for pid in self._threads]
+        return [pid for pid, st in zip(self._threads, states, strict=True)
+                if st in process.BUSY]
 
     def settle(self, *, purge: bool = False, timeout: float = 2.0) -> str | None:
         """Wait until every nfsd thread sleeps and nothing waits to be closed (with PURGE:

@@ -123,7 +123,7 @@ class NfsTransport:
     def settle(self, *, purge: bool = False) -> None:
         """Before a decode (and, with PURGE, before drop_caches): the NFS server has done
         the closes it decided on, so what the decode meets does not depend on when one of
-        its threads ran (exporters/filecache.py)."""
+        its threads ran (exporters/nfsd_refs.py)."""
         pending = self.exporter.settle(purge=purge)
         if pending:
             raise OSError(errno.EBUSY, pending)
