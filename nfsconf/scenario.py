@@ -192,6 +192,12 @@ class Cell:
                 given[nodeid] = bytes.fromhex(handle)
         return given
 
+    def server_nodeid(self, handle: bytes) -> int | None:
+        """The nodeid the reference server last gave with HANDLE (from its trace): what a fid
+        that names its object by the handle alone stands for now; None if it never gave it
+        or has no trace."""
+        return nodeid_with_handle(self.server_handles() or {}, handle)
+
     def negotiated(self) -> dict[str, Any] | None:
         """What the reference server's INIT settled (minor, dialect, ...); None elsewhere."""
         return self.lab.negotiated()
@@ -540,3 +546,14 @@ def expect_same_or(outcome: str, allowed: tuple[str, ...], what: str) -> None:
     errno it stands for: NFS3ERR_STALE as ESTALE)."""
     assert outcome == "same" or as_errno_name(outcome) in allowed, (
         f"{what}: {outcome} (expected the same object or {', '.join(allowed)})")
+
+
+def nodeid_with_handle(given: dict[int, bytes], handle: bytes) -> int | None:
+    """Of GIVEN (nodeid -> handle, in the order the server gave them), the last nodeid given
+    with HANDLE: a server with counter nodeids gives one object a new nodeid each time it is
+    looked up anew, and the newest is the one the kernel holds."""
+    found = None
+    for nodeid, h in given.items():
+        if h == handle:
+            found = nodeid
+    return found

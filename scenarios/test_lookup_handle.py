@@ -24,7 +24,14 @@ from nfsconf.handles import (
     decode_fid,
 )
 from nfsconf.handles.fusefh import FUSE_MAX_HANDLE_SZ, HANDLE_OFFSET, SIZEOF_FUSE_INODE_HANDLE
-from nfsconf.scenario import KINDS, RESTARTS, SEED, KernelRequest, scenario
+from nfsconf.scenario import (
+    KINDS,
+    RESTARTS,
+    SEED,
+    KernelRequest,
+    nodeid_with_handle,
+    scenario,
+)
 from nfsconf.transports.base import as_errno_name
 
 
@@ -39,11 +46,17 @@ def fuse_fid(handle):
 
 
 def check_part(part, given, what):
-    """One fuse_inode_handle of a fid: a nodeid, a handle of 1..128 bytes, and where the
-    server's trace says what it gave (GIVEN), exactly those bytes."""
-    assert part.nodeid > 1, f"{what}: nodeid {part.nodeid}"
+    """One fuse_inode_handle of a fid: a handle of 1..128 bytes, and where the server's
+    trace says what it gave (GIVEN), exactly those bytes. The handle names the object
+    either alone (nodeid and generation 0: the suite's fix 0013, what the RFC review asked
+    for) or beside the nodeid the server gave with it (the series as posted)."""
     assert 0 < len(part.handle) <= FUSE_MAX_HANDLE_SZ, (
         f"{what}: a {len(part.handle)}-byte server handle in the fid")
+    if part.by_handle_alone:
+        assert given is None or nodeid_with_handle(given, part.handle) is not None, (
+            f"{what}: the server never gave the handle {part.handle.hex()}")
+        return
+    assert part.nodeid > 1, f"{what}: nodeid {part.nodeid} generation {part.generation}"
     if given is None:
         return
     want_handle = given.get(part.nodeid)
@@ -58,8 +71,9 @@ def check_part(part, given, what):
 @pytest.mark.parametrize("kind", KINDS)
 def test_lookup_handle_encode(cell, kind):
     """LH-ENC: a file or directory of a server that negotiated LOOKUP_HANDLE encodes as
-    0x91 FILEID_FUSE_WITHOUT_PARENT: nodeid, generation and the server's handle, byte for
-    byte, laid out as fuse_inode_handle (24 + size bytes)."""
+    0x91 FILEID_FUSE_WITHOUT_PARENT: the server's handle, byte for byte, laid out as
+    fuse_inode_handle (24 + size bytes), beside either nodeid and generation or 0 and 0
+    (the handle alone names the object: STABLE shows why that is the form to want)."""
     neg = cell.require_lookup_handle()
     obj = cell.seed(kind)
     handle = cell.encode(obj, kind)
@@ -163,7 +177,10 @@ def test_lookup_handle_every_size(cell):
     carries exactly the server's bytes, and after drop_caches opens the same file (or,
     from a server that forgets its nodeids, ESTALE). A truncated or misplaced handle fails
     naming the size. (Until this stop the check wanted exactly 24 + size bytes, which no
-    kernel can give for 78 of the sizes: that was the scenario's error, not the kernel's.)"""
+    kernel can give for 78 of the sizes: that was the scenario's error, not the kernel's.)
+    A fid that names its object by the handle alone (fix 0013) is decoded cold by that
+    handle only, so the reference server finds the file by every handle it gave, even one
+    too short to hold the backing file's handle (it remembers those while it runs)."""
     made = _sized_files(cell)
     given = cell.server_handles()
     by_name = cell.profile.refserver is not None  # hsN's handle is N bytes
@@ -280,13 +297,14 @@ def test_lookup_handle_unlinked(cell, kind, cache):
     cell.require_lookup_handle()
     obj = cell.fresh(kind, "victim")
     cell.encode(obj, kind)
-    nodeid = fuse_fid(cell.local_fid(obj.rel)).inode.nodeid
+    part = fuse_fid(cell.local_fid(obj.rel)).inode
+    nodeid = part.nodeid or cell.server_nodeid(part.handle)
     _, before = cell.trace_since()
     cell.remove(obj)
     allowed = ("ESTALE", "ENOENT")
     if cache == "cold":
         cell.drop_caches()
-    elif cell.has_trace:
+    elif cell.has_trace and nodeid is not None:
         cell.wait_trace(lambda r: _forgets(r, nodeid), before)
         cell.note("forgotten", f"{nodeid:#x}")
     else:
@@ -316,6 +334,9 @@ def test_lookup_handle_reused_nodeid(cell):
     fids = {}
     for obj in old:
         fids[obj.rel] = fuse_fid(cell.encode(obj))
+    given = cell.server_handles() or {}
+    old_nodeids = {rel: f.inode.nodeid or nodeid_with_handle(given, f.inode.handle)
+                   for rel, f in fids.items()}
     for obj in old:
         os.unlink(cell.path(obj.rel))
     cell.drop_caches()  # the server forgets the nodeids and may hand them out again
@@ -324,8 +345,8 @@ def test_lookup_handle_reused_nodeid(cell):
     for obj in new:
         cell.encode(obj)
     given = cell.server_handles() or {}  # the reference server's trace: evidence only
-    reused = {rel: f.inode.nodeid for rel, f in fids.items()
-              if given.get(f.inode.nodeid) not in (None, f.inode.handle)}
+    reused = {rel: nodeid for rel, nodeid in old_nodeids.items()
+              if given.get(nodeid) not in (None, fids[rel].inode.handle)}
     cell.note("nodeids_reused_with_another_handle", len(reused))
     outcomes = {}
     for obj in old:
@@ -360,7 +381,9 @@ def test_hostile_lookup_handle(cell, mode):
         if handle.fh_type == FILEID_FUSE_WITHOUT_PARENT else None
     detail = (f"fid handle {len(fid.inode.handle)} bytes {fid.inode.handle.hex()}"
               if fid is not None else f"fid type 0x{handle.fh_type:x}")
-    wire = sent.get(fid.inode.nodeid) if fid is not None else None
+    nodeid = fid.inode.nodeid or nodeid_with_handle(sent or {}, fid.inode.handle) \
+        if fid is not None else None
+    wire = sent.get(nodeid) if sent and nodeid is not None else None
     raise AssertionError(f"the kernel accepted a {mode} LOOKUP_HANDLE reply (the server sent "
                          f"{len(wire) if wire is not None else '?'} handle bytes): {detail}")
 

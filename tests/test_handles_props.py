@@ -160,3 +160,17 @@ def test_every_truncation_of_a_valid_handle_is_refused(
     inner = obj.fid if isinstance(obj, KnfsdFh) else obj
     fill = inner.fill if isinstance(inner, FuseFid) else b""
     assert isinstance(inner, RawFid) or (fill and cut == len(full) - len(fill))
+
+
+@given(st.binary(min_size=1, max_size=104), u32, st.booleans())
+def test_a_handle_alone_fid_survives_its_bytes(handle: bytes, fh_type: int, parent: bool) -> None:
+    """Fix 0013's form: nodeid and generation 0 beside a handle reads back as naming the
+    object by its handle alone; a nodeid or a generation, or no handle, does not."""
+    part = FuseInodeHandle(0, 0, fh_type, handle)
+    fid = FuseFid(part, part if parent else None, bytes(-(2 * part.length if parent else
+                                                           part.length) % 4), 0)
+    back = decode_fid(fid.handle_type, fid.encode())
+    assert back.inode.by_handle_alone and (back.parent is None or back.parent.by_handle_alone)
+    assert not FuseInodeHandle(1, 0, fh_type, handle).by_handle_alone
+    assert not FuseInodeHandle(0, 1, fh_type, handle).by_handle_alone
+    assert not FuseInodeHandle(0, 0, fh_type, b"").by_handle_alone

@@ -1,7 +1,9 @@
 """The reference server's own LOOKUP_HANDLE handles: how one is made, found again and sent.
 
 The server's handle is the backing file's own handle (type i32, length u8, bytes), after the
-instance's salt with --handle-salt instance, filled with a pattern to --handle-size; hostile
+instance's salt with --handle-salt instance, filled with a pattern to --handle-size (cut to a
+size too small to hold it, the bytes are remembered by the instance, which finds the object by
+them until it ends); hostile
 zero-handle / oversize-handle send 0 / 129 bytes, short-handle sends a quarter of them.
 """
 
@@ -28,6 +30,9 @@ class Handles:
         self.neg = neg
         self.table = table
         self.sizes: dict[int, int] = {}  # nodeid -> handle size asked by its name
+        # handles too short to hold the backing handle -> the backing handle: this instance
+        # still finds the object by them, as a server must when the kernel sends nothing else
+        self.short: dict[bytes, tuple[int, bytes]] = {}
         self.salt = os.urandom(4) if cfg.handle_salt == "instance" else b""
 
     def size_by_name(self, node: Node, name: bytes) -> None:
@@ -41,7 +46,9 @@ class Handles:
         an `hsN` name asks for): a handle the kernel truncates or moves shows in its bytes."""
         size = self.sizes.get(node.nodeid, self.cfg.handle_size)
         raw = self.salt + struct.pack("<iB", node.htype, len(node.hdata)) + node.hdata
-        raw = raw[:size]  # too small a size loses identity: the caller's choice
+        if len(raw) > size:  # the bytes cannot name the file: this instance remembers them
+            raw = raw[:size]
+            self.short[raw] = (node.htype, node.hdata)
         data = raw + bytes((i * 37 + 11) & 0xFF for i in range(len(raw), size))
         if self.cfg.hostile == "zero-handle":
             data = b""
@@ -50,11 +57,15 @@ class Handles:
         return lh.FileHandle(data)
 
     def node_from_handle(self, fh: lh.FileHandle) -> Node:
+        if (backing := self.short.get(fh.data)) is not None:  # two of one size: the last
+            return self._node_of(*backing)
         salt = len(self.salt)
         if len(fh.data) < salt + 5 or fh.data[:salt] != self.salt:
             raise OSError(errno.ESTALE, "handle too short or of another server instance")
         htype, n = struct.unpack_from("<iB", fh.data, salt)
-        hdata = fh.data[salt + 5:salt + 5 + n]
+        return self._node_of(htype, fh.data[salt + 5:salt + 5 + n])
+
+    def _node_of(self, htype: int, hdata: bytes) -> Node:
         if self.table.mode == "stable":
             return self.table.get(self.table.stable_id(htype, hdata))
         # the known node of that file, or (a handle of an earlier instance: an unsalted

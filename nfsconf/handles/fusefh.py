@@ -23,6 +23,10 @@ child's, at offset 24 + child size, as `fuse_fh_fuse_to_parent` computes total_l
 Handle sizes are limited to FUSE_MAX_HANDLE_SZ (128); the v2 kernel itself only keeps
 1..max_handle_sz-1 (0 means "no handle", >= max is refused).
 
+The suite's fix 0013 (tests/data/lookup-handle-v2-fixes) keeps this layout but writes nodeid
+and generation 0: the server's handle alone names the object (`by_handle_alone`), as the RFC
+review asked, so a server that renumbers its nodeids still gives one file one fid.
+
 `*max_len = (len + lenp) >> 2` truncates: when the handle sizes are not a multiple of 4 the
 kernel reports 1-3 bytes fewer than it wrote. A fixed encoder rounds up instead, adding 1-3
 `fill` bytes to reach a word boundary; the decoder accepts exactly that fill and keeps it.
@@ -85,6 +89,12 @@ class FuseInodeHandle(Printable):
     def length(self) -> int:
         """What the v2 encoder counts: sizeof(struct fuse_inode_handle) + fh.size."""
         return SIZEOF_FUSE_INODE_HANDLE + len(self.handle)
+
+    @property
+    def by_handle_alone(self) -> bool:
+        """Whether the server's handle alone names the object: nodeid and generation 0
+        beside a handle (fix 0013), where the series as posted writes the nodeid."""
+        return self.nodeid == 0 and self.generation == 0 and bool(self.handle)
 
     @property
     def title(self) -> str:

@@ -1,0 +1,25 @@
+"""Which nodeid a server last gave with a handle: how the LOOKUP_HANDLE scenarios find what
+a fid that names its object by the handle alone stands for (pure, from a trace's order)."""
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from nfsconf.scenario import nodeid_with_handle
+
+handles = st.binary(min_size=1, max_size=8)
+
+
+@given(st.lists(st.tuples(st.integers(1, 50), handles), max_size=30), handles)
+def test_the_last_nodeid_given_with_a_handle_is_found(gifts, handle) -> None:
+    given_map: dict[int, bytes] = {}
+    for nodeid, h in gifts:  # as Cell.server_handles builds it: a reused nodeid is rebound
+        given_map[nodeid] = h
+    found = nodeid_with_handle(given_map, handle)
+    holders = [n for n, h in given_map.items() if h == handle]
+    assert found == (holders[-1] if holders else None)
+
+
+def test_a_counter_server_s_newest_nodeid_wins() -> None:
+    # ref-lh-handles: the object of handle aa got nodeid 2, was forgotten, came back as 7
+    assert nodeid_with_handle({2: b"\xaa", 3: b"\xbb", 7: b"\xaa"}, b"\xaa") == 7
+    assert nodeid_with_handle({2: b"\xaa"}, b"\xcc") is None
