@@ -173,6 +173,33 @@ def test_volatile_table_survives_a_graceful_handover_but_not_a_kill(lab) -> None
         os.close(fd)
 
 
+def test_a_journaled_volatile_table_survives_a_kill(lab, tmp_path: Path) -> None:
+    """--journal on (ref-lh-handles): the successor of a SIGKILLed instance replays the
+    journal, so the nodeids the kernel holds still name their files, kill after kill, and
+    nodeids freed before the kill are handed out as the dead instance would have."""
+    srv = lab.start(nodeid="volatile", timeout=0, journal="on",
+                    state_dir=str(tmp_path / "state"))
+    fd = os.open(lab.mnt / "file", os.O_RDONLY)
+    try:
+        os.stat(lab.mnt / "dir" / "inner")
+        for _ in range(2):
+            srv.kill_and_takeover()
+            assert _takeovers(srv)[-1]["restored_nodes"] >= 3  # file, dir, dir/inner
+            assert os.fstat(fd).st_ino == os.stat(lab.src / "file").st_ino  # GETATTR answered
+        (lab.src / "late").write_bytes(b"late")
+        assert os.stat(lab.mnt / "late").st_size == 4
+        # the late file's nodeid is a new one: the replayed counter did not hand out again
+        # a nodeid the kernel still holds
+        assert os.fstat(fd).st_ino == os.stat(lab.src / "file").st_ino
+        inner = os.stat(lab.src / "dir" / "inner").st_ino
+        assert os.stat(lab.mnt / "dir" / "inner").st_ino == inner
+    except BaseException:
+        srv.stop()
+        raise
+    finally:
+        os.close(fd)
+
+
 def test_server_killed_mid_request_leaves_nothing_behind(lab) -> None:
     srv = lab.start(stall_first="READ")
     rd = lab.reader("dir/inner")

@@ -63,6 +63,10 @@ def build_parser() -> argparse.ArgumentParser:
                     help="the newest FUSE protocol minor to speak (23..45), like an older "
                     "libfuse")
     ap.add_argument("--state-dir", help="where stable nodeids of non-ext4 sources are recorded")
+    ap.add_argument("--journal", choices=("off", "on"), default="off",
+                    help="on: journal volatile nodeids in the state directory while the "
+                    "connection lives, so a successor after SIGKILL serves the nodeids the "
+                    "kernel holds")
     ap.add_argument("--stall-first", metavar="OPCODE",
                     help="test hook: never answer the first request of this opcode (e.g. READ)")
     ap.add_argument("--fault", choices=FAULTS,
@@ -130,7 +134,8 @@ def main(argv: list[str] | None = None) -> int:
                  subtype=args.subtype, stall_first=args.stall_first, fault=args.fault,
                  lookup_handle=args.lookup_handle,
                  handle_size_by_name=args.handle_size_by_name, handle_salt=args.handle_salt,
-                 proto_minor=args.proto_minor, state_dir=args.state_dir)
+                 proto_minor=args.proto_minor, state_dir=args.state_dir,
+                 journal=args.journal)
     try:
         server = Server(cfg, takeover=bool(args.takeover))
         if not args.takeover and su.is_mountpoint(cfg.mountpoint):

@@ -40,14 +40,24 @@ class Config:
     # v2 / v3: that dialect only
     lookup_handle: str = "auto"
     state_dir: str | None = None
+    # on: volatile nodeids are journaled in state_dir while the connection lives, so a
+    # successor after a SIGKILL knows what the kernel's nodeids (and its resent requests) name
+    journal: str = "off"
     fault: str | None = None  # test hook, one of FAULTS
+
+    def journal_path(self) -> str:
+        """Where the volatile nodeids of this connection are journaled (--journal on)."""
+        if self.state_dir is None:
+            raise ValueError("--journal on needs --state-dir")
+        os.makedirs(self.state_dir, exist_ok=True)
+        return os.path.join(self.state_dir, "volatile-nodeids.jsonl")
 
     def validate(self, takeover: bool = False) -> None:
         """Check every knob. A takeover must not stat the mountpoint: nobody serves it yet."""
         choices = {"nodeid": ("volatile", "stable"), "generation": ("zero", "bump"),
                    "export": ("on", "off"), "forget": ("honour", "ignore"),
                    "lookup_handle": ("auto", "off", "v2", "v3"),
-                   "handle_salt": ("none", "instance")}
+                   "handle_salt": ("none", "instance"), "journal": ("off", "on")}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"--{name.replace('_', '-')} must be one of {allowed}, "

@@ -48,7 +48,7 @@ def ensure_bytecode() -> None:
     compileall.compile_dir(os.path.join(_PKG_PARENT, "nfsconf"), quiet=2)
 _KNOBS = ("nodeid", "generation", "export", "forget", "handle_size", "hostile", "timeout",
           "fsname", "subtype", "lookup_handle", "state_dir", "stall_first", "fault",
-          "handle_size_by_name", "handle_salt", "proto_minor")
+          "handle_size_by_name", "handle_salt", "proto_minor", "journal")
 
 
 class RefServerError(RuntimeError):

@@ -89,6 +89,50 @@ class NodeTable:
         self.fd_cap = fd_cap or max(256, su.raise_nofile_limit() // 2)
         self.fds: OrderedDict[int, Node] = OrderedDict()
         self._last: tuple[Node, os.stat_result] | None = None
+        self.journal_path: str | None = None
+        self._journal_fd = -1
+
+    # --- journal of volatile nodeids -----------------------------------------------------
+    def open_journal(self, path: str, fresh: bool) -> None:
+        """Append every change of the volatile table to PATH (FRESH: a new connection, so
+        the journal starts empty). Each event is one unbuffered write: a SIGKILL loses none."""
+        flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC | (os.O_TRUNC if fresh else 0)
+        self._journal_fd = os.open(path, flags, 0o600)
+        self.journal_path = path
+
+    def _log(self, event: str, *values: object) -> None:
+        if self._journal_fd >= 0:
+            os.write(self._journal_fd, (json.dumps([event, *values]) + "\n").encode())
+
+    def replay_journal(self) -> int:
+        """Rebuild the table of the instance that wrote the journal (it died without handing
+        its table over); returns how many nodes it held."""
+        assert self.journal_path is not None
+        fd, self._journal_fd = self._journal_fd, -1  # replaying must not journal again
+        try:
+            with open(self.journal_path) as f:
+                for line in f:
+                    event, *v = json.loads(line)
+                    if event == "new":
+                        self._replay_new(*v)
+                    elif event == "lookup" and (node := self.by_id.get(v[0])) is not None:
+                        node.nlookup += v[1]
+                    elif event == "forget":
+                        self.forget(v[0], v[1])
+        finally:
+            self._journal_fd = fd
+        return len(self.by_id) - 1
+
+    def _replay_new(self, nodeid: int, gen: int, htype: int, hhex: str, ino: int) -> None:
+        # the allocator's choice again: a freed nodeid taken back, or the counter moved on
+        if nodeid in self.free_ids:
+            self.free_ids.remove(nodeid)
+        self.next_id = max(self.next_id, nodeid + 1)
+        if gen:
+            self.gens[nodeid] = gen
+        node = Node(nodeid, gen, htype, bytes.fromhex(hhex), ino)
+        self.by_id[nodeid] = node
+        self.by_ino[ino] = node
 
     # --- stable codec ------------------------------------------------------------------
     def _load_map(self, state_dir: str | None) -> None:
@@ -151,6 +195,7 @@ class NodeTable:
                 return node
         else:
             nodeid, gen = self._new_volatile()
+            self._log("new", nodeid, gen, htype, hdata.hex(), ino)
         node = Node(nodeid, gen, htype, hdata, ino)
         self.by_id[nodeid] = node
         self.by_ino[ino] = node
@@ -258,12 +303,14 @@ class NodeTable:
     # --- lookup counts -------------------------------------------------------------------
     def looked_up(self, node: Node, count: int = 1) -> None:
         node.nlookup += count
+        self._log("lookup", node.nodeid, count)
 
     def forget(self, nodeid: int, count: int) -> bool:
         """Apply a FORGET; return True if the node was dropped."""
         node = self.by_id.get(nodeid)
         if node is None or node is self.root:
             return False
+        self._log("forget", nodeid, count)
         node.nlookup -= count
         if node.nlookup > 0:
             return False
@@ -300,6 +347,9 @@ class NodeTable:
                 self.by_ino[ino] = node
 
     def close(self) -> None:
+        if self._journal_fd >= 0:
+            os.close(self._journal_fd)
+            self._journal_fd = -1
         for node in list(self.fds.values()):
             if node.fd >= 0 and node is not self.root:
                 os.close(node.fd)

@@ -129,6 +129,8 @@ class Session:
         if state is not None and state.get("table"):
             self.table.restore(state["table"])
             restored = len(self.table.by_id) - 1
+        elif self.table.journal_path is not None:  # the old instance died: its journal
+            restored = self.table.replay_journal()
         sent = []
         if neg.kernel_minor >= 44:
             sent.append(self.notify(abi.NOTIFY_INC_EPOCH))

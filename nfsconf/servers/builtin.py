@@ -73,9 +73,10 @@ REFERENCE: tuple[Profile, ...] = (
          nodeid="stable", lookup_handle="auto"),
     _ref("ref-lh-handles", "reference server speaking LOOKUP_HANDLE; counter nodeids, "
                            "handles from the backing file: only the handle outlives a "
-                           "restart",
+                           "remount (the nodeids of a live connection are journaled, so a "
+                           "successor after SIGKILL still serves them)",
          Claims(export_support=True, lookup_handle=True), nodeid="volatile",
-         generation="bump", lookup_handle="auto"),
+         generation="bump", lookup_handle="auto", journal="on"),
     _ref("ref-lh-volatile", "reference server speaking LOOKUP_HANDLE; counter nodeids and "
                             "handles salted per server instance: nothing survives a restart",
          Claims(export_support=True, lookup_handle=True), nodeid="volatile",
