@@ -154,3 +154,33 @@ def test_the_fixes_pass_where_the_series_fails(lh_tree, fixed_tree, tmp_path):
     asked = fixed[("DEC-COLD", "file", "local")]["evidence"]["decodes"]["cold"]["kernel_asked"]
     assert any(a.startswith("LOOKUP_HANDLE(") and ", handle " in a for a in asked), asked
     assert engine_processes(started) == []
+
+
+def test_a_fid_names_its_object_by_the_handle_alone_only_with_the_fixes(lh_tree, fixed_tree,
+                                                                        tmp_path):
+    """Fix 0013: a server with counter nodeids (ref-lh-handles) gives one file one fid across
+    a cache drop only when the fid names the object by the server's handle alone (nodeid
+    and generation 0); the series as posted writes the renumbered nodeid into the fid, so
+    STABLE fails there — both outcomes, locally and through knfsd, every run."""
+    out = tmp_path / "run"
+    started = time.time()
+    r = nfsconf("run", "--transport", "knfsd", "--kernel", str(lh_tree), "--kernel",
+                str(fixed_tree), "--jobs", "2", "--profile", "ref-lh-handles", "-k",
+                "STABLE or LH-ENC", "--out", str(out), "--vm-timeout", "600", timeout=900)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+
+    def cells(tree: Path) -> dict[tuple[str, str, str], dict]:
+        lines = (out / tree.name / "results.jsonl").read_text().splitlines()
+        return {(x["id"], x["variant"], x["transport"]): x for x in map(json.loads, lines)
+                if x["kind"] == "result"}
+
+    series, fixed = cells(lh_tree), cells(fixed_tree)
+    stable = [("STABLE", kind, t) for kind in ("file", "dir") for t in ("local", "knfsd")]
+    for c in stable:
+        assert fixed[c]["verdict"] == "PASS", fixed[c]
+        assert series[c]["verdict"] == "FAIL", series[c]
+    for kind in ("file", "dir"):
+        fid = fixed[("LH-ENC", kind, "local")]["handle"]["fields"]["inode"]
+        assert (fid["nodeid"], fid["generation"]) == (0, 0), fid
+        assert series[("LH-ENC", kind, "local")]["handle"]["fields"]["inode"]["nodeid"] > 1
+    assert engine_processes(started) == []
