@@ -16,7 +16,7 @@ import pytest
 from test_refserver_handles import decode, encode, same_object
 
 from nfsconf.fuse import sysutil as su
-from nfsconf.fuse.control import RefServer
+from nfsconf.fuse.control import RefServer, RefServerError
 from nfsconf.fuse.trace import trace_records
 from nfsconf.transports import local
 
@@ -118,6 +118,29 @@ def test_blocked_reader_gets_its_data_across_the_handover(lab, how: str) -> None
     assert "INC_EPOCH" in take["notified"]
     assert not any(r.get("op") == "INIT" and r.get("server_pid") == new_pid
                    for r in trace_records(srv.trace_path)), "a successor never sees INIT"
+
+
+@pytest.mark.parametrize("how", ["live_restart", "kill_and_takeover", "kill"])
+def test_the_holder_starts_with_the_first_restart(lab, how: str) -> None:
+    """A mount that is never restarted runs no holder (one process start less per mount);
+    the first restart or kill starts one with the live server's fd: the connection lives on."""
+    srv = lab.start(nodeid="stable")
+    assert srv.holder is None and not os.path.exists(srv.socket_path)
+    mount_before = srv.mount_entry()
+    getattr(srv, how)()
+    assert srv.holder is not None and srv.holder.poll() is None
+    assert srv.mount_entry() == mount_before
+    if how != "kill":  # a successor serves the same connection
+        assert (lab.mnt / "file").read_bytes() == b"marker:file"
+
+
+def test_a_restart_after_the_server_died_says_the_connection_is_gone(lab) -> None:
+    srv = lab.start(nodeid="stable")
+    os.kill(srv.pid, 9)  # no holder yet: its /dev/fuse fd, the connection's last, closes
+    srv.proc.wait(timeout=10)
+    with pytest.raises(RefServerError, match="exited before a holder took"):
+        srv.live_restart()
+    assert srv.holder is None and len(srv.pids) == 1  # no successor was started
 
 
 @pytest.mark.parametrize("how", ["live_restart", "kill_and_takeover"])

@@ -9,11 +9,15 @@ handover are the server's own business:
     python -m nfsconf.fuse SRC MNT --holder SOCK --spawn-holder     # mount, fd kept at SOCK
     python -m nfsconf.fuse SRC MNT --takeover SOCK --handover-from PID   # graceful successor
     python -m nfsconf.fuse SRC MNT --takeover SOCK                  # after PID was SIGKILLed
+
+RefServer starts the holder only when a restart in place needs it (``--late-holder``):
+most mounts never restart, and a holder is a whole process start.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import select
 import signal
@@ -83,6 +87,10 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--spawn-holder", action="store_true",
                     help="with --holder: start the holder at SOCK first (it stays for the "
                     "successors and quits with the last instance)")
+    ap.add_argument("--late-holder", action="store_true",
+                    help="with --holder: deposit nothing at start (no holder runs yet); the "
+                    "ready line carries the fd's number and what INIT settled, for whoever "
+                    "starts the holder later and deposits the fd itself (pidfd_getfd)")
     return ap
 
 
@@ -146,6 +154,7 @@ def main(argv: list[str] | None = None) -> int:
         log(f"cannot start: {e}")
         return 2
     holder = args.holder or args.takeover
+    ready = b"ready"
     server.install_signals()
     try:
         if args.takeover:
@@ -167,10 +176,11 @@ def main(argv: list[str] | None = None) -> int:
                 spawn_holder(args.holder)
             server.mount()
             server.init_once()
-            if holder:
-                hd.request(holder, {"cmd": "put", "params": {"negotiated": asdict(server.neg),
-                                                             "config": asdict(cfg)}},
-                           [server.fd])
+            params = {"negotiated": asdict(server.neg), "config": asdict(cfg)}
+            if args.late_holder:
+                ready = b"ready " + json.dumps({"fd": server.fd, "params": params}).encode()
+            elif holder:
+                hd.request(holder, {"cmd": "put", "params": params}, [server.fd])
     except (OSError, RuntimeError, hd.HolderError, KeyError, TypeError) as e:
         log(f"cannot start: {e}")
         if server.fd >= 0 and not args.takeover:
@@ -178,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
         server.close()
         return 1
     if args.ready_fd is not None:
-        os.write(args.ready_fd, b"ready\n")
+        os.write(args.ready_fd, ready + b"\n")
         os.close(args.ready_fd)
     reason = server.serve()
     server.tracer.write({"event": "exit", "reason": reason})

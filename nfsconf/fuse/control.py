@@ -5,13 +5,18 @@
     srv.kill_and_takeover()   # SIGKILL, successor takes the fd from the holder
     srv.stop()                # never leaves a mount or a process behind
 
-Every server runs with a holder process that owns a duplicate of the /dev/fuse fd, so the
-connection survives the server. All instances append to one trace file (``trace_path``).
+A restart in place runs with a holder process that owns a duplicate of the /dev/fuse fd, so
+the connection survives the server. The holder starts with the first restart (or ``kill``),
+not with the mount: most mounts are never restarted, and in a User-Mode Linux guest a
+holder's start was a third of a mount's time. Until then the first server's ready line says
+which fd it serves and what INIT settled, and the holder gets a duplicate of that fd taken
+from the live server (pidfd_getfd). All instances append to one trace file (``trace_path``).
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import select
 import signal
@@ -68,6 +73,8 @@ class RefServer:
     proc: Process | None = None
     holder: Process | None = None
     pids: list[int] = field(default_factory=list)  # every server instance, in order
+    # what the first server's ready line said: its /dev/fuse fd and the holder's params
+    deposit: dict[str, Any] | None = None
 
     # --- public API ------------------------------------------------------------------
     def start(self, source: str, mountpoint: str, **knobs: Any) -> RefServer:
@@ -92,7 +99,6 @@ class RefServer:
             self.workdir = tempfile.mkdtemp(prefix="nfsconf-ref-")
         os.makedirs(self.workdir, exist_ok=True)
         try:
-            self._start_holder()
             self._spawn(takeover=False, knobs=self.knobs)
         except BaseException:
             self.stop()
@@ -131,6 +137,7 @@ class RefServer:
         """SIGKILL the current server and reap it (the mount stays, held by the holder)."""
         proc = self._require_proc()
         if proc.poll() is None:
+            self._ensure_holder()
             proc.kill()
         proc.wait()
 
@@ -187,8 +194,10 @@ class RefServer:
                                            if env.get("PYTHONPATH") else "")
         return env
 
-    def _wait_ready(self, proc: Process, rfd: int, what: str) -> None:
+    def _wait_ready(self, proc: Process, rfd: int, what: str) -> bytes:
+        """Wait for PROC's ready line on RFD; returns what follows "ready" on it."""
         deadline = time.monotonic() + self.start_timeout
+        said = b""
         try:
             while True:
                 left = deadline - time.monotonic()
@@ -199,14 +208,39 @@ class RefServer:
                                          f"{self._log_tail()}")
                 ready, _, _ = select.select([rfd], [], [], min(left, 0.2))
                 if ready:
-                    if os.read(rfd, 64).startswith(b"ready"):
-                        return
-                    proc.wait(timeout=5)
+                    chunk = os.read(rfd, 65536)
+                    said += chunk
+                    if chunk and not said.endswith(b"\n"):
+                        continue  # a long line may come in pieces
+                    if said.startswith(b"ready") and said.endswith(b"\n"):
+                        return said[len(b"ready"):].strip()
+                    proc.wait(timeout=5)  # end of file, or another word: it is exiting
                     raise RefServerError(f"{what} exited {proc.returncode}: {self._log_tail()}")
                 if proc.poll() is not None:
                     raise RefServerError(f"{what} exited {proc.returncode}: {self._log_tail()}")
         finally:
             os.close(rfd)
+
+    def _ensure_holder(self) -> None:
+        """A holder with the connection's fd before anything restarts the server: started
+        now, with a duplicate of the fd the live first server named in its ready line."""
+        if self.holder is not None:
+            return
+        proc = self._require_proc()
+        if self.deposit is None or proc.poll() is not None:
+            # its fd closed with it: the connection is gone, no successor can continue it
+            raise RefServerError(f"server {proc.pid} exited before a holder took its "
+                                 f"/dev/fuse fd: {self._log_tail()}")
+        pidfd = os.pidfd_open(proc.pid)  # unreaped, so the pid is still this server's
+        try:
+            fd = su.pidfd_getfd(pidfd, self.deposit["fd"])
+        finally:
+            os.close(pidfd)
+        try:
+            self._start_holder()
+            hd.request(self.socket_path, {"cmd": "put", "params": self.deposit["params"]}, [fd])
+        finally:
+            os.close(fd)
 
     def _start_holder(self) -> None:
         rfd, wfd = os.pipe()
@@ -249,7 +283,7 @@ class RefServer:
     def _popen(self, takeover: bool, knobs: dict[str, Any]) -> tuple[Process, int]:
         rfd, wfd = os.pipe()
         mode = ["--takeover", self.socket_path, "--wait-release"] if takeover else \
-            ["--holder", self.socket_path]
+            ["--holder", self.socket_path, "--late-holder"]
         try:
             proc = self._process("server", [self.source, self.mountpoint, *self._args(knobs),
                                             *mode, "--ready-fd"], wfd)
@@ -261,7 +295,9 @@ class RefServer:
         proc, rfd = self._popen(takeover, knobs)
         self.proc = proc
         self.pids.append(proc.pid)
-        self._wait_ready(proc, rfd, "successor" if takeover else "server")
+        said = self._wait_ready(proc, rfd, "successor" if takeover else "server")
+        if not takeover:
+            self.deposit = json.loads(said)
         return proc.pid
 
     def _handover(self, old: Process) -> None:
@@ -286,6 +322,7 @@ class RefServer:
         if bad:
             raise ValueError(f"unknown knob(s) {sorted(bad)}")
         self._require_proc()
+        self._ensure_holder()  # the successor asks it for the fd
         knobs = {k: v for k, v in self.knobs.items() if k != "stall_first"}
         knobs.update(overrides)
         proc, rfd = self._popen(takeover=True, knobs=knobs)

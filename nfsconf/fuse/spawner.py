@@ -1,9 +1,9 @@
 """Reference-server processes without a Python start each.
 
-Every lab of a reference profile runs two processes (the server and its fd holder), and a
-restart runs more. Started as ``python -m``, each pays the interpreter's start and the
-package's imports: 0.1 s on the host, seconds in a TCG guest. Instead, one spawner per
-controlling process imports the package once and forks each of them from that state.
+Every lab of a reference profile runs a server process, and a restart in place runs more
+(the fd holder, a successor). Started as ``python -m``, each pays the interpreter's start
+and the package's imports: 0.1 s on the host, seconds in a TCG guest. Instead, one spawner
+per controlling process imports the package once and forks each of them from that state.
 
 The spawner forks twice, so each process it makes is re-parented to the controlling
 process, which marks itself a child subreaper for that: the controller then waits for its
