@@ -5,6 +5,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import os
+import resource  # here, not in raise_nofile_limit: spawner-forked servers inherit it
 import struct
 
 from nfsconf.mounttable import (  # noqa: F401 - re-exported for the server
@@ -112,8 +113,6 @@ mountinfo = mounts
 
 def raise_nofile_limit() -> int:
     """Raise RLIMIT_NOFILE's soft limit to the hard limit; return the new soft limit."""
-    import resource
-
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < hard:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
