@@ -41,7 +41,7 @@ def test_vendor_profile_restarts_in_place(how):
         assert (done.old_pid, done.mount_id, done.connection) == (old, before.mount_id,
                                                                   before.connection)
         assert done.new_pid == lab.server.pid != old and not alive(old)
-        assert done.stopped_lookup_waited >= 0.3  # the successor's stop held a LOOKUP
+        assert done.stopped_lookup_waited >= 0.05  # the stop held a LOOKUP (the least hold)
         assert lab.obj("d0/f1").identity.marker == lab.markers["d0/f1"]
         again = lab.restart_in_place("sigkill" if how == "handover" else "handover")
         assert again.old_pid == done.new_pid and again.mount_id == before.mount_id

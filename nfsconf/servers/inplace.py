@@ -7,7 +7,8 @@ the server in place; the kernel is asked instead:
   device, whose minor is the FUSE connection (fusectl's N): no unmount, no new connection;
 - the old serving process is gone (exited after a handover, reaped after the SIGKILL);
 - the successor serves: while its process group is stopped (SIGSTOP) a LOOKUP of a name
-  nobody asked for before stays unanswered, and it is answered once the group continues.
+  nobody asked for before stays unanswered (for twenty times what a LOOKUP takes with the
+  group running), and it is answered once the group continues.
   A restart that left the old server (or anyone else) serving passes the first LOOKUP at
   once and is caught.
 """
@@ -97,11 +98,17 @@ def wait_answering(mnt: Path, timeout: float) -> None:
 
 def served_by(pid: int, entry: MountEntry, mnt: Path, timeout: float) -> float:
     """PID's process group answers the connection of ENTRY: a LOOKUP sent while the group is
-    stopped is not answered (for HOLD seconds), and is once the group continues. Returns how
-    long it waited unanswered."""
-    hold = 0.3
+    stopped is not answered (for a hold of twenty times what a LOOKUP took with the group
+    running, 50 ms to 300 ms: another server would answer about as fast as this one), and
+    is once the group continues. Returns how long it waited unanswered."""
     pgid = os.getpgid(pid)
     wait_idle(entry.connection, timeout)  # nothing of the restart itself still in flight
+    started = time.monotonic()
+    if not Lookup(mnt).answered(timeout):
+        raise InPlaceError(f"nobody answered a LOOKUP on {mnt} within {timeout:g} s with the "
+                           f"successor (pid {pid}) running")
+    hold = min(0.3, max(0.05, 20 * (time.monotonic() - started)))
+    wait_idle(entry.connection, timeout)
     os.killpg(pgid, signal.SIGSTOP)
     try:
         started = time.monotonic()
