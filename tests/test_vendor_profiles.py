@@ -86,7 +86,7 @@ def test_vendor_profiles_on_the_lookup_handle_kernel(lh_tree, tmp_path):
                 assert live["verdict"] == "PASS", live
                 (done,) = live["evidence"]["restarts"]
                 assert done["how"] == how and done["new_pid"] != done["old_pid"], done
-                assert done["stopped_lookup_waited"] >= 0.3, done
+                assert done["stopped_lookup_waited"] >= 0.05, done  # the least hold
             flight = cells[("vendor-lh", "IN-FLIGHT", how, transport)]
             assert flight["verdict"] == "PASS", flight
             assert flight["evidence"]["reader"]["data"].startswith("nfsconf "), flight
