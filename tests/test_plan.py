@@ -29,7 +29,8 @@ from nfsconf.plan import (
 )
 
 HERE = Path(__file__).resolve().parent
-word = st.text("abcdefghij-_.0123456789", min_size=1, max_size=12)
+# "--" is argparse's end of options, never a value: argparse drops it even from --name=--
+word = st.text("abcdefghij-_.0123456789", min_size=1, max_size=12).filter(lambda w: w != "--")
 path = st.builds(lambda parts: Path("/", *parts), st.lists(word, min_size=1, max_size=3))
 
 
