@@ -27,7 +27,7 @@ import pytest
 from nfsconf import requires
 from nfsconf.evidence import Evidence
 from nfsconf.handles import FILEID_FUSE_WITHOUT_PARENT, FuseFid, HandleError, decode_nfs_fh
-from nfsconf.handles.fusefh import SIZEOF_FUSE_INODE_HANDLE
+from nfsconf.handles.fusefh import SIZEOF_FUSE_INODE_HANDLE, FuseInodeHandle
 from nfsconf.lab import SEED_DIRS, SEED_FILES, Lab, time_scale
 from nfsconf.servers.inplace import InPlaceRestart
 from nfsconf.servers.profile import Profile
@@ -192,11 +192,10 @@ class Cell:
                 given[nodeid] = bytes.fromhex(handle)
         return given
 
-    def server_nodeid(self, handle: bytes) -> int | None:
-        """The nodeid the reference server last gave with HANDLE (from its trace): what a fid
-        that names its object by the handle alone stands for now; None if it never gave it
-        or has no trace."""
-        return nodeid_with_handle(self.server_handles() or {}, handle)
+    def server_nodeid(self, part: FuseInodeHandle) -> int | None:
+        """The nodeid a part of a 0x91/0x92 fid stands for now (`nodeid_of`, with the
+        reference server's trace); None where no nodeid is known."""
+        return nodeid_of(part, self.server_handles() or {})
 
     def negotiated(self) -> dict[str, Any] | None:
         """What the reference server's INIT settled (minor, dialect, ...); None elsewhere."""
@@ -548,12 +547,16 @@ def expect_same_or(outcome: str, allowed: tuple[str, ...], what: str) -> None:
         f"{what}: {outcome} (expected the same object or {', '.join(allowed)})")
 
 
-def nodeid_with_handle(given: dict[int, bytes], handle: bytes) -> int | None:
-    """Of GIVEN (nodeid -> handle, in the order the server gave them), the last nodeid given
-    with HANDLE: a server with counter nodeids gives one object a new nodeid each time it is
-    looked up anew, and the newest is the one the kernel holds."""
+def nodeid_of(part: FuseInodeHandle, given: dict[int, bytes]) -> int | None:
+    """The nodeid a part of a 0x91/0x92 fid stands for: the one it carries, or for a part
+    with nodeid 0 (its handle alone names the object: fix 0013) the last nodeid GIVEN
+    (nodeid -> handle, in the order the server gave them) pairs with its handle — a server
+    with counter nodeids gives an object a new nodeid each time it is looked up anew, and
+    the newest is the one the kernel holds. None if the server never gave that handle."""
+    if part.nodeid:
+        return part.nodeid
     found = None
     for nodeid, h in given.items():
-        if h == handle:
+        if h == part.handle:
             found = nodeid
     return found

@@ -26,7 +26,7 @@ from nfsconf.handles import (
 )
 from nfsconf.lab import SEED_FILES, time_scale
 from nfsconf.requires import Unsupported
-from nfsconf.scenario import nodeid_with_handle, scenario
+from nfsconf.scenario import nodeid_of, scenario
 from nfsconf.transports.base import MARKER_NAME, NFS_FH, Handle, Obj
 
 LISTED = "d0"
@@ -307,7 +307,7 @@ def _check_fids(cell, fids: dict[str, Any], how: str) -> str | None:
             continue
         if given is None:
             continue
-        nodeid = fid.inode.nodeid or nodeid_with_handle(given, fid.inode.handle)
+        nodeid = nodeid_of(fid.inode, given)
         want = given.get(nodeid) if nodeid is not None else None
         if fid.inode.handle != want:
             bad[name] = (f"nodeid {fid.inode.nodeid:#x} with {len(fid.inode.handle)} handle "

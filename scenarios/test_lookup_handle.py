@@ -29,7 +29,7 @@ from nfsconf.scenario import (
     RESTARTS,
     SEED,
     KernelRequest,
-    nodeid_with_handle,
+    nodeid_of,
     scenario,
 )
 from nfsconf.transports.base import as_errno_name
@@ -53,7 +53,7 @@ def check_part(part, given, what):
     assert 0 < len(part.handle) <= FUSE_MAX_HANDLE_SZ, (
         f"{what}: a {len(part.handle)}-byte server handle in the fid")
     if part.by_handle_alone:
-        assert given is None or nodeid_with_handle(given, part.handle) is not None, (
+        assert given is None or nodeid_of(part, given) is not None, (
             f"{what}: the server never gave the handle {part.handle.hex()}")
         return
     assert part.nodeid > 1, f"{what}: nodeid {part.nodeid} generation {part.generation}"
@@ -298,7 +298,7 @@ def test_lookup_handle_unlinked(cell, kind, cache):
     obj = cell.fresh(kind, "victim")
     cell.encode(obj, kind)
     part = fuse_fid(cell.local_fid(obj.rel)).inode
-    nodeid = part.nodeid or cell.server_nodeid(part.handle)
+    nodeid = cell.server_nodeid(part)
     _, before = cell.trace_since()
     cell.remove(obj)
     allowed = ("ESTALE", "ENOENT")
@@ -335,8 +335,7 @@ def test_lookup_handle_reused_nodeid(cell):
     for obj in old:
         fids[obj.rel] = fuse_fid(cell.encode(obj))
     given = cell.server_handles() or {}
-    old_nodeids = {rel: f.inode.nodeid or nodeid_with_handle(given, f.inode.handle)
-                   for rel, f in fids.items()}
+    old_nodeids = {rel: nodeid_of(f.inode, given) for rel, f in fids.items()}
     for obj in old:
         os.unlink(cell.path(obj.rel))
     cell.drop_caches()  # the server forgets the nodeids and may hand them out again
@@ -381,8 +380,7 @@ def test_hostile_lookup_handle(cell, mode):
         if handle.fh_type == FILEID_FUSE_WITHOUT_PARENT else None
     detail = (f"fid handle {len(fid.inode.handle)} bytes {fid.inode.handle.hex()}"
               if fid is not None else f"fid type 0x{handle.fh_type:x}")
-    nodeid = fid.inode.nodeid or nodeid_with_handle(sent or {}, fid.inode.handle) \
-        if fid is not None else None
+    nodeid = nodeid_of(fid.inode, sent or {}) if fid is not None else None
     wire = sent.get(nodeid) if sent and nodeid is not None else None
     raise AssertionError(f"the kernel accepted a {mode} LOOKUP_HANDLE reply (the server sent "
                          f"{len(wire) if wire is not None else '?'} handle bytes): {detail}")

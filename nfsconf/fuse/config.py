@@ -45,11 +45,11 @@ class Config:
     journal: str = "off"
     fault: str | None = None  # test hook, one of FAULTS
 
-    def journal_path(self) -> str:
-        """Where the volatile nodeids of this connection are journaled (--journal on)."""
-        if self.state_dir is None:
-            raise ValueError("--journal on needs --state-dir")
-        os.makedirs(self.state_dir, exist_ok=True)
+    def journal_path(self) -> str | None:
+        """Where the volatile nodeids of this connection are journaled; None without
+        --journal on (validate() checks that it has a state directory)."""
+        if self.journal != "on" or self.state_dir is None:
+            return None
         return os.path.join(self.state_dir, "volatile-nodeids.jsonl")
 
     def validate(self, takeover: bool = False) -> None:
@@ -66,6 +66,9 @@ class Config:
             raise ValueError(f"--hostile must be one of {HOSTILE_MODES}, not {self.hostile!r}")
         if not 1 <= self.handle_size <= lh.FUSE_MAX_HANDLE_SZ:
             raise ValueError(f"--handle-size must be 1..{lh.FUSE_MAX_HANDLE_SZ}")
+        if self.journal == "on" and (self.nodeid != "volatile" or self.state_dir is None):
+            raise ValueError("--journal on needs --nodeid volatile and --state-dir: only a "
+                             "counter's nodeids need a journal to outlive their instance")
         if self.fault is not None and self.fault not in FAULTS:
             raise ValueError(f"--fault must be one of {FAULTS}, not {self.fault!r}")
         if self.stall_first is not None and self.stall_first not in abi.Op.__members__:

@@ -96,6 +96,7 @@ class NodeTable:
     def open_journal(self, path: str, fresh: bool) -> None:
         """Append every change of the volatile table to PATH (FRESH: a new connection, so
         the journal starts empty). Each event is one unbuffered write: a SIGKILL loses none."""
+        os.makedirs(os.path.dirname(path), exist_ok=True)
         flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC | (os.O_TRUNC if fresh else 0)
         self._journal_fd = os.open(path, flags, 0o600)
         self.journal_path = path

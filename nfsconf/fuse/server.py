@@ -35,8 +35,8 @@ class Server:
         cfg.validate(takeover)
         self.cfg = cfg
         self.table = NodeTable(cfg.source, cfg.nodeid, cfg.generation, cfg.state_dir)
-        if cfg.journal == "on" and cfg.nodeid == "volatile":
-            self.table.open_journal(cfg.journal_path(), fresh=not takeover)
+        if (journal := cfg.journal_path()) is not None:
+            self.table.open_journal(journal, fresh=not takeover)
         self.neg = Negotiated()  # one object, shared: INIT and a takeover settle it in place
         self.tracer = Tracer(cfg.trace)
         opnames: dict[int, str] = {op: op.name for op in Op}

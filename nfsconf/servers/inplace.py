@@ -104,11 +104,8 @@ def served_by(pid: int, entry: MountEntry, mnt: Path, timeout: float) -> float:
     pgid = os.getpgid(pid)
     wait_idle(entry.connection, timeout)  # nothing of the restart itself still in flight
     started = time.monotonic()
-    if not Lookup(mnt).answered(timeout):
-        raise InPlaceError(f"nobody answered a LOOKUP on {mnt} within {timeout:g} s with the "
-                           f"successor (pid {pid}) running")
+    wait_answering(mnt, timeout)  # answered: that LOOKUP is over, nothing new in flight
     hold = min(0.3, max(0.05, 20 * (time.monotonic() - started)))
-    wait_idle(entry.connection, timeout)
     os.killpg(pgid, signal.SIGSTOP)
     try:
         started = time.monotonic()
