@@ -10,7 +10,15 @@ from html import escape
 from typing import Any
 
 from nfsconf.report import oracle
-from nfsconf.report.matrix import Column, _level, cell, column_of, columns, env_rows, summary_rows
+from nfsconf.report.matrix import (
+    Column,
+    cell,
+    column_of,
+    columns,
+    env_rows,
+    row_levels,
+    summary_rows,
+)
 from nfsconf.report.results import Result, Run
 
 CSS = """
@@ -61,6 +69,7 @@ def _grid(results: list[Result]) -> str:
     head = "".join(f"<th>{escape(title)}</th>" for title in cols.values())
     out = [f'<table class="grid"><thead><tr><th>scenario</th><th>level</th>{head}</tr></thead>'
            "<tbody>"]
+    levels = row_levels(results)
     for row, cells in rows.items():
         tds = []
         for col in cols:
@@ -72,7 +81,7 @@ def _grid(results: list[Result]) -> str:
             tds.append(f'<td class="{_classes(r)}" title="{escape(r.reason)}">'
                        f'<a href="#c{i}">{escape(cell(r))}</a></td>')
         out.append(f"<tr><th>{escape(row)}</th><td class=\"level\">"
-                   f"{escape(_level(results, row))}</td>{''.join(tds)}</tr>")
+                   f"{escape(levels[row])}</td>{''.join(tds)}</tr>")
     out.append("</tbody></table>")
     return "".join(out)
 
