@@ -144,3 +144,24 @@ def test_ganesha_transport_matrix(tmp_path):
     got = cell[("DEC-COLD", "file", "bindfs-noforget")]["evidence"]["decodes"]["cold"]["got"]
     assert got["marker"].startswith("nfsconf ")  # read back over NFS
     assert _mounts_under(tmp_path) == []
+
+
+def test_a_declared_need_unmet_skips_at_collection_and_mounts_nothing(tmp_path):
+    """A cell whose declared needs its profile or transport cannot meet is judged SKIP from
+    the declaration alone: the reason its first unmet need gives, and no lab; the same
+    scenario on a profile that meets them runs."""
+    r = _run("--profile", "bindfs", "--profile", "ref-stable", "-k",
+             "LIVE-RESTART-SAFE or LISTING-NFS", out=tmp_path)
+    assert r.returncode == 0, r.stderr
+    _, results = _records(tmp_path)
+    assert {x["id"] for x in results} == {"LIVE-RESTART-SAFE", "LISTING-NFS"}
+    for x in results:
+        ran = x["id"] == "LIVE-RESTART-SAFE" and x["profile"] == "ref-stable"
+        if ran:  # restarted in place, two pids in its evidence
+            assert x["verdict"] == "PASS" and len(x["evidence"]["server_pids"]) == 2, x
+            continue
+        want = ("NFS wire check" if x["id"] == "LISTING-NFS"
+                else "no restart without unmount: profile bindfs")
+        assert x["verdict"] == "SKIP" and x["reason"].startswith(want), x
+        assert "server_pid" not in x["evidence"] and "timings" not in x["evidence"], x
+    assert not _mounts_under(tmp_path)

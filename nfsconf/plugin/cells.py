@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from nfsconf import requires
 from nfsconf.evidence import Evidence
 from nfsconf.kmsg import KmsgWatch, kernel_trouble
 from nfsconf.lab import Lab
@@ -32,6 +33,7 @@ class CellRun:
     errnos: dict[str, int] = field(default_factory=dict)  # by phase: the OSError's errno
     timeout: str | None = None  # the watchdog's message when it fired
     kmsg: KmsgWatch | None = None
+    declared_skip: str | None = None  # an unmet declared need, found at collection
 
 
 KEY = pytest.StashKey[CellRun]()
@@ -59,6 +61,20 @@ def cell_fields(item: pytest.Item) -> dict[str, Any] | None:
             "transport": params.params.get("transport_name", "-") if params else "-",
             "claim": claim, "claimed": bool(claim and profile and getattr(profile.claims, claim)),
             "node": item.nodeid}
+
+
+def declared_skip(item: pytest.Item, pynfs: bool) -> str | None:
+    """Why a scenario cell cannot run, from its declared `where` and `needs` against its
+    profile, transport and kernel (nfsconf/requires.py): None when it can, or when ITEM is
+    no scenario cell."""
+    marker = item.get_closest_marker("scenario")
+    params = getattr(item, "callspec", None)
+    if marker is None or params is None or "profile" not in params.params:
+        return None
+    setting = requires.Setting(params.params["profile"],
+                               params.params.get("transport_name", "local"), pynfs=pynfs)
+    return requires.unmet(setting, marker.kwargs.get("where", "any"),
+                          marker.kwargs.get("needs", ()))
 
 
 def _reason(rep: pytest.TestReport) -> str:

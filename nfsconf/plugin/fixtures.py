@@ -1,6 +1,6 @@
 """The fixtures scenarios use: `cell` (nfsconf/scenario.py) over a `lab` over `evidence`,
-and `options`, the run's plan. A lab starts only after the scenario's declared needs are met
-(nfsconf/requires.py), so a cell that cannot run mounts nothing."""
+and `options`, the run's plan. A cell whose declared needs are unmet (nfsconf/requires.py)
+is skipped at collection (state.py), so it never reaches these: it mounts nothing."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ from collections.abc import Iterator
 
 import pytest
 
-from nfsconf import requires
 from nfsconf.evidence import Evidence
 from nfsconf.lab import Lab
 from nfsconf.plan import RunOptions
@@ -33,14 +32,7 @@ def evidence(request: pytest.FixtureRequest) -> Evidence:
 
 @pytest.fixture
 def lab(request: pytest.FixtureRequest, profile: Profile, transport_name: str,
-        evidence: Evidence, options: RunOptions) -> Iterator[Lab]:
-    marker = request.node.get_closest_marker("scenario")
-    if marker is not None:
-        setting = requires.Setting(profile, transport_name, pynfs=bool(options.pynfs))
-        reason = requires.unmet(setting, marker.kwargs.get("where", "any"),
-                                marker.kwargs.get("needs", ()))
-        if reason is not None:
-            pytest.skip(reason)
+        evidence: Evidence) -> Iterator[Lab]:
     context = request.config.stash[STATE].context
     the_lab = Lab(profile, transport_name, knfsd=context.knfsd)
     context.labs.add(the_lab)  # from before it mounts: an interrupted start is stopped too

@@ -82,8 +82,21 @@ class NfsconfRun:
             chosen = self.options.transport
             metafunc.parametrize("transport_name", TRANSPORT_VARIANTS.get(chosen, (chosen,)))
 
+    @pytest.hookimpl(trylast=True)  # after -k: only the cells that stay are judged
     def pytest_collection_modifyitems(self, config: pytest.Config,
                                       items: list[pytest.Item]) -> None:
+        self._select(config, items)
+        pynfs = bool(self.options.pynfs)
+        for item in items:
+            reason = cells.declared_skip(item, pynfs)
+            if reason is not None:
+                # known now: the cell skips before any fixture, so the declared SKIPs (over
+                # half of a knfsd matrix) cost no set-up, kernel-log watch or running.json
+                cells.of(item).declared_skip = reason
+                item.add_marker(pytest.mark.skip(reason=reason))
+
+    def _select(self, config: pytest.Config, items: list[pytest.Item]) -> None:
+        """This shard's cells; a resumed run's cells without a record."""
         if self.options.shard:
             k, n = shard.parse(self.options.shard)
             other = [i for i in items if (c := cells.cell_fields(i)) is not None
@@ -120,6 +133,8 @@ class NfsconfRun:
     # -- running a cell ------------------------------------------------------------------
     @pytest.hookimpl(tryfirst=True)
     def pytest_runtest_setup(self, item: pytest.Item) -> None:
+        if cells.of(item).declared_skip is not None:
+            return  # pytest's skip marker ends it before anything runs
         cells.of(item).kmsg = KmsgWatch()
         cell = cells.cell_fields(item)
         if self.options.out and cell is not None:  # if the kernel crashes now, the host
