@@ -21,6 +21,11 @@ pytestmark = [pytest.mark.vm, AS_ROOT, needs("qemu-system-x86_64", "qemu-system-
 SID = "uml:debian:sid"
 
 
+# the tests that read `bench` run on one pytest-xdist worker: a module fixture is made once
+# per worker, and this one is a two-minute qemu run
+SHARES_BENCH = pytest.mark.xdist_group("qemu-bench")
+
+
 @pytest.fixture(scope="module")
 def bench(tmp_path_factory):
     """The same knfsd lane on both engines, made by `bench vm` (which also boots each bare
@@ -39,6 +44,7 @@ def bench(tmp_path_factory):
     return d, r.stdout
 
 
+@SHARES_BENCH
 @pytest.mark.parametrize("engine", ["qemu", "uml"])
 def test_knfsd_smoke(bench, engine):
     out = bench[0] / engine
@@ -63,6 +69,7 @@ def test_knfsd_smoke(bench, engine):
     assert boots[0]["engine"] == engine
 
 
+@SHARES_BENCH
 def test_bench_vm_measures_both_engines_side_by_side(bench):
     d, stdout = bench
     result = json.loads((d / "vm.json").read_text())
