@@ -22,6 +22,7 @@ relies on (Ganesha 4.3, rpcbind 1.2.6, Debian 12):
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import signal
 import socket
@@ -31,7 +32,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from nfsconf.nfs.rpc import PROG_NFS, AuthNone, RpcClient, RpcError
+from nfsconf.nfs.rpc import PROG_MOUNT, PROG_NFS, AuthNone, RpcClient, RpcError
 
 GANESHA_BIN = "ganesha.nfsd"
 RPCBIND_BIN = "rpcbind"
@@ -42,9 +43,21 @@ class GaneshaError(RuntimeError):
 
 
 def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A free port below the kernel's ephemeral range: a port from that range can go to any
+    process's outgoing connection between this check and Ganesha's bind (a make test saw
+    MOUNT's port refused while NFS answered)."""
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    for port in random.sample(range(10000, max(low, 10100)), 100):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise GaneshaError(f"no free port between 10000 and {low}")
 
 
 def _listening(port: int, host: str = "127.0.0.1") -> bool:
@@ -234,23 +247,27 @@ class Ganesha:
         finally:
             out.close()
         deadline = time.monotonic() + self.start_timeout
-        probe = RpcClient(self.host, cfg.port, PROG_NFS, 3, AuthNone(), timeout=1.0,
-                          privileged=False)
-        try:
-            while True:
-                if self.proc.poll() is not None:
-                    raise GaneshaError(f"ganesha.nfsd exited with {self.proc.returncode}:\n"
-                                       + self._log_tail())
-                try:
-                    probe.null()
-                    return
-                except RpcError as e:
-                    if time.monotonic() > deadline:
-                        raise GaneshaError("ganesha.nfsd did not answer NFS NULL within "
-                                           f"{self.start_timeout:g}s:\n" + self._log_tail()) from e
-                    time.sleep(0.01)
-        finally:
-            probe.close()
+        # both listeners: ganesha.nfsd answers NFS a moment before its MOUNT port listens
+        # (a MNT right after the NFS NULL was refused)
+        for name, prog, port in (("NFS", PROG_NFS, cfg.port), ("MOUNT", PROG_MOUNT, cfg.mnt_port)):
+            probe = RpcClient(self.host, port, prog, 3, AuthNone(), timeout=1.0,
+                              privileged=False)
+            try:
+                while True:
+                    if self.proc.poll() is not None:
+                        raise GaneshaError(f"ganesha.nfsd exited with {self.proc.returncode}:\n"
+                                           + self._log_tail())
+                    try:
+                        probe.null()
+                        break
+                    except RpcError as e:
+                        if time.monotonic() > deadline:
+                            raise GaneshaError(
+                                f"ganesha.nfsd did not answer {name} NULL within "
+                                f"{self.start_timeout:g}s:\n" + self._log_tail()) from e
+                        time.sleep(0.01)
+            finally:
+                probe.close()
 
     def _log_tail(self, lines: int = 30) -> str:
         try:
