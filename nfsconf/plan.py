@@ -122,12 +122,15 @@ class RunOptions:
         "jobs", "local and ganesha: run N cells at a time (pytest-xdist); a drop_caches of "
                 "one then reaches the others' objects, which can change verdicts that depend "
                 "on the cache (volatile nodeids). knfsd: several --kernel values, N guests at "
-                "a time; one kernel, its matrix split over N guests (OUT/shard-K-of-N; each "
+                "a time; one kernel, its matrix shared by N guests (OUT/shard-K-of-N; each "
                 "guest has its own kernel and caches). Default 1", type=int, metavar="N",
         plugin=False))
     shard: str | None = _opt(None, Flag(
         "shard", "run part K of N of the (profile, scenario) pairs; the parts' run "
                  "directories merge in report, diff and certify", metavar="K/N"))
+    # the guests of a split matrix take its cells from this directory (claims.py); given
+    # by the host to each guest, never on the command line
+    claims: Path | None = _opt(None, Flag("claims", argparse.SUPPRESS, type=Path))
     pynfs: str | None = _opt(None, Flag(
         "pynfs", "a pynfs checkout: run its NFSv4.0/4.1 file-handle codes against every "
                  "export too, as cells PYNFS-<code>", metavar="DIR"))

@@ -150,6 +150,10 @@ def _pytest(opts: RunOptions, context: RunContext) -> tuple[str, float]:
     args = [str(scenarios), "-p", "nfsconf.plugin", "-p", "no:cacheprovider",
             "-p", "no:hypothesispytest", "-p", "no:xdist.looponfail",
             *(() if jobs > 1 else ("-p", "no:xdist")),
+            # the knfsd guest imports the plugin while knfsd comes up (vm/lane.py): it has
+            # no assert to rewrite, so pytest's notice that it cannot is noise in every guest
+            "-W", "ignore:Module already imported so cannot be rewritten; nfsconf.plugin"
+                  ":pytest.PytestAssertRewriteWarning",
             "-q", "--no-header", "--tb=no", "-rN", "--rootdir", str(home),
             "--confcutdir", str(home), "-c", os.devnull, *opts.plugin_argv()]
     if opts.k:
@@ -204,16 +208,19 @@ def planned_nodes(out: Path) -> list[str]:
         return []
 
 
-def finish(out: Path, *, interrupted: bool = False, show: bool = True) -> RunOutcome:
-    """After the scenarios: the views, the matrix on the terminal (SHOW), what is missing."""
+def finish(out: Path, *, interrupted: bool = False, show: bool = True,
+           views: bool = True) -> RunOutcome:
+    """After the scenarios: the VIEWS, the matrix on the terminal (SHOW), what is missing."""
     from nfsconf.report.matrix import render
     from nfsconf.report.results import load_run
     from nfsconf.report.views import pynfs_lines, write_views
 
     _, results = read_results(out / "results.jsonl")
-    text = render(results) + pynfs_lines(results)
-    (out / "matrix.txt").write_text(text + "\n")
-    write_views(load_run(out), out, ("markdown", "junit", "html"))
+    if views or show:
+        text = render(results) + pynfs_lines(results)
+    if views:
+        (out / "matrix.txt").write_text(text + "\n")
+        write_views(load_run(out), out, ("markdown", "junit", "html"))
     if show:
         print("\n" + text)
     done = {r.node for r in results}

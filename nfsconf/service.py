@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from nfsconf import plan
+from nfsconf import claims, plan
 from nfsconf.errors import NfsconfError, UsageError
 from nfsconf.plan import RunOptions
 from nfsconf.run import INCOMPLETE, RunOutcome, default_out, run_here
@@ -66,14 +66,16 @@ def shard_dirs(out: Path) -> int:
 
 def run_kernels(opts: RunOptions, kernels: list[str | None], jobs: int) -> RunOutcome:
     """The same suite on several kernels: one guest per kernel, up to JOBS at a time, each
-    run in OUT/<kernel>/; or one kernel's matrix split in JOBS shards, one guest each (UML
-    is one CPU: two guests use two), in OUT/shard-K-of-N/. One report over all of them in
-    OUT (a column per kernel)."""
+    run in OUT/<kernel>/; or one kernel's matrix split over JOBS guests (UML is one CPU:
+    two guests use two), each taking cells as it gets to them (claims.py) and writing
+    them in OUT/shard-K-of-N/. One report over all of them in OUT (a column per kernel)."""
     from nfsconf.report.results import load_runs
     from nfsconf.report.views import write_views
+    from nfsconf.vm.kernels import default_cache_dir, resolve_kernel
     from nfsconf.vm.lane import run_lane
 
     out = Path(opts.out or default_out("knfsd"))
+    kernel = None
     if len(kernels) > 1:
         slugs = [kernel_slug(k or "debian") for k in kernels]
         if len(set(slugs)) != len(slugs):
@@ -82,15 +84,25 @@ def run_kernels(opts: RunOptions, kernels: list[str | None], jobs: int) -> RunOu
         one = [dataclasses.replace(opts, kernels=[k] if k else [], out=out / s)
                for k, s in zip(kernels, slugs, strict=True)]
     else:
-        one = [dataclasses.replace(opts, kernels=opts.kernels[:1], shard=f"{i}/{jobs}",
-                                   out=out / f"shard-{i}-of-{jobs}") for i in range(1, jobs + 1)]
+        claims_dir: Path | None = out / claims.CLAIMS
+        if opts.resume and not claims_dir.is_dir():
+            claims_dir = None  # split by hash (an older nfsconf): each guest its own part
+        else:
+            claims_dir.mkdir(parents=True, exist_ok=True)
+        # with claims, guest K starts at part K of the matrix and goes on round it
+        one = [dataclasses.replace(opts, kernels=opts.kernels[:1], claims=claims_dir,
+                                   shard=f"{i}/{jobs}", out=out / f"shard-{i}-of-{jobs}")
+               for i in range(1, jobs + 1)]
+        # once, not once per guest (Debian's package: an apt-cache query of a second)
+        kernel = resolve_kernel(opts.kernel, default_cache_dir())
     for o in one:  # resuming: a guest that never wrote anything starts afresh
         o.resume = o.out if opts.resume and (Path(o.out) / "results.jsonl").exists() \
             else None
     pool = ThreadPoolExecutor(max_workers=jobs)
     cancel = threading.Event()
     try:
-        outcomes = list(pool.map(lambda o: run_lane(o, tag=o.out.name, cancel=cancel), one))
+        outcomes = list(pool.map(
+            lambda o: run_lane(o, tag=o.out.name, cancel=cancel, kernel=kernel), one))
     except KeyboardInterrupt:
         cancel.set()  # the lanes' VMs power off; what they recorded stays
         raise
@@ -101,6 +113,12 @@ def run_kernels(opts: RunOptions, kernels: list[str | None], jobs: int) -> RunOu
     print("\n" + (out / "matrix.txt").read_text(), end="")
     missing = [m for o in outcomes for m in o.missing]
     status = max((o.exit_status for o in outcomes), default=0)
+    untaken = claims.unclaimed(out / claims.CLAIMS) if len(kernels) == 1 else []
+    if untaken:  # every guest ended (a kernel crash on its last cell) before these
+        missing += untaken
+        print(f"run INCOMPLETE: {len(untaken)} cell(s) no guest took ({untaken[0]} ...); "
+              f"finish it with nfsconf run --resume {out}", flush=True)
+        status = max(status, INCOMPLETE)
     what = f"{len(kernels)} kernels" if len(kernels) > 1 else f"{jobs} guests"
     print(f"\n{what}, {len(merged.results)} results; one report in {out}")
     return RunOutcome(out, merged.results, missing, any(o.interrupted for o in outcomes),

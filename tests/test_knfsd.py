@@ -162,6 +162,39 @@ def test_sigterm_powers_off_every_vm_of_a_multi_kernel_run(tmp_path):
     assert kept, list(out.iterdir())
 
 
+def test_guests_of_one_kernel_take_each_cell_once(tmp_path):
+    """--jobs 3 on one kernel: three guests share its matrix by claims (OUT/claims). A
+    selection too small to give every guest a cell is no error; every cell is recorded once,
+    in the directory of the guest holding its claim, each guest's plan is what it took, and
+    nothing is left running."""
+    from nfsconf import claims
+
+    out = tmp_path / "run"
+    started = time.time()
+    r = subprocess.run([sys.executable, "-m", "nfsconf.cli", "run", "--transport", "knfsd",
+                        "--kernel", SID, "--jobs", "3", "--profile", "ref-stable",
+                        "-k", "DEC-WARM", "--out", str(out)],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    plan = claims.plan(out / claims.CLAIMS)
+    assert len(plan) == 6, plan  # file and dir, over local, knfsd, knfsd-subtree
+    holders = claims.claim_names(out / claims.CLAIMS)
+    assert set(holders) == set(plan)
+    guests = sorted(out.glob("shard-*-of-3"))
+    assert len(guests) == 3
+    recorded: dict[str, str] = {}
+    for guest in guests:
+        for x in load_run(guest).results:
+            assert x.node not in recorded, x.node
+            recorded[x.node] = guest.name
+            assert x.verdict == "PASS", x
+        took = json.loads((guest / "planned.json").read_text())
+        assert sorted(took) == sorted(n for n, h in holders.items() if h == guest.name)
+    assert recorded == holders
+    assert "3 guests, 6 results" in r.stdout
+    assert engine_processes(started) == []
+
+
 def test_a_knfsd_drop_leaves_nfsd_holding_nothing(tmp_path):
     """After a warm NFS READ nfsd's file cache holds the file; the lab's drop_caches leaves
     nfsd nothing open, nothing queued for close and no thread running, and the cold decode

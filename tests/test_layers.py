@@ -11,8 +11,8 @@ import nfsconf
 ROOT = Path(nfsconf.__file__).parent
 # lowest first; the names are nfsconf's top-level modules and packages
 LAYERS = [
-    {"errors", "plan", "series", "mounttable", "process", "verdict", "shard", "kmsg", "watchdog",
-     "handles", "nfs", "lease"},
+    {"errors", "plan", "series", "mounttable", "process", "verdict", "shard", "claims", "kmsg",
+     "watchdog", "handles", "nfs", "lease"},
     {"fuse"},  # the reference server: standard library and the layer above only
     {"exporters", "servers", "environment", "pynfs"},
     {"transports"},

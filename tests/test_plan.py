@@ -44,6 +44,7 @@ def plans(draw: st.DrawFn) -> RunOptions:
         fuzz_budget=draw(st.integers(0, 10**6)), fuzz_seed=draw(st.integers(0, 2**31)),
         kernels=draw(st.lists(word, max_size=2)), kernel_args=draw(st.lists(word, max_size=2)),
         jobs=draw(st.none() | st.integers(1, 64)), shard=draw(st.none() | word),
+        claims=draw(st.none() | path),
         pynfs=draw(st.none() | word), pynfs_flags=draw(st.lists(word, max_size=3)),
         vm_timeout=draw(st.floats(1, 1e5, allow_nan=False)), strict=draw(st.booleans()))
     if draw(st.booleans()):

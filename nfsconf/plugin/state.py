@@ -10,8 +10,10 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from _pytest.runner import runtestprotocol
 
 from nfsconf import requires, shard
+from nfsconf.claims import Claims
 from nfsconf.kmsg import KmsgWatch
 from nfsconf.mounttable import deferred_signals
 from nfsconf.plan import RunContext, from_plugin
@@ -43,6 +45,12 @@ class NfsconfRun:
         self.session: pytest.Session | None = None
         self.done = 0
         self.total = 0  # with --jobs, from the workers' collection
+        # a guest of a split matrix: the cells it takes (claims.py), and each cell's place
+        # in the matrix for its progress line (its own count says little beside the others)
+        self.claims = Claims.open(self.options.claims, self.options.out.name) \
+            if self.options.claims and self.options.out else None
+        self.place: dict[str, int] = {}
+        self._next: dict[str, int] = {}  # where the cells after a cell start in the session
         self._profiles: list[Profile] | None = None
         if self.writer is not None:  # under `nfsconf run`: SIGTERM unwinds like Ctrl-C, so
             # every fixture unmounts what it mounted
@@ -96,8 +104,11 @@ class NfsconfRun:
                 item.add_marker(pytest.mark.skip(reason=reason))
 
     def _select(self, config: pytest.Config, items: list[pytest.Item]) -> None:
-        """This shard's cells; a resumed run's cells without a record."""
-        if self.options.shard:
+        """This shard's cells (a guest of a split matrix: every cell, from its part on); a
+        resumed run's cells without a record."""
+        if self.claims is not None:
+            self._take_from(items)
+        elif self.options.shard:
             k, n = shard.parse(self.options.shard)
             other = [i for i in items if (c := cells.cell_fields(i)) is not None
                      and shard.part_of(c["profile"], c["id"], n) != k]
@@ -116,10 +127,26 @@ class NfsconfRun:
             config.hook.pytest_deselected(items=finished)
             items[:] = [item for item in items if item.nodeid not in done]
 
+    def _take_from(self, items: list[pytest.Item]) -> None:
+        """A guest of a split matrix: the whole matrix is the run's plan (what the guest
+        takes of it, the host writes as its own plan: vm/lane.py). Each guest starts at
+        its own part, so guests seldom reach for the same cell until one runs out."""
+        assert self.claims is not None
+        self.claims.write_plan([i.nodeid for i in items if i.get_closest_marker("scenario")])
+        self.place = {item.nodeid: n for n, item in enumerate(items, 1)}
+        self.total = len(items)
+        if self.options.shard:
+            k, n = shard.parse(self.options.shard)
+            cut = len(items) * (k - 1) // n
+            items[:] = items[cut:] + items[:cut]
+
     def pytest_collection_finish(self, session: pytest.Session) -> None:
         """What the run sets out to record (after -k), so that a run that ends short can
         name what is missing. A resumed run keeps the plan of the run it finishes."""
         out = self.options.out
+        if self.claims is not None:
+            self._next = {item.nodeid: n for n, item in enumerate(session.items, 1)}
+            return
         # with --jobs every worker collects the same cells and writes the same plan
         if out and session.items and not (out / PLANNED).exists():
             write_json(out / PLANNED,
@@ -131,6 +158,22 @@ class NfsconfRun:
         self.total = len(ids)
 
     # -- running a cell ------------------------------------------------------------------
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtest_protocol(self, item: pytest.Item, nextitem: pytest.Item | None
+                                ) -> bool | None:
+        """A guest of a split matrix runs only the cells it takes; the fixtures it set up
+        are kept or torn down for the next cell it takes, not for the next collected."""
+        if self.claims is None:
+            return None  # pytest's own protocol
+        if not self.claims.take(item.nodeid):
+            return True
+        following = item.session.items[self._next[item.nodeid]:] if nextitem else []
+        mine = next((i for i in following if self.claims.take(i.nodeid)), None)
+        item.ihook.pytest_runtest_logstart(nodeid=item.nodeid, location=item.location)
+        runtestprotocol(item, nextitem=mine, log=True)
+        item.ihook.pytest_runtest_logfinish(nodeid=item.nodeid, location=item.location)
+        return True
+
     @pytest.hookimpl(tryfirst=True)
     def pytest_runtest_setup(self, item: pytest.Item) -> None:
         if cells.of(item).declared_skip is not None:
@@ -199,7 +242,8 @@ class NfsconfRun:
         if reporter is not None:
             self.done += 1
             total = self.total or (self.session.testscollected if self.session else 0)
-            reporter.write_line(progress_line(result, self.done, total))
+            reporter.write_line(progress_line(result, self.place.get(report.nodeid, self.done),
+                                              total))
 
 
 STATE = pytest.StashKey[NfsconfRun]()

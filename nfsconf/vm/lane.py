@@ -30,9 +30,17 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from nfsconf import claims
 from nfsconf.errors import LaneError, NfsconfError, UsageError
 from nfsconf.plan import RunContext, RunOptions
-from nfsconf.report.results import RUNNING, Result, ResultsWriter, read_results
+from nfsconf.report.results import (
+    PLANNED,
+    RUNNING,
+    Result,
+    ResultsWriter,
+    read_results,
+    write_json,
+)
 from nfsconf.run import (
     RunOutcome,
     default_out,
@@ -45,6 +53,7 @@ from nfsconf.run import (
 from nfsconf.vm.console import PANIC_ON_TROUBLE, KernelCrash, kernel_crash
 
 if TYPE_CHECKING:  # the guest imports this module too: no qemu supervision (psutil) for it
+    from nfsconf.vm.kernels import Kernel
     from nfsconf.vm.runner import VmResult
 
 OPTIONS = "lane.json"
@@ -52,10 +61,11 @@ VM_RECORDS = "vm.jsonl"
 GUEST_MARK = "nfsconf guest:"  # guest log lines naming the moments `bench vm` reports
 
 
-def run_lane(opts: RunOptions, tag: str = "",
-             cancel: threading.Event | None = None) -> RunOutcome:
+def run_lane(opts: RunOptions, tag: str = "", cancel: threading.Event | None = None,
+             kernel: Kernel | None = None) -> RunOutcome:
     """Boot the kernel under test and run OPTS in it, as often as crashes need. TAG prefixes
-    every line (several kernels run side by side) and leaves the matrix to the caller."""
+    every line (several kernels run side by side) and leaves the matrix to the caller;
+    KERNEL: OPTS' kernel resolved already (the guests of a split matrix share it)."""
     def say(text: str) -> None:
         print(f"[{tag}] {text}" if tag else text, flush=True)
 
@@ -73,7 +83,7 @@ def run_lane(opts: RunOptions, tag: str = "",
     if opts.profiles or not opts.resume:  # resuming, the guest takes the run's own
         profiles_of(opts.profiles)
     preflight()
-    kernel = resolve_kernel(opts.kernel, default_cache_dir())
+    kernel = kernel or resolve_kernel(opts.kernel, default_cache_dir())
     engine = engine_for(kernel)
     out.mkdir(parents=True, exist_ok=True)
     say(f"knfsd: kernel {kernel.release} ({kernel.source}), sha256 {kernel.sha256[:16]}; "
@@ -116,7 +126,8 @@ def run_lane(opts: RunOptions, tag: str = "",
                                 daemon=True)
         tail.start()
         try:
-            result = run_in_vm(kernel, command, timeout=left, rw_dirs=[out], memory="2G",
+            result = run_in_vm(kernel, command, timeout=left, memory="2G",
+                               rw_dirs=[out, *([opts.claims] if opts.claims else [])],
                                boot_timeout=min(left, 300), console_path=console,
                                append=[*PANIC_ON_TROUBLE, *opts.kernel_args], cancel=cancel)
         except VmBootError as e:
@@ -131,6 +142,8 @@ def run_lane(opts: RunOptions, tag: str = "",
                 f"({result.failed_boot}; {console.name}.failed-boot) and was booted again")
         say(f"knfsd: VM {boot} done in {result.duration:.1f} s (boot "
             f"{result.boot_seconds or 0:.1f} s), guest exit status {result.returncode}")
+        if opts.claims:  # what this guest took is its plan: the cells it owes a record
+            write_json(out / PLANNED, claims.held(opts.claims, out.name))
         crash = kernel_crash(console.read_text(errors="replace"))
         _record_boot(out, boot, result, crash, seen.get("first_result"), guest_marks(log))
         if crash is not None:
@@ -138,7 +151,7 @@ def run_lane(opts: RunOptions, tag: str = "",
             if cell is None:
                 raise LaneError(f"kernel {crash.kind} outside any scenario (knfsd set-up?): "
                                 f"{crash.summary()}; console: {console}")
-            if not _cells_left(out):
+            if not _cells_left(out, opts.claims):
                 say(f"knfsd: kernel {crash.kind} in {cell}, the last cell: {crash.summary()}")
                 break
             say(f"knfsd: kernel {crash.kind} in {cell}: {crash.summary()}; booting again "
@@ -155,7 +168,7 @@ def run_lane(opts: RunOptions, tag: str = "",
             cell = _record_running(out, "ERROR", f"the suite's process in the guest died of "
                                                  f"{died} in this cell; {log.name} has its "
                                                  f"last words", {"guest_log": str(log)})
-            if cell is not None and _cells_left(out):
+            if cell is not None and _cells_left(out, opts.claims):
                 say(f"knfsd: the guest's Python died of {died} in {cell}; booting again for "
                     "the cells left")
                 continue
@@ -163,7 +176,17 @@ def run_lane(opts: RunOptions, tag: str = "",
         if result.returncode == 2 and not _has_results(out):  # refused before any cell
             raise LaneError(f"the guest could not run the suite:\n{_last_lines(log)}")
         break
-    return finish(out, show=not tag)
+    return finish(out, show=not tag, views=_views_stale(out))
+
+
+def _views_stale(out: Path) -> bool:
+    """Whether the guest's views miss results: it wrote them after its last result, so
+    they are current unless it never got to them or the host recorded a cell since (a
+    crash, a timeout). Writing them again costs a second a guest on the host."""
+    try:
+        return (out / "matrix.txt").stat().st_mtime_ns < (out / "results.jsonl").stat().st_mtime_ns
+    except FileNotFoundError:
+        return True
 
 
 def _killed_by(status: int) -> str | None:
@@ -222,8 +245,11 @@ def _record_running(out: Path, verdict: str, reason: str, evidence: dict) -> str
         f"{cell['id']} {where}"
 
 
-def _cells_left(out: Path) -> bool:
-    """Whether the run planned cells it has no record of yet (unknown: assume so)."""
+def _cells_left(out: Path, claims_dir: Path | None = None) -> bool:
+    """Whether the run planned cells it has no record of yet (unknown: assume so); a guest
+    of a split matrix also has the cells no guest took yet."""
+    if claims_dir is not None and claims.unclaimed(claims_dir):
+        return True
     planned = planned_nodes(out)
     if not planned:
         return True
