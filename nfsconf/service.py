@@ -84,7 +84,8 @@ def run_kernels(opts: RunOptions, kernels: list[str | None], jobs: int) -> RunOu
         one = [dataclasses.replace(opts, kernels=[k] if k else [], out=out / s)
                for k, s in zip(kernels, slugs, strict=True)]
     else:
-        claims_dir: Path | None = out / claims.CLAIMS
+        # the guests' working directory is not ours: a relative --out is absolute to them
+        claims_dir: Path | None = (out / claims.CLAIMS).resolve()
         if opts.resume and not claims_dir.is_dir():
             claims_dir = None  # split by hash (an older nfsconf): each guest its own part
         else:

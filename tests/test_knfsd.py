@@ -166,15 +166,15 @@ def test_guests_of_one_kernel_take_each_cell_once(tmp_path):
     """--jobs 3 on one kernel: three guests share its matrix by claims (OUT/claims). A
     selection too small to give every guest a cell is no error; every cell is recorded once,
     in the directory of the guest holding its claim, each guest's plan is what it took, and
-    nothing is left running."""
+    nothing is left running. --out is relative, as make run's default is."""
     from nfsconf import claims
 
     out = tmp_path / "run"
     started = time.time()
     r = subprocess.run([sys.executable, "-m", "nfsconf.cli", "run", "--transport", "knfsd",
                         "--kernel", SID, "--jobs", "3", "--profile", "ref-stable",
-                        "-k", "DEC-WARM", "--out", str(out)],
-                       capture_output=True, text=True, timeout=600)
+                        "-k", "DEC-WARM", "--out", "run"],
+                       capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     plan = claims.plan(out / claims.CLAIMS)
     assert len(plan) == 6, plan  # file and dir, over local, knfsd, knfsd-subtree
