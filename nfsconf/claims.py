@@ -22,8 +22,11 @@ CLAIMS = "claims"  # in the run directory, beside the guests' directories
 PLAN = "planned.json"  # in the claims directory: every cell of the matrix, in order
 
 
+PREFIX = "c-"  # a claim is never ".", "..", the plan or its temporary, whatever the cell
+
+
 def _name(node: str) -> str:
-    return quote(node, safe="")  # one path component, and back again by unquote
+    return PREFIX + quote(node, safe="")  # one path component, and back again by unquote
 
 
 @dataclass
@@ -72,7 +75,8 @@ def _holders(root: Path) -> dict[str, str]:
         entries = list(os.scandir(root))
     except FileNotFoundError:
         return {}
-    return {e.name: os.readlink(e.path) for e in entries if e.is_symlink()}
+    return {e.name: os.readlink(e.path) for e in entries
+            if e.is_symlink() and e.name.startswith(PREFIX)}
 
 
 def plan(root: Path) -> list[str]:
@@ -97,4 +101,4 @@ def unclaimed(root: Path) -> list[str]:
 
 def claim_names(root: Path) -> dict[str, str]:
     """Cell -> the run directory name holding its claim."""
-    return {unquote(n): h for n, h in _holders(Path(root)).items()}
+    return {unquote(n.removeprefix(PREFIX)): h for n, h in _holders(Path(root)).items()}

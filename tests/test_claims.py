@@ -5,7 +5,7 @@ kernel crash) keeps its own, and what nobody took is known."""
 import multiprocessing
 import os
 
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from nfsconf import claims
@@ -65,6 +65,7 @@ def test_no_claims_directory_is_no_claims(tmp_path):
     assert claims.held(tmp_path / "none", "shard-1-of-2") == []
 
 
+@example(nodes=[".", "..", "planned.json", ".planned.json.shard-1-of-1"])
 @given(st.lists(st.text(min_size=1, max_size=20), min_size=1, max_size=8, unique=True))
 def test_any_cell_name_is_one_claim_and_reads_back(tmp_path_factory, nodes):
     root = tmp_path_factory.mktemp("claims")
