@@ -20,43 +20,36 @@ from urllib.parse import quote, unquote
 
 CLAIMS = "claims"  # in the run directory, beside the guests' directories
 PLAN = "planned.json"  # in the claims directory: every cell of the matrix, in order
-
-
 PREFIX = "c-"  # a claim is never ".", "..", the plan or its temporary, whatever the cell
-
-
-def _name(node: str) -> str:
-    return PREFIX + quote(node, safe="")  # one path component, and back again by unquote
 
 
 @dataclass
 class Claims:
     root: Path
     owner: str  # the guest's run directory's name, the target of its claims
-    mine: set[str] = field(default_factory=set)
+    mine: set[str] = field(default_factory=set)  # cells
     others: set[str] = field(default_factory=set)
 
     @classmethod
     def open(cls, root: Path, owner: str) -> Claims:
         """The claims made so far, read once: later ones are learnt by trying."""
         claims = cls(Path(root), owner)
-        for name, holder in _holders(claims.root).items():
-            (claims.mine if holder == owner else claims.others).add(name)
+        for node, holder in holders(claims.root).items():
+            (claims.mine if holder == owner else claims.others).add(node)
         return claims
 
     def take(self, node: str) -> bool:
         """Whether this guest runs NODE: it held the claim already or has just made it."""
-        name = _name(node)
-        if name in self.mine:
+        if node in self.mine:
             return True
-        if name in self.others:
+        if node in self.others:
             return False
-        try:
-            os.symlink(self.owner, self.root / name)
+        try:  # one path component, read back by holders()
+            os.symlink(self.owner, self.root / (PREFIX + quote(node, safe="")))
         except FileExistsError:
-            self.others.add(name)
+            self.others.add(node)
             return False
-        self.mine.add(name)
+        self.mine.add(node)
         return True
 
     def write_plan(self, nodes: list[str]) -> None:
@@ -69,13 +62,13 @@ class Claims:
         os.replace(tmp, path)
 
 
-def _holders(root: Path) -> dict[str, str]:
-    """Claim name -> the run directory name holding it."""
+def holders(root: Path) -> dict[str, str]:
+    """Cell -> the run directory name holding its claim."""
     try:
         entries = list(os.scandir(root))
     except FileNotFoundError:
         return {}
-    return {e.name: os.readlink(e.path) for e in entries
+    return {unquote(e.name.removeprefix(PREFIX)): os.readlink(e.path) for e in entries
             if e.is_symlink() and e.name.startswith(PREFIX)}
 
 
@@ -89,16 +82,11 @@ def plan(root: Path) -> list[str]:
 
 def held(root: Path, owner: str) -> list[str]:
     """The cells OWNER holds the claims of, in the matrix's order."""
-    names = {n for n, h in _holders(Path(root)).items() if h == owner}
-    return [node for node in plan(root) if _name(node) in names]
+    taken = holders(root)
+    return [node for node in plan(root) if taken.get(node) == owner]
 
 
 def unclaimed(root: Path) -> list[str]:
     """The cells of the matrix no guest has taken."""
-    taken = set(_holders(Path(root)))
-    return [node for node in plan(root) if _name(node) not in taken]
-
-
-def claim_names(root: Path) -> dict[str, str]:
-    """Cell -> the run directory name holding its claim."""
-    return {unquote(n.removeprefix(PREFIX)): h for n, h in _holders(Path(root)).items()}
+    taken = holders(root)
+    return [node for node in plan(root) if node not in taken]

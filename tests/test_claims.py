@@ -32,7 +32,7 @@ def test_racing_takers_get_each_cell_once(tmp_path):
     for p in procs:
         p.join(60)
         assert p.exitcode == 0
-    holders = claims.claim_names(tmp_path)
+    holders = claims.holders(tmp_path)
     assert set(holders) == set(NODES)  # every cell taken, by one owner each
     assert set(holders.values()) <= set(owners)
     Claims.open(tmp_path, owners[0]).write_plan(NODES)
@@ -71,4 +71,4 @@ def test_any_cell_name_is_one_claim_and_reads_back(tmp_path_factory, nodes):
     root = tmp_path_factory.mktemp("claims")
     taker = Claims.open(root, "shard-1-of-1")
     assert all(taker.take(n) for n in nodes)
-    assert claims.claim_names(root) == dict.fromkeys(nodes, "shard-1-of-1")
+    assert claims.holders(root) == dict.fromkeys(nodes, "shard-1-of-1")

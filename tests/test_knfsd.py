@@ -178,7 +178,7 @@ def test_guests_of_one_kernel_take_each_cell_once(tmp_path):
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     plan = claims.plan(out / claims.CLAIMS)
     assert len(plan) == 6, plan  # file and dir, over local, knfsd, knfsd-subtree
-    holders = claims.claim_names(out / claims.CLAIMS)
+    holders = claims.holders(out / claims.CLAIMS)
     assert set(holders) == set(plan)
     guests = sorted(out.glob("shard-*-of-3"))
     assert len(guests) == 3

@@ -202,7 +202,7 @@ def test_guests_sharing_a_crashing_kernel_go_on_with_their_own_cells(lh_tree, tm
                 "--profile", "ref-lh", "-k", SMOKE_K, "--out", str(out), "--vm-timeout", "900",
                 timeout=1800)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    holders = claims.claim_names(out / claims.CLAIMS)
+    holders = claims.holders(out / claims.CLAIMS)
     assert set(holders) == set(claims.plan(out / claims.CLAIMS))
     recorded = {x.node: (guest.name, x) for guest in out.glob("shard-*-of-2")
                 for x in load_run(guest).results}

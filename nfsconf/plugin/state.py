@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import signal
 from collections.abc import Iterator
+from itertools import islice
 from typing import Any
 
 import pytest
@@ -167,7 +168,8 @@ class NfsconfRun:
             return None  # pytest's own protocol
         if not self.claims.take(item.nodeid):
             return True
-        following = item.session.items[self._next[item.nodeid]:] if nextitem else []
+        following = islice(item.session.items, self._next[item.nodeid], None) \
+            if nextitem else ()
         mine = next((i for i in following if self.claims.take(i.nodeid)), None)
         item.ihook.pytest_runtest_logstart(nodeid=item.nodeid, location=item.location)
         runtestprotocol(item, nextitem=mine, log=True)
