@@ -277,6 +277,33 @@ def test_pack_of_changed_code_keeps_the_tar_a_running_lane_booted_with(tmp_path)
     assert not first.exists() and second.is_file() and third.is_file()
 
 
+def test_guests_of_one_run_pack_the_same_directory_at_once(tmp_path):
+    """The guests of one kernel's matrix start from threads of one process and pack the
+    same code at the same moment: each gets a whole tar, none a temporary another moved."""
+    import tarfile
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from nfsconf.vm.pack import pack_dir
+
+    top, cache = tmp_path / "pkg", tmp_path / "cache"
+    top.mkdir()
+    for i in range(300):
+        (top / f"m{i}.py").write_text(f"X = {i}\n" * 50)
+    start = threading.Barrier(4)
+
+    def pack(_: int) -> Path:
+        start.wait()
+        return pack_dir(top, cache)
+
+    with ThreadPoolExecutor(4) as pool:
+        tars = list(pool.map(pack, range(4)))
+    assert len(set(tars)) == 1
+    with tarfile.open(tars[0]) as t:
+        assert len([n for n in t.getnames() if n.endswith(".py")]) == 300
+    assert [p.name for p in cache.iterdir()] == [tars[0].name]  # no temporary left
+
+
 def test_guest_code_run_without_site_packages_imports_with_the_stdlib_alone():
     """The VM tests' probe runs `python -S` in the guest (guest_python without site): what
     it imports, knfsd's set-up and the process module included, must need nothing else."""

@@ -16,6 +16,7 @@ import shlex
 import sys
 import sysconfig
 import tarfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -108,7 +109,8 @@ def pack_dir(top: Path, cache: Path) -> Path:
         with contextlib.suppress(FileNotFoundError):
             if now - old.stat().st_mtime > STALE_AFTER:
                 old.unlink()
-    tmp = tar.with_suffix(f".tmp{os.getpid()}")
+    # the guests of one run pack from threads of one process: a PID alone is shared
+    tmp = tar.with_suffix(f".tmp{os.getpid()}-{threading.get_ident()}")
     skip = _skipped(top)
     # records of 1 MiB: the guest reads the tar over 9p in as few round trips as it can
     with tarfile.open(tmp, "w", format=tarfile.GNU_FORMAT, bufsize=1 << 20) as t:
