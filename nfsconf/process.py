@@ -166,6 +166,11 @@ def stop_group(pgid: int, grace: float) -> list[int]:
     return members
 
 
+# The root gets SIGTERM when the thread that started it ends (prctl PR_SET_PDEATHSIG: the
+# starting thread, not the process), so a tree is started by the thread that supervises it.
+DIE_WITH_PARENT = ("setpriv", "--pdeathsig", "TERM", "--")
+
+
 class ProcessTreeError(RuntimeError):
     """Processes of the tree survived SIGKILL (stuck in the kernel)."""
 
@@ -174,8 +179,11 @@ class ProcessTree:
     def __init__(self, argv: Sequence[str], *, stdout: IO[bytes] | int | None = None,
                  stderr: IO[bytes] | int | None = None, cwd: Path | None = None,
                  env: dict[str, str] | None = None) -> None:
-        self.proc = subprocess.Popen(list(argv), stdin=subprocess.DEVNULL, stdout=stdout,
-                                     stderr=stderr, cwd=cwd, env=env,
+        # setpriv (util-linux, always there) so that a supervisor killed outright (SIGKILL,
+        # the OOM killer) still ends the root: a session of its own is out of reach of the
+        # signal that killed us. Not preexec_fn: the supervisors run in threads.
+        self.proc = subprocess.Popen([*DIE_WITH_PARENT, *argv], stdin=subprocess.DEVNULL,
+                                     stdout=stdout, stderr=stderr, cwd=cwd, env=env,
                                      start_new_session=True)  # one killpg reaches them all
         self.seen: dict[int, float] = {}
         self.track()

@@ -10,11 +10,14 @@ and run on UML; what only qemu does (a bzImage that does not boot, vng's modules
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
 import shutil
+import signal
 import subprocess
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -140,6 +143,43 @@ def test_hanging_guest_command_is_killed_at_the_timeout(uml):
     assert f"started {word}" in r.stdout, "the timeout must hit the running command"
     assert r.boot_seconds is not None and elapsed - r.boot_seconds < 5 + 20
     assert vm_processes(name) == []
+
+
+# a supervisor that boots the VM from a thread (as a --jobs lane does) and is then killed
+SUPERVISOR = """
+import sys, threading
+from nfsconf.vm.kernels import default_cache_dir, resolve_kernel
+from nfsconf.vm.runner import run_in_vm
+kernel = resolve_kernel("uml:debian", default_cache_dir())
+threading.Thread(target=run_in_vm, args=(kernel, ["sh", "-c", "exec sleep 100000"]),
+                 kwargs=dict(timeout=600, name=sys.argv[1])).start()
+"""
+
+
+def test_a_guest_ends_when_its_supervisor_is_killed_outright(uml, tmp_path):
+    """SIGKILL (the OOM killer, a CI time limit) gives the supervisor no chance to power
+    the guest off: the kernel's parent-death signal must, or 1 GiB stays taken."""
+    name = f"nfsconf-test-{uuid.uuid4().hex[:8]}"
+    # its work directory, left behind, goes with tmp_path
+    sup = subprocess.Popen([sys.executable, "-c", SUPERVISOR, name], cwd=tmp_path,
+                           env={**os.environ, "TMPDIR": str(tmp_path)})
+    try:
+        end = time.monotonic() + 60
+        while len(vm_processes(name)) < 2 and time.monotonic() < end:  # UML has forked
+            time.sleep(0.1)
+        assert vm_processes(name), "the guest never started"
+        sup.kill()
+        sup.wait()
+        end = time.monotonic() + 20
+        while vm_processes(name) and time.monotonic() < end:
+            time.sleep(0.1)
+        assert vm_processes(name) == [], "the guest outlived its supervisor"
+    finally:
+        sup.kill()
+        sup.wait()
+        for pid in vm_processes(name):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
 
 
 def test_truncated_kernel_gives_a_boot_error_with_the_console(kernel, tmp_path):
