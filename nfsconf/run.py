@@ -231,8 +231,13 @@ def finish(out: Path, *, interrupted: bool = False, show: bool = True,
               f"finished (nfsconf run --resume {out})", flush=True)
         outcome.exit_status = 130
     elif missing:
-        shown = ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else "")
-        print(f"run INCOMPLETE: {len(missing)} of {len(planned_nodes(out))} planned cells have "
-              f"no result ({shown}); finish it with nfsconf run --resume {out}", flush=True)
+        report_incomplete(missing, len(planned_nodes(out)), out)
         outcome.exit_status = INCOMPLETE
     return outcome
+
+
+def report_incomplete(missing: list[str], planned: int, out: Path) -> None:
+    """Say which planned cells have no result and how to finish them."""
+    shown = ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else "")
+    print(f"run INCOMPLETE: {len(missing)} of {planned} planned cells have no result "
+          f"({shown}); finish it with nfsconf run --resume {out}", flush=True)

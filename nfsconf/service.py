@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 from nfsconf import claims, plan
 from nfsconf.errors import NfsconfError, UsageError
 from nfsconf.plan import RunOptions
-from nfsconf.run import INCOMPLETE, RunOutcome, default_out, run_here
+from nfsconf.run import INCOMPLETE, RunOutcome, default_out, report_incomplete, run_here
 
 if TYPE_CHECKING:
     from nfsconf.vm.walk import WalkRequest
@@ -117,8 +117,7 @@ def run_kernels(opts: RunOptions, kernels: list[str | None], jobs: int) -> RunOu
     untaken = claims.unclaimed(out / claims.CLAIMS) if len(kernels) == 1 else []
     if untaken:  # every guest ended (a kernel crash on its last cell) before these
         missing += untaken
-        print(f"run INCOMPLETE: {len(untaken)} cell(s) no guest took ({untaken[0]} ...); "
-              f"finish it with nfsconf run --resume {out}", flush=True)
+        report_incomplete(untaken, len(claims.plan(out / claims.CLAIMS)), out)
         status = max(status, INCOMPLETE)
     what = f"{len(kernels)} kernels" if len(kernels) > 1 else f"{jobs} guests"
     print(f"\n{what}, {len(merged.results)} results; one report in {out}")
