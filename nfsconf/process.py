@@ -166,8 +166,10 @@ def stop_group(pgid: int, grace: float) -> list[int]:
     return members
 
 
-# The root gets SIGTERM when the thread that started it ends (prctl PR_SET_PDEATHSIG: the
-# starting thread, not the process), so a tree is started by the thread that supervises it.
+# A supervisor killed outright (SIGKILL, the OOM killer) cannot stop a tree in a session
+# of its own: the kernel sends its root SIGTERM instead (prctl PR_SET_PDEATHSIG), when the
+# thread that started it ends, so a tree is started by the thread that supervises it.
+# setpriv (util-linux, Essential), not preexec_fn: the supervisors run in threads.
 DIE_WITH_PARENT = ("setpriv", "--pdeathsig", "TERM", "--")
 
 
@@ -179,9 +181,6 @@ class ProcessTree:
     def __init__(self, argv: Sequence[str], *, stdout: IO[bytes] | int | None = None,
                  stderr: IO[bytes] | int | None = None, cwd: Path | None = None,
                  env: dict[str, str] | None = None) -> None:
-        # setpriv (util-linux, always there) so that a supervisor killed outright (SIGKILL,
-        # the OOM killer) still ends the root: a session of its own is out of reach of the
-        # signal that killed us. Not preexec_fn: the supervisors run in threads.
         self.proc = subprocess.Popen([*DIE_WITH_PARENT, *argv], stdin=subprocess.DEVNULL,
                                      stdout=stdout, stderr=stderr, cwd=cwd, env=env,
                                      start_new_session=True)  # one killpg reaches them all
